@@ -1,0 +1,395 @@
+//! The HTTP side: one `reqwest::Client`, the engine's base URL, authentication, and one method
+//! per REST call ProcOS makes.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ClientError, ErrorBody};
+use crate::model::{
+    BpmnErrorReport, CompleteTask, Deployment, DeploymentResult, FailureReport, FetchAndLock,
+    HistoricProcessInstance, Incident, LockedExternalTask, ProcessDefinition, ProcessInstance,
+    StartProcessInstance,
+};
+use crate::variables::{Variable, Variables};
+
+/// Ordinary calls answer in well under this; a slower answer means the engine is in trouble.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much longer than its long-poll time a fetch may take before it counts as lost.
+const LONG_POLL_GRACE: Duration = Duration::from_secs(15);
+
+/// How to authenticate to the REST API.
+#[derive(Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Basic {
+        user: String,
+        password: String,
+    },
+    Bearer(String),
+}
+
+impl fmt::Debug for Auth {
+    // Never print a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Basic { user, .. } => write!(f, "Basic({user}, ***)"),
+            Auth::Bearer(_) => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+/// A client of one engine's REST API. Cheap to clone; clones share connections.
+#[derive(Debug, Clone)]
+pub struct EngineClient {
+    http: reqwest::Client,
+    /// Always ends in `/`, so relative paths join under it.
+    base: url::Url,
+    auth: Auth,
+}
+
+impl EngineClient {
+    /// A client for the REST API at `base_url`, e.g. `http://localhost:8080/engine-rest`.
+    /// A bare `http://host:port` is taken to mean Camunda Run's `/engine-rest` on it.
+    pub fn new(base_url: &str, auth: Auth) -> Result<Self, ClientError> {
+        let invalid = |reason: String| ClientError::InvalidUrl {
+            url: base_url.to_owned(),
+            reason,
+        };
+        let mut base = url::Url::parse(base_url).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https".into()));
+        }
+        if base.path() == "/" {
+            base.set_path("/engine-rest");
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| invalid(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Self { http, base, auth })
+    }
+
+    /// The REST API's base URL, ending in `/`.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// `GET /engine`: the names of the engines behind this API. Answers without credentials even
+    /// when authentication is on, so it is the readiness probe.
+    pub async fn engines(&self) -> Result<Vec<String>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Engine {
+            name: String,
+        }
+        let engines: Vec<Engine> = self.call(Method::GET, "engine", None::<&()>).await?;
+        Ok(engines.into_iter().map(|e| e.name).collect())
+    }
+
+    /// `POST /deployment/create` with duplicate filtering: resources identical to the last
+    /// deployment of the same name create no new definitions.
+    pub async fn deploy(&self, deployment: &Deployment) -> Result<DeploymentResult, ClientError> {
+        let mut form = reqwest::multipart::Form::new()
+            .text("deployment-name", deployment.name.clone())
+            .text("enable-duplicate-filtering", "true")
+            .text("deploy-changed-only", "true");
+        if let Some(source) = &deployment.source {
+            form = form.text("deployment-source", source.clone());
+        }
+        for (name, bytes) in &deployment.resources {
+            let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone());
+            form = form.part(name.clone(), part);
+        }
+        let path = "deployment/create";
+        let request = self.request(Method::POST, path).multipart(form);
+        self.send(request, "POST", path, CALL_TIMEOUT).await
+    }
+
+    /// `GET /process-definition?key=…`: every version of a process, oldest first.
+    pub async fn process_definitions(
+        &self,
+        key: &str,
+    ) -> Result<Vec<ProcessDefinition>, ClientError> {
+        let path = "process-definition";
+        let request = self.request(Method::GET, path).query(&[
+            ("key", key),
+            ("sortBy", "version"),
+            ("sortOrder", "asc"),
+        ]);
+        self.send(request, "GET", path, CALL_TIMEOUT).await
+    }
+
+    /// `POST /process-definition/key/{key}/start`: starts the latest version.
+    pub async fn start_process_instance(
+        &self,
+        key: &str,
+        start: &StartProcessInstance,
+    ) -> Result<ProcessInstance, ClientError> {
+        let path = format!("process-definition/key/{}/start", segment(key));
+        self.call(Method::POST, &path, Some(start)).await
+    }
+
+    /// `POST /external-task/fetchAndLock`, long-polling up to `asyncResponseTimeout`.
+    /// Dropping the future aborts the request, which ends the engine's wait for it.
+    pub async fn fetch_and_lock(
+        &self,
+        request: &FetchAndLock,
+    ) -> Result<Vec<LockedExternalTask>, ClientError> {
+        let path = "external-task/fetchAndLock";
+        let long_poll = Duration::from_millis(request.async_response_timeout.unwrap_or(0));
+        let builder = self.request(Method::POST, path).json(request);
+        self.send(builder, "POST", path, long_poll + LONG_POLL_GRACE)
+            .await
+    }
+
+    /// `POST /external-task/{id}/complete`.
+    pub async fn complete(&self, task_id: &str, body: &CompleteTask) -> Result<(), ClientError> {
+        let path = format!("external-task/{}/complete", segment(task_id));
+        self.call_no_content(Method::POST, &path, Some(body)).await
+    }
+
+    /// `POST /external-task/{id}/failure`.
+    pub async fn report_failure(
+        &self,
+        task_id: &str,
+        body: &FailureReport,
+    ) -> Result<(), ClientError> {
+        let path = format!("external-task/{}/failure", segment(task_id));
+        self.call_no_content(Method::POST, &path, Some(body)).await
+    }
+
+    /// `POST /external-task/{id}/bpmnError`.
+    pub async fn report_bpmn_error(
+        &self,
+        task_id: &str,
+        body: &BpmnErrorReport,
+    ) -> Result<(), ClientError> {
+        let path = format!("external-task/{}/bpmnError", segment(task_id));
+        self.call_no_content(Method::POST, &path, Some(body)).await
+    }
+
+    /// `POST /external-task/{id}/extendLock`: the lock now ends `new_duration` from now.
+    pub async fn extend_lock(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        new_duration: Duration,
+    ) -> Result<(), ClientError> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct ExtendLock<'a> {
+            worker_id: &'a str,
+            new_duration: u64,
+        }
+        let path = format!("external-task/{}/extendLock", segment(task_id));
+        let body = ExtendLock {
+            worker_id,
+            new_duration: millis(new_duration),
+        };
+        self.call_no_content(Method::POST, &path, Some(&body)).await
+    }
+
+    /// `POST /external-task/{id}/unlock`: hands the task back for any worker to fetch at once.
+    pub async fn unlock(&self, task_id: &str) -> Result<(), ClientError> {
+        let path = format!("external-task/{}/unlock", segment(task_id));
+        self.call_no_content(Method::POST, &path, None::<&()>).await
+    }
+
+    /// `GET /history/process-instance/{id}`.
+    pub async fn historic_process_instance(
+        &self,
+        id: &str,
+    ) -> Result<HistoricProcessInstance, ClientError> {
+        let path = format!("history/process-instance/{}", segment(id));
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `GET /history/variable-instance?processInstanceId=…`: the instance's variables as history
+    /// last saw them, including after the instance ended.
+    pub async fn historic_variables(
+        &self,
+        process_instance_id: &str,
+    ) -> Result<Variables, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            name: String,
+            #[serde(flatten)]
+            variable: Variable,
+        }
+        let path = "history/variable-instance";
+        let request = self.request(Method::GET, path).query(&[
+            ("processInstanceId", process_instance_id),
+            ("deserializeValues", "false"),
+        ]);
+        let rows: Vec<Row> = self.send(request, "GET", path, CALL_TIMEOUT).await?;
+        Ok(rows.into_iter().map(|r| (r.name, r.variable)).collect())
+    }
+
+    /// `GET /incident`, optionally for one process instance.
+    pub async fn incidents(
+        &self,
+        process_instance_id: Option<&str>,
+    ) -> Result<Vec<Incident>, ClientError> {
+        let path = "incident";
+        let mut request = self.request(Method::GET, path);
+        if let Some(id) = process_instance_id {
+            request = request.query(&[("processInstanceId", id)]);
+        }
+        self.send(request, "GET", path, CALL_TIMEOUT).await
+    }
+
+    /// `GET /external-task/{id}/errorDetails`: the details a failure report left.
+    pub async fn external_task_error_details(&self, task_id: &str) -> Result<String, ClientError> {
+        let path = format!("external-task/{}/errorDetails", segment(task_id));
+        let request = self.request(Method::GET, &path);
+        let response = self.execute(request, "GET", &path, CALL_TIMEOUT).await?;
+        response
+            .text()
+            .await
+            .map_err(|e| unexpected("GET", &path, e))
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let url = format!("{}{}", self.base, path);
+        let builder = self.http.request(method, url);
+        match &self.auth {
+            Auth::None => builder,
+            Auth::Basic { user, password } => builder.basic_auth(user, Some(password)),
+            Auth::Bearer(token) => builder.bearer_auth(token),
+        }
+    }
+
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let name = method_name(&method);
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.send(request, name, path, CALL_TIMEOUT).await
+    }
+
+    async fn call_no_content<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(), ClientError> {
+        let name = method_name(&method);
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.execute(request, name, path, CALL_TIMEOUT).await?;
+        Ok(())
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+        method: &'static str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let response = self.execute(request, method, path, timeout).await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| unexpected(method, path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| unexpected(method, path, e))
+    }
+
+    /// Sends, and turns an error status into [`ClientError::Rejected`] with the engine's message.
+    async fn execute(
+        &self,
+        request: RequestBuilder,
+        method: &'static str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
+        tracing::trace!(method, path, "engine call");
+        let response =
+            request
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    url: self.base.to_string(),
+                    source,
+                })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(rejected(method, path, status, &text))
+    }
+}
+
+fn rejected(method: &'static str, path: &str, status: StatusCode, text: &str) -> ClientError {
+    let parsed: Option<ErrorBody> = serde_json::from_str(text).ok();
+    let (error_type, message, problems) = match parsed {
+        Some(body) => (
+            body.error_type,
+            body.message,
+            body.details.map(|d| d.into_problems()).unwrap_or_default(),
+        ),
+        None => (None, None, Vec::new()),
+    };
+    let message = message.unwrap_or_else(|| match text.trim() {
+        "" => status.canonical_reason().unwrap_or("no message").to_owned(),
+        // A proxy's or servlet container's page, not Camunda's JSON: keep it short.
+        other => other.chars().take(300).collect(),
+    });
+    ClientError::Rejected {
+        method,
+        path: path.to_owned(),
+        status: status.as_u16(),
+        error_type,
+        message,
+        problems,
+    }
+}
+
+fn unexpected(method: &'static str, path: &str, e: impl fmt::Display) -> ClientError {
+    ClientError::Unexpected {
+        method,
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        _ => "HTTP",
+    }
+}
+
+/// Ids and keys go into paths; keep them one segment.
+fn segment(raw: &str) -> String {
+    url::form_urlencoded::byte_serialize(raw.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,131 @@
+//! What can go wrong talking to the engine, and what the caller should make of it.
+
+use serde::Deserialize;
+
+/// A failed call to the engine's REST API.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The engine could not be reached, or did not answer in time. Worth trying again later.
+    #[error("cannot reach the engine at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The engine answered with an error status.
+    #[error("{method} {path} answered {status}: {message}")]
+    Rejected {
+        method: &'static str,
+        path: String,
+        status: u16,
+        /// Camunda's exception type, e.g. `RestException`, `ParseException`.
+        error_type: Option<String>,
+        message: String,
+        /// Parser findings the engine attached (deployments of invalid models).
+        problems: Vec<ParseProblem>,
+    },
+    /// The engine answered 2xx but with a body this client cannot read.
+    #[error("{method} {path}: unexpected answer from the engine: {reason}")]
+    Unexpected {
+        method: &'static str,
+        path: String,
+        reason: String,
+    },
+    /// The configured engine URL is not usable.
+    #[error(
+        "invalid engine URL `{url}`: {reason} (expected e.g. http://localhost:8080/engine-rest)"
+    )]
+    InvalidUrl { url: String, reason: String },
+}
+
+impl ClientError {
+    /// The HTTP status the engine answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Rejected { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True when the same call may succeed later unchanged: the engine was unreachable, timed out,
+    /// or answered 5xx (which includes its "too many requests" answer to long polls).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Rejected { status, .. } => *status >= 500,
+            ClientError::Unexpected { .. } | ClientError::InvalidUrl { .. } => false,
+        }
+    }
+
+    /// 404: the resource is gone; for an external task, usually cancelled by a boundary event or
+    /// a deleted instance.
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    /// Findings of the engine's BPMN/DMN parser, with line and column where it knows them.
+    pub fn parse_problems(&self) -> &[ParseProblem] {
+        match self {
+            ClientError::Rejected { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+/// One finding of the engine's model parser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseProblem {
+    pub resource: String,
+    pub message: String,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    pub element_id: Option<String>,
+}
+
+/// Camunda's error body: `{"type": "...", "message": "...", "details": {...}}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ErrorBody {
+    #[serde(rename = "type")]
+    pub error_type: Option<String>,
+    pub message: Option<String>,
+    #[serde(default)]
+    pub details: Option<ParseDetails>,
+}
+
+/// `details` of a `ParseException`: resource name → errors and warnings.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct ParseDetails(std::collections::BTreeMap<String, ResourceReport>);
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ResourceReport {
+    #[serde(default)]
+    errors: Vec<ResourceFinding>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ResourceFinding {
+    message: String,
+    line: Option<i64>,
+    column: Option<i64>,
+    main_element_id: Option<String>,
+}
+
+impl ParseDetails {
+    pub(crate) fn into_problems(self) -> Vec<ParseProblem> {
+        let positive = |n: Option<i64>| n.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
+        self.0
+            .into_iter()
+            .flat_map(|(resource, report)| {
+                report.errors.into_iter().map(move |f| ParseProblem {
+                    resource: resource.clone(),
+                    message: f.message,
+                    line: positive(f.line),
+                    column: positive(f.column),
+                    element_id: f.main_element_id,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,227 @@
+//! Requests to and answers from the engine, in the engine's field names (camelCase on the wire).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::variables::Variables;
+
+/// `POST /external-task/fetchAndLock`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FetchAndLock {
+    pub worker_id: String,
+    pub max_tasks: u32,
+    pub use_priority: bool,
+    /// Long-poll time in ms; the engine refuses more than 1,800,000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub async_response_timeout: Option<u64>,
+    pub topics: Vec<TopicSubscription>,
+}
+
+/// One topic of a fetch-and-lock request, with its filters.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicSubscription {
+    pub topic_name: String,
+    /// Lock duration in ms.
+    pub lock_duration: u64,
+    /// Variables to fetch; `None` fetches all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variables: Option<Vec<String>>,
+    /// Fetch only the variables local to the task's execution.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub local_variables: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub business_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_definition_key_in: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id_in: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub without_tenant_id: bool,
+    /// Only tasks whose process has these variable values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_variables: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub include_extension_properties: bool,
+}
+
+/// An external task this worker now holds the lock of.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockedExternalTask {
+    pub id: String,
+    pub topic_name: String,
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// `None` until the first failure is reported.
+    #[serde(default)]
+    pub retries: Option<i32>,
+    #[serde(default)]
+    pub lock_expiration_time: Option<String>,
+    #[serde(default)]
+    pub process_instance_id: Option<String>,
+    #[serde(default)]
+    pub process_definition_key: Option<String>,
+    #[serde(default)]
+    pub activity_id: Option<String>,
+    #[serde(default)]
+    pub business_key: Option<String>,
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default)]
+    pub variables: Variables,
+    #[serde(default)]
+    pub extension_properties: Option<Map<String, Value>>,
+}
+
+/// `POST /external-task/{id}/complete`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteTask {
+    pub worker_id: String,
+    #[serde(skip_serializing_if = "Variables::is_empty")]
+    pub variables: Variables,
+    #[serde(skip_serializing_if = "Variables::is_empty")]
+    pub local_variables: Variables,
+}
+
+/// `POST /external-task/{id}/failure`. `retries: 0` makes the engine raise an incident.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureReport {
+    pub worker_id: String,
+    pub error_message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_details: Option<String>,
+    pub retries: i32,
+    /// Delay in ms before the task can be fetched again.
+    pub retry_timeout: u64,
+}
+
+/// `POST /external-task/{id}/bpmnError`: a business error for a boundary error event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BpmnErrorReport {
+    pub worker_id: String,
+    pub error_code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(skip_serializing_if = "Variables::is_empty")]
+    pub variables: Variables,
+}
+
+/// A deployment to create: named resources, deployed with the engine's duplicate filtering so
+/// that an unchanged resource makes no new version.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub name: String,
+    /// Tells the engine and Cockpit where the deployment came from.
+    pub source: Option<String>,
+    pub resources: Vec<(String, Vec<u8>)>,
+}
+
+/// The engine's answer to a deployment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentResult {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub deployed_process_definitions: Option<std::collections::BTreeMap<String, DeployedResource>>,
+    #[serde(default)]
+    pub deployed_decision_definitions: Option<std::collections::BTreeMap<String, DeployedResource>>,
+}
+
+impl DeploymentResult {
+    /// Definitions this deployment created; empty when duplicate filtering found nothing new.
+    pub fn new_definitions(&self) -> Vec<&DeployedResource> {
+        self.deployed_process_definitions
+            .iter()
+            .chain(self.deployed_decision_definitions.iter())
+            .flat_map(|m| m.values())
+            .collect()
+    }
+}
+
+/// A process or decision definition created by a deployment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployedResource {
+    pub id: String,
+    pub key: String,
+    pub version: i32,
+    #[serde(default)]
+    pub resource: Option<String>,
+}
+
+/// A deployed process definition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessDefinition {
+    pub id: String,
+    pub key: String,
+    pub version: i32,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub deployment_id: Option<String>,
+}
+
+/// `POST /process-definition/key/{key}/start`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartProcessInstance {
+    #[serde(skip_serializing_if = "Variables::is_empty")]
+    pub variables: Variables,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub business_key: Option<String>,
+}
+
+/// A running (or just finished) process instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessInstance {
+    pub id: String,
+    #[serde(default)]
+    pub definition_id: Option<String>,
+    #[serde(default)]
+    pub business_key: Option<String>,
+    #[serde(default)]
+    pub ended: bool,
+}
+
+/// A process instance as history records it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoricProcessInstance {
+    pub id: String,
+    #[serde(default)]
+    pub process_definition_key: Option<String>,
+    /// ACTIVE, SUSPENDED, COMPLETED, EXTERNALLY_TERMINATED, INTERNALLY_TERMINATED.
+    pub state: String,
+    #[serde(default)]
+    pub end_time: Option<String>,
+}
+
+/// An open incident, as Cockpit shows it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Incident {
+    pub id: String,
+    pub incident_type: String,
+    #[serde(default)]
+    pub incident_message: Option<String>,
+    #[serde(default)]
+    pub process_instance_id: Option<String>,
+    #[serde(default)]
+    pub activity_id: Option<String>,
+    /// For `failedExternalTask` incidents: the external task's id.
+    #[serde(default)]
+    pub configuration: Option<String>,
+}

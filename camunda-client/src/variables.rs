@@ -1,0 +1,268 @@
+//! Camunda's typed variables, and their plain-JSON view for adapters.
+//!
+//! On the wire a variable is `{"type": "Integer", "value": 5, "valueInfo": {}}`. The domain type
+//! [`Variable`] keeps the type so that a value read from the engine is written back as what it was.
+//! Adapters see plain JSON ([`Variable::to_json`]); their JSON answers become typed variables by
+//! [`Variable::from_json`].
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// Variables by name, as the engine sends and takes them.
+pub type Variables = BTreeMap<String, Variable>;
+
+/// The engine's date format: `2013-06-30T21:00:00.000+0200`.
+const DATE_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3f%z";
+
+/// A process variable with its Camunda type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Variable {
+    Null,
+    String(String),
+    Boolean(bool),
+    Short(i16),
+    Integer(i32),
+    Long(i64),
+    Double(f64),
+    Date(DateTime<FixedOffset>),
+    Bytes(Vec<u8>),
+    /// Camunda Spin's `Json` type.
+    Json(Value),
+    /// Any other engine type (Object, File, Xml, …), carried through unchanged.
+    Other {
+        type_name: String,
+        value: Value,
+        value_info: Map<String, Value>,
+    },
+}
+
+impl Variable {
+    /// Camunda's name for this variable's type.
+    pub fn type_name(&self) -> &str {
+        match self {
+            Variable::Null => "Null",
+            Variable::String(_) => "String",
+            Variable::Boolean(_) => "Boolean",
+            Variable::Short(_) => "Short",
+            Variable::Integer(_) => "Integer",
+            Variable::Long(_) => "Long",
+            Variable::Double(_) => "Double",
+            Variable::Date(_) => "Date",
+            Variable::Bytes(_) => "Bytes",
+            Variable::Json(_) => "Json",
+            Variable::Other { type_name, .. } => type_name,
+        }
+    }
+
+    /// The plain-JSON view adapters work with: dates as the engine's text, bytes as base64,
+    /// `Json` as the document itself, objects serialized as JSON as their document.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Variable::Null => Value::Null,
+            Variable::String(s) => Value::String(s.clone()),
+            Variable::Boolean(b) => Value::Bool(*b),
+            Variable::Short(n) => Value::from(*n),
+            Variable::Integer(n) => Value::from(*n),
+            Variable::Long(n) => Value::from(*n),
+            // NaN and infinities have no JSON form; the engine cannot send them either.
+            Variable::Double(x) => {
+                serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number)
+            }
+            Variable::Date(d) => Value::String(d.format(DATE_FORMAT).to_string()),
+            Variable::Bytes(b) => Value::String(BASE64.encode(b)),
+            Variable::Json(v) => v.clone(),
+            Variable::Other {
+                value, value_info, ..
+            } => {
+                let json_serialized = value_info
+                    .get("serializationDataFormat")
+                    .and_then(Value::as_str)
+                    .is_some_and(|f| f.starts_with("application/json"));
+                match value {
+                    Value::String(text) if json_serialized => {
+                        serde_json::from_str(text).unwrap_or_else(|_| value.clone())
+                    }
+                    _ => value.clone(),
+                }
+            }
+        }
+    }
+
+    /// The typed variable for a plain-JSON value: integers become `Integer` when they fit in 32
+    /// bits and `Long` otherwise, other numbers `Double`, arrays and objects `Json`.
+    pub fn from_json(value: Value) -> Variable {
+        match value {
+            Value::Null => Variable::Null,
+            Value::Bool(b) => Variable::Boolean(b),
+            Value::String(s) => Variable::String(s),
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    i32::try_from(i).map_or(Variable::Long(i), Variable::Integer)
+                } else {
+                    // u64 beyond i64, or a fraction: Camunda's only wider number is Double.
+                    Variable::Double(n.as_f64().unwrap_or(f64::NAN))
+                }
+            }
+            doc @ (Value::Array(_) | Value::Object(_)) => Variable::Json(doc),
+        }
+    }
+}
+
+/// The wire form of one variable.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire {
+    #[serde(rename = "type", default)]
+    type_name: Option<String>,
+    #[serde(default)]
+    value: Value,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    value_info: Map<String, Value>,
+}
+
+impl Serialize for Variable {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (value, value_info) = match self {
+            // Spin's Json type travels as text.
+            Variable::Json(doc) => (Value::String(doc.to_string()), Map::new()),
+            Variable::Other {
+                value, value_info, ..
+            } => (value.clone(), value_info.clone()),
+            other => (other.to_json(), Map::new()),
+        };
+        Wire {
+            type_name: Some(self.type_name().to_owned()),
+            value,
+            value_info,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Variable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let wire = Wire::deserialize(deserializer)?;
+        let type_name = wire.type_name.unwrap_or_else(|| "Null".to_owned());
+        let mismatch = |expected: &str| {
+            D::Error::custom(format!(
+                "variable of type {type_name} has a value that is not {expected}: {}",
+                wire.value
+            ))
+        };
+        let int = |v: &Value| v.as_i64();
+        Ok(match (type_name.as_str(), &wire.value) {
+            (_, Value::Null) if type_name != "Object" => Variable::Null,
+            ("Null", _) => Variable::Null,
+            ("String", Value::String(s)) => Variable::String(s.clone()),
+            ("Boolean", Value::Bool(b)) => Variable::Boolean(*b),
+            ("Short", v) => Variable::Short(
+                int(v)
+                    .and_then(|i| i16::try_from(i).ok())
+                    .ok_or_else(|| mismatch("a 16-bit integer"))?,
+            ),
+            ("Integer", v) => Variable::Integer(
+                int(v)
+                    .and_then(|i| i32::try_from(i).ok())
+                    .ok_or_else(|| mismatch("a 32-bit integer"))?,
+            ),
+            ("Long", v) => Variable::Long(int(v).ok_or_else(|| mismatch("a 64-bit integer"))?),
+            ("Double", v) => Variable::Double(v.as_f64().ok_or_else(|| mismatch("a number"))?),
+            ("Date", Value::String(s)) => Variable::Date(
+                DateTime::parse_from_str(s, DATE_FORMAT)
+                    .map_err(|_| mismatch("a date like 2013-06-30T21:00:00.000+0200"))?,
+            ),
+            ("Bytes", Value::String(s)) => {
+                Variable::Bytes(BASE64.decode(s).map_err(|_| mismatch("base64"))?)
+            }
+            ("Json", Value::String(s)) => {
+                Variable::Json(serde_json::from_str(s).map_err(|_| mismatch("a JSON document"))?)
+            }
+            ("Json", doc) => Variable::Json(doc.clone()),
+            ("String" | "Boolean" | "Date" | "Bytes", _) => {
+                return Err(mismatch(&format!("a {type_name}")));
+            }
+            _ => Variable::Other {
+                type_name,
+                value: wire.value,
+                value_info: wire.value_info,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round_trip(v: &Variable) -> Variable {
+        let wire = serde_json::to_value(v).unwrap();
+        serde_json::from_value(wire).unwrap()
+    }
+
+    #[test]
+    fn every_type_round_trips_through_the_wire_form() {
+        let date = DateTime::parse_from_str("2024-02-29T13:45:00.123+0100", DATE_FORMAT).unwrap();
+        for v in [
+            Variable::Null,
+            Variable::String("quote \" and\nnewline".into()),
+            Variable::Boolean(true),
+            Variable::Short(-7),
+            Variable::Integer(42),
+            Variable::Long(1 << 40),
+            Variable::Double(0.25),
+            Variable::Date(date),
+            Variable::Bytes(vec![0, 255, 7]),
+            Variable::Json(json!({"a": [1, 2, {"b": null}]})),
+        ] {
+            assert_eq!(round_trip(&v), v, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn json_travels_as_text_and_dates_in_the_engine_format() {
+        let wire = serde_json::to_value(Variable::Json(json!({"k": 1}))).unwrap();
+        assert_eq!(wire, json!({"type": "Json", "value": "{\"k\":1}"}));
+        let date = DateTime::parse_from_str("2024-02-29T13:45:00.000+0100", DATE_FORMAT).unwrap();
+        let wire = serde_json::to_value(Variable::Date(date)).unwrap();
+        assert_eq!(
+            wire,
+            json!({"type": "Date", "value": "2024-02-29T13:45:00.000+0100"})
+        );
+    }
+
+    #[test]
+    fn plain_json_maps_to_the_narrowest_camunda_type() {
+        assert_eq!(Variable::from_json(json!(5)), Variable::Integer(5));
+        assert_eq!(
+            Variable::from_json(json!(5_000_000_000_i64)),
+            Variable::Long(5_000_000_000)
+        );
+        assert_eq!(Variable::from_json(json!(1.5)), Variable::Double(1.5));
+        assert_eq!(Variable::from_json(json!([1])), Variable::Json(json!([1])));
+        assert_eq!(Variable::from_json(json!(null)), Variable::Null);
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_shape_is_refused_with_its_type() {
+        let err = serde_json::from_value::<Variable>(json!({"type": "Integer", "value": "x"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Integer"), "{err}");
+    }
+
+    #[test]
+    fn unknown_types_are_carried_unchanged() {
+        let wire = json!({"type": "Object", "value": "{\"x\":1}",
+            "valueInfo": {"objectTypeName": "java.util.HashMap", "serializationDataFormat": "application/json"}});
+        let v: Variable = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(v.to_json(), json!({"x": 1}));
+        assert_eq!(serde_json::to_value(&v).unwrap(), wire);
+    }
+}

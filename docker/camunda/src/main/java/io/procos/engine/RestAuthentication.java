@@ -1,0 +1,29 @@
+package io.procos.engine;
+
+import org.camunda.bpm.engine.rest.security.auth.ProcessEngineAuthenticationFilter;
+import org.camunda.bpm.engine.rest.security.auth.impl.HttpBasicAuthenticationProvider;
+import org.springframework.boot.autoconfigure.condition.ConditionalOnProperty;
+import org.springframework.boot.web.servlet.FilterRegistrationBean;
+import org.springframework.context.annotation.Bean;
+import org.springframework.context.annotation.Configuration;
+
+/**
+ * HTTP basic authentication on the REST API, switched by the same property Camunda Run uses
+ * ({@code camunda.bpm.run.auth.enabled}, env {@code CAMUNDA_BPM_RUN_AUTH_ENABLED}), so a
+ * configuration written for Run works unchanged. The filter lets {@code GET /engine-rest/engine}
+ * through without credentials, which is what readiness checks rely on.
+ */
+@Configuration
+@ConditionalOnProperty(name = "camunda.bpm.run.auth.enabled", havingValue = "true")
+public class RestAuthentication {
+  @Bean
+  public FilterRegistrationBean<ProcessEngineAuthenticationFilter> restAuthenticationFilter() {
+    FilterRegistrationBean<ProcessEngineAuthenticationFilter> registration =
+        new FilterRegistrationBean<>(new ProcessEngineAuthenticationFilter());
+    registration.setName("camunda-rest-authentication");
+    registration.addInitParameter(
+        "authentication-provider", HttpBasicAuthenticationProvider.class.getName());
+    registration.addUrlPatterns("/engine-rest/*");
+    return registration;
+  }
+}

@@ -1,0 +1,192 @@
+//! Deploying the init directory (ProcOS's `/proc/init`).
+//!
+//! Each file is its own deployment, named after the file, with the engine's duplicate filtering:
+//! an unchanged file makes no new version, and a bad file cannot take the good ones down with it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use camunda_client::{DeployedResource, Deployment, EngineClient};
+use tracing::{info, warn};
+
+use crate::validate::{self, Finding};
+
+/// Tells Cockpit where a deployment came from.
+const DEPLOYMENT_SOURCE: &str = "procos";
+
+/// What deploying a set of model files did.
+#[derive(Debug, Default)]
+pub struct DeployReport {
+    /// Files that made new definition versions, with those definitions as `key:version`.
+    pub deployed: Vec<(PathBuf, Vec<String>)>,
+    /// Files identical to what the engine already has.
+    pub unchanged: Vec<PathBuf>,
+    /// Files that could not be deployed, each with its reason.
+    pub problems: Vec<FileProblem>,
+    /// External-task topics the deployed models use, by file.
+    pub topics: Vec<(PathBuf, Vec<String>)>,
+}
+
+/// A file that could not be deployed: where, what, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProblem {
+    pub file: PathBuf,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    pub message: String,
+    pub fix: String,
+}
+
+impl fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": {}", self.message)?;
+        if !self.fix.is_empty() {
+            write!(f, " (fix: {})", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+impl FileProblem {
+    fn from_finding(file: &Path, finding: Finding) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            line: finding.line,
+            column: finding.column,
+            message: finding.message,
+            fix: finding.fix,
+        }
+    }
+
+    fn whole_file(file: &Path, message: String, fix: &str) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            message,
+            fix: fix.to_owned(),
+        }
+    }
+}
+
+/// Deploys every `.bpmn`, `.dmn` and `.form` file of `dir`, in name order. An unreadable
+/// directory is one problem in the report, not an error: the kernel keeps running and retries
+/// on the next change.
+pub async fn deploy_init_dir(client: &EngineClient, dir: &Path) -> DeployReport {
+    let mut files = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(validate::is_model_file)
+            })
+            .collect::<Vec<_>>(),
+        Err(e) => {
+            let problem = FileProblem::whole_file(
+                dir,
+                format!("cannot read the init directory: {e}"),
+                "create it, or point --init-dir (PROCOS_INIT_DIR) at the directory that holds the root models",
+            );
+            warn!(%problem, "init directory");
+            return DeployReport {
+                problems: vec![problem],
+                ..DeployReport::default()
+            };
+        }
+    };
+    files.sort();
+    if files.is_empty() {
+        warn!(dir = %dir.display(), "the init directory holds no .bpmn, .dmn or .form file");
+    }
+    deploy_files(client, &files).await
+}
+
+/// Deploys the given model files, each on its own; problems are collected, not raised.
+pub async fn deploy_files(client: &EngineClient, files: &[PathBuf]) -> DeployReport {
+    let mut report = DeployReport::default();
+    for file in files {
+        match deploy_one(client, file).await {
+            Ok((definitions, topics)) => {
+                if definitions.is_empty() {
+                    info!(file = %file.display(), "unchanged; no new version");
+                    report.unchanged.push(file.clone());
+                } else {
+                    info!(file = %file.display(), definitions = ?definitions, "deployed");
+                    report.deployed.push((file.clone(), definitions));
+                }
+                if !topics.is_empty() {
+                    report.topics.push((file.clone(), topics));
+                }
+            }
+            Err(problem) => {
+                warn!(%problem, "not deployed");
+                report.problems.push(problem);
+            }
+        }
+    }
+    report
+}
+
+async fn deploy_one(
+    client: &EngineClient,
+    file: &Path,
+) -> Result<(Vec<String>, Vec<String>), FileProblem> {
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            FileProblem::whole_file(file, "the file name is not UTF-8".into(), "rename the file")
+        })?
+        .to_owned();
+    let bytes = tokio::fs::read(file).await.map_err(|e| {
+        FileProblem::whole_file(
+            file,
+            format!("cannot read the file: {e}"),
+            "check its permissions",
+        )
+    })?;
+    let summary = validate::check(&name, &bytes).map_err(|f| FileProblem::from_finding(file, f))?;
+    let deployment = Deployment {
+        name: name.clone(),
+        source: Some(DEPLOYMENT_SOURCE.to_owned()),
+        resources: vec![(name, bytes)],
+    };
+    let result = client.deploy(&deployment).await.map_err(|e| {
+        // The engine's parser knows things ours does not (a missing topic, a bad expression);
+        // its first finding carries the line.
+        let first = e.parse_problems().first().cloned();
+        FileProblem {
+            file: file.to_path_buf(),
+            line: first.as_ref().and_then(|p| p.line),
+            column: first.as_ref().and_then(|p| p.column),
+            message: match &first {
+                Some(p) => match &p.element_id {
+                    Some(id) => format!("the engine refused element `{id}`: {}", p.message),
+                    None => format!("the engine refused the model: {}", p.message),
+                },
+                None => format!("the engine refused the deployment: {e}"),
+            },
+            fix: if e.is_transient() {
+                "the engine is not answering; the file is deployed again on its next change or kernel start".into()
+            } else {
+                "fix the model in Camunda Modeler; the kernel deploys it again when the file changes".into()
+            },
+        }
+    })?;
+    let definitions = result
+        .new_definitions()
+        .into_iter()
+        .map(|d: &DeployedResource| format!("{}:{}", d.key, d.version))
+        .collect();
+    Ok((definitions, summary.topics))
+}

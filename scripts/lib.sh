@@ -1,0 +1,57 @@
+# Shared by the ProcOS scripts; sourced, not run.
+# Everything built here is cached under $PROCOS_CACHE so that a second run, even from a fresh
+# clone, reuses the engine jar, the Docker images and the cargo build.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PROCOS_CACHE="${PROCOS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/procos}"
+# One cargo target directory for every checkout of ProcOS on this machine.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PROCOS_CACHE/target}"
+ENGINE_JAR="$ROOT/docker/camunda/target/procos-camunda-engine.jar"
+export PROCOS_ENGINE_JAR="${PROCOS_ENGINE_JAR:-$ENGINE_JAR}"
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=false
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "missing $*, and no apt-get here to install it: install $* and run again"
+  if ! $apt_updated; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    apt_updated=true
+  fi
+  say "installing Debian packages: $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Java 17+ and Maven build the engine; cargo builds ProcOS.
+ensure_toolchain() {
+  local missing=()
+  command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+  command -v cargo >/dev/null 2>&1 || die "cargo is missing: install Rust (https://rustup.rs) and run again"
+}
+
+# The engine jar, keyed by the hash of its sources: rebuilt only when pom.xml or src/ change.
+build_engine() {
+  local dir="$ROOT/docker/camunda" hash cached
+  hash=$(cd "$dir" && find pom.xml src -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+  cached="$PROCOS_CACHE/engine/$hash/procos-camunda-engine.jar"
+  if [ ! -f "$cached" ]; then
+    say "building the Camunda 7.24 engine with Maven (first time: a few minutes)"
+    (cd "$dir" && mvn -B -q -DskipTests package) || die "the Maven build of docker/camunda failed (see above)"
+    mkdir -p "$(dirname "$cached")"
+    cp "$ENGINE_JAR" "$cached.tmp" && mv "$cached.tmp" "$cached"
+  elif ! cmp -s "$cached" "$ENGINE_JAR" 2>/dev/null; then
+    mkdir -p "$(dirname "$ENGINE_JAR")"
+    cp "$cached" "$ENGINE_JAR"
+  fi
+  say "engine jar ready ($hash)"
+}

@@ -1,0 +1,235 @@
+//! The subcommands: each builds its runtime part from the configuration and runs it until a
+//! signal or its own end.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use camunda_client::EngineClient;
+use procos_kernel::{DeployReport, EngineProcess, EngineSettings, deploy_files, deploy_init_dir};
+use procos_worker::Worker;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, ProcosConfig};
+use crate::{Cli, Command, EngineArgs, shutdown};
+
+/// Exit code of `procos deploy` when some file was not deployed.
+const EXIT_NOT_DEPLOYED: u8 = 2;
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let explicit =
+        std::env::var_os("PROCOS_CONFIG").is_some() || cli.config != Path::new("procos.toml");
+    let mut config = config::load(&cli.config, explicit)?;
+    apply_engine_args(&mut config.engine, cli.engine);
+
+    let shutdown = CancellationToken::new();
+    // Owned here so the signal listener ends with the command, never detached.
+    let mut background = JoinSet::new();
+    background.spawn(shutdown::on_signal(shutdown.clone()));
+
+    let result = match cli.command {
+        Command::Up { workers, init_dir } => {
+            if config.engine.url.is_some() {
+                bail!(
+                    "`procos up` boots its own engine; for an engine that runs elsewhere use `procos kernel --engine-url …` and `procos worker`"
+                );
+            }
+            let init_dir = init_dir.unwrap_or_else(|| config.kernel.init_dir.clone());
+            kernel(config, &cli.config, &init_dir, workers, shutdown.clone()).await
+        }
+        Command::Kernel { init_dir } => {
+            let init_dir = init_dir.unwrap_or_else(|| config.kernel.init_dir.clone());
+            kernel(config, &cli.config, &init_dir, 0, shutdown.clone()).await
+        }
+        Command::Worker => worker(config, &cli.config, shutdown.clone()).await,
+        Command::Deploy { files } => deploy(&config, &files).await,
+    };
+    background.shutdown().await;
+    result
+}
+
+fn apply_engine_args(engine: &mut EngineSettings, args: EngineArgs) {
+    let EngineArgs {
+        engine_url,
+        engine_user,
+        engine_password,
+        engine_token,
+        engine_jar,
+        camunda_run_home,
+        port,
+        data_dir,
+    } = args;
+    engine.url = engine_url.or(engine.url.take());
+    engine.user = engine_user.or(engine.user.take());
+    engine.password = engine_password.or(engine.password.take());
+    engine.token = engine_token.or(engine.token.take());
+    engine.camunda_run_home = camunda_run_home.or(engine.camunda_run_home.take());
+    if let Some(jar) = engine_jar {
+        engine.jar = jar;
+    }
+    if let Some(port) = port {
+        engine.port = port;
+    }
+    if let Some(dir) = data_dir {
+        engine.data_dir = dir;
+    }
+}
+
+/// `procos kernel` and `procos up`: get an engine (boot one, or wait for a remote one), deploy
+/// the init directory, run `workers` local workers, and stop everything in order on a signal.
+async fn kernel(
+    config: ProcosConfig,
+    config_path: &Path,
+    init_dir: &Path,
+    workers: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let client = config.engine.client()?;
+    let started = Instant::now();
+    let progress =
+        |waited: Duration| say(&format!("waiting for the engine… {} s", waited.as_secs()));
+
+    let mut engine: Option<EngineProcess> = None;
+    if config.engine.url.is_some() {
+        say(&format!("waiting for the engine at {}", client.base_url()));
+        procos_kernel::wait_until_ready(&client, config.engine.ready_timeout, &shutdown, progress)
+            .await
+            .context("the engine is not ready")?;
+    } else {
+        let local = config.engine.local_engine();
+        say(&format!(
+            "booting the Camunda 7.24 engine on port {} (log: {})",
+            local.port,
+            local.data_dir.join("engine.log").display()
+        ));
+        match local
+            .boot(&client, config.engine.ready_timeout, &shutdown, progress)
+            .await
+        {
+            Ok(process) => engine = Some(process),
+            Err(procos_kernel::KernelError::Cancelled) => return Ok(ExitCode::SUCCESS),
+            Err(e) => return Err(e).context("the engine did not boot"),
+        }
+    }
+    say(&format!(
+        "engine ready after {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+
+    let report = deploy_init_dir(&client, init_dir).await;
+    print_report(&report);
+
+    let mut fleet = JoinSet::new();
+    for i in 0..workers {
+        let mut worker_config = config.worker.clone();
+        if let (Some(id), true) = (&worker_config.worker_id, workers > 1) {
+            worker_config.worker_id = Some(format!("{id}-{i}"));
+        }
+        let worker =
+            Worker::new(client.clone(), worker_config, &config.topics).with_context(|| {
+                format!("invalid worker configuration in {}", config_path.display())
+            })?;
+        fleet.spawn(worker.run(shutdown.child_token()));
+    }
+    if workers > 0 {
+        say(&format!(
+            "{workers} worker(s) serving topics: {}",
+            config.topics.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if engine.is_some() {
+        print_welcome(&client, &config.engine);
+    }
+    say("press Ctrl-C to stop");
+
+    let engine_exit = async {
+        match engine.as_mut() {
+            Some(process) => process.exited().await.map(Some),
+            None => std::future::pending().await,
+        }
+    };
+    let code = tokio::select! {
+        () = shutdown.cancelled() => ExitCode::SUCCESS,
+        status = engine_exit => {
+            let status = status.map_or_else(|e| e.to_string(), |s| s.map(|s| s.to_string()).unwrap_or_default());
+            eprintln!("procos: the engine exited unexpectedly ({status}); stopping");
+            shutdown.cancel();
+            ExitCode::FAILURE
+        }
+    };
+
+    while fleet.join_next().await.is_some() {}
+    if let Some(process) = engine {
+        say("stopping the engine");
+        process.stop(config.engine.stop_timeout).await;
+    }
+    say("stopped");
+    Ok(code)
+}
+
+/// `procos worker`: a fleet member for an engine that runs elsewhere.
+async fn worker(
+    config: ProcosConfig,
+    config_path: &Path,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let client = config.engine.client()?;
+    let worker = Worker::new(client, config.worker, &config.topics).with_context(|| {
+        format!(
+            "the worker refuses to start: invalid configuration in {}",
+            config_path.display()
+        )
+    })?;
+    worker.run(shutdown).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `procos deploy FILE…`: exit 0 when every file deployed (or was unchanged), 2 otherwise.
+async fn deploy(config: &ProcosConfig, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let client: EngineClient = config.engine.client()?;
+    let report = deploy_files(&client, files).await;
+    print_report(&report);
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NOT_DEPLOYED)
+    })
+}
+
+fn print_report(report: &DeployReport) {
+    for (file, definitions) in &report.deployed {
+        say(&format!(
+            "deployed {} ({})",
+            file.display(),
+            definitions.join(", ")
+        ));
+    }
+    for file in &report.unchanged {
+        say(&format!("unchanged {} (no new version)", file.display()));
+    }
+    for problem in &report.problems {
+        eprintln!("procos: not deployed: {problem}");
+    }
+}
+
+fn print_welcome(client: &EngineClient, engine: &EngineSettings) {
+    let root = client
+        .base_url()
+        .trim_end_matches('/')
+        .trim_end_matches("engine-rest");
+    let user = std::env::var("CAMUNDA_ADMIN_USER").unwrap_or_else(|_| "demo".into());
+    let password = std::env::var("CAMUNDA_ADMIN_PASSWORD").unwrap_or_else(|_| "demo".into());
+    println!();
+    println!("ProcOS is up.");
+    println!("  Cockpit:  {root}camunda/app/cockpit/");
+    println!("  Login:    {user} / {password}");
+    println!("  REST API: {}", client.base_url());
+    println!("  Data:     {}", engine.data_dir.display());
+    println!();
+}
+
+fn say(message: &str) {
+    eprintln!("procos: {message}");
+}

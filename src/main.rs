@@ -1,0 +1,146 @@
+//! `procos`: the one command users run. Parses the command line, sets up logging, and hands over
+//! to the kernel and worker libraries; errors become a message and an exit code here and only
+//! here.
+
+mod commands;
+mod config;
+mod shutdown;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// ProcOS: a Camunda 7 microkernel and worker fleet.
+#[derive(Debug, Parser)]
+#[command(name = "procos", version, about)]
+struct Cli {
+    /// The configuration file (engine, kernel, worker, topic table).
+    #[arg(
+        long,
+        global = true,
+        env = "PROCOS_CONFIG",
+        default_value = "procos.toml"
+    )]
+    config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "PROCOS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter, in `tracing` syntax (e.g. `info,procos_worker=debug`).
+    #[arg(long, global = true, env = "PROCOS_LOG", default_value = "info")]
+    log: String,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Engine connection flags; each overrides `[engine]` in the configuration file.
+#[derive(Debug, Args)]
+struct EngineArgs {
+    /// REST API of an engine that runs elsewhere (e.g. http://camunda:8080/engine-rest).
+    #[arg(long, global = true, env = "PROCOS_ENGINE_URL")]
+    engine_url: Option<String>,
+    /// User for the REST API's basic authentication.
+    #[arg(long, global = true, env = "PROCOS_ENGINE_USER")]
+    engine_user: Option<String>,
+    /// Password for --engine-user.
+    #[arg(
+        long,
+        global = true,
+        env = "PROCOS_ENGINE_PASSWORD",
+        hide_env_values = true
+    )]
+    engine_password: Option<String>,
+    /// Bearer token for the REST API.
+    #[arg(
+        long,
+        global = true,
+        env = "PROCOS_ENGINE_TOKEN",
+        hide_env_values = true
+    )]
+    engine_token: Option<String>,
+    /// The assembled engine jar the kernel boots.
+    #[arg(long, global = true, env = "PROCOS_ENGINE_JAR")]
+    engine_jar: Option<PathBuf>,
+    /// A Camunda Run install for the kernel to boot instead of the jar.
+    #[arg(long, global = true, env = "CAMUNDA_RUN_HOME")]
+    camunda_run_home: Option<PathBuf>,
+    /// Port of the engine the kernel boots.
+    #[arg(long, global = true, env = "PROCOS_ENGINE_PORT")]
+    port: Option<u16>,
+    /// Where the booted engine keeps its database and log.
+    #[arg(long, global = true, env = "PROCOS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Engine + kernel + a local worker fleet; prints the Cockpit URL once ready.
+    Up {
+        /// Worker processes' worth of fetch loops to run.
+        #[arg(long, env = "PROCOS_WORKERS", default_value_t = 2)]
+        workers: usize,
+        /// The init directory (ProcOS's /proc/init).
+        #[arg(long, env = "PROCOS_INIT_DIR")]
+        init_dir: Option<PathBuf>,
+    },
+    /// Boot (or, with --engine-url, wait for) the engine and deploy the init directory.
+    Kernel {
+        /// The init directory (ProcOS's /proc/init).
+        #[arg(long, env = "PROCOS_INIT_DIR")]
+        init_dir: Option<PathBuf>,
+    },
+    /// Fetch and run external tasks for the configured topics.
+    Worker,
+    /// Deploy model files (.bpmn, .dmn, .form); unchanged files make no new version.
+    Deploy {
+        /// The files to deploy.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("procos: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("procos: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}

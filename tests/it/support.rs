@@ -1,0 +1,160 @@
+//! Helpers shared by the integration tests: the engine from the environment, unique names,
+//! models, a worker in the background, and waits for state that settles asynchronously.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use camunda_client::{Auth, EngineClient};
+use procos_worker::{TopicConfig, Worker, WorkerConfig};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Test logs, shown for failing tests. Idempotent.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_test_writer()
+        .try_init();
+}
+
+/// The shared engine started by `scripts/test.sh`.
+pub fn engine() -> EngineClient {
+    init_logging();
+    let url = std::env::var("PROCOS_TEST_ENGINE_URL").expect(
+        "PROCOS_TEST_ENGINE_URL is not set: run the tests with scripts/test.sh, which starts an engine, \
+         or start one yourself and point PROCOS_TEST_ENGINE_URL at its /engine-rest",
+    );
+    EngineClient::new(&url, Auth::None).unwrap()
+}
+
+/// The assembled engine jar, for tests that boot engines of their own.
+pub fn engine_jar() -> PathBuf {
+    std::env::var_os("PROCOS_ENGINE_JAR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("docker/camunda/target/procos-camunda-engine.jar")
+        })
+}
+
+/// A name no other test (or earlier run against the same engine) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}-{:06x}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    nanos & 0xff_ffff
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A process `key` of start → external task on `topic` → end, with BPMN DI.
+pub fn external_task_process(key: &str, topic: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:bpmndi="http://www.omg.org/spec/BPMN/20100524/DI" xmlns:dc="http://www.omg.org/spec/DD/20100524/DC"
+    xmlns:di="http://www.omg.org/spec/DD/20100524/DI" xmlns:camunda="http://camunda.org/schema/1.0/bpmn"
+    id="defs-{key}" targetNamespace="https://procos.io/test">
+  <bpmn:process id="{key}" isExecutable="true">
+    <bpmn:startEvent id="start"/>
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work"/>
+    <bpmn:serviceTask id="work" camunda:type="external" camunda:topic="{topic}"/>
+    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="end"/>
+    <bpmn:endEvent id="end"/>
+  </bpmn:process>
+  <bpmndi:BPMNDiagram id="diagram"><bpmndi:BPMNPlane id="plane" bpmnElement="{key}">
+    <bpmndi:BPMNShape id="start_di" bpmnElement="start"><dc:Bounds x="100" y="100" width="36" height="36"/></bpmndi:BPMNShape>
+    <bpmndi:BPMNShape id="work_di" bpmnElement="work"><dc:Bounds x="200" y="78" width="100" height="80"/></bpmndi:BPMNShape>
+    <bpmndi:BPMNShape id="end_di" bpmnElement="end"><dc:Bounds x="360" y="100" width="36" height="36"/></bpmndi:BPMNShape>
+    <bpmndi:BPMNEdge id="f1_di" bpmnElement="f1"><di:waypoint x="136" y="118"/><di:waypoint x="200" y="118"/></bpmndi:BPMNEdge>
+    <bpmndi:BPMNEdge id="f2_di" bpmnElement="f2"><di:waypoint x="300" y="118"/><di:waypoint x="360" y="118"/></bpmndi:BPMNEdge>
+  </bpmndi:BPMNPlane></bpmndi:BPMNDiagram>
+</bpmn:definitions>
+"#
+    )
+}
+
+/// Deploys one model under `name`.
+pub async fn deploy(client: &EngineClient, name: &str, xml: &str) {
+    client
+        .deploy(&camunda_client::Deployment {
+            name: name.to_owned(),
+            source: Some("procos-tests".into()),
+            resources: vec![(name.to_owned(), xml.as_bytes().to_vec())],
+        })
+        .await
+        .unwrap();
+}
+
+/// A worker serving `topics`, running until the returned token is cancelled.
+pub fn start_worker(
+    client: &EngineClient,
+    topics: BTreeMap<String, TopicConfig>,
+) -> (CancellationToken, JoinHandle<()>) {
+    let config = WorkerConfig {
+        long_poll: Duration::from_secs(5),
+        grace_period: Duration::from_secs(5),
+        ..WorkerConfig::default()
+    };
+    init_logging();
+    let worker = Worker::new(client.clone(), config, &topics).unwrap();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run(stop.clone()));
+    (stop, handle)
+}
+
+/// Polls `probe` until it yields a value, or panics after `timeout` naming `what`.
+pub async fn assert_eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Processes whose working directory is `dir`: the engines booted there.
+pub fn processes_in(dir: &std::path::Path) -> Vec<u32> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir))
+        .collect()
+}
+
+pub fn topics(entries: &[(&str, TopicConfig)]) -> BTreeMap<String, TopicConfig> {
+    entries
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}

@@ -1,0 +1,113 @@
+//! `procos up`, the README's run command: an engine whose Cockpit answers, the init models
+//! deployed, and on Ctrl-C (or the kernel's sudden death) no `java` left behind.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::{self, assert_eventually};
+
+struct Up {
+    child: Child,
+    port: u16,
+    data: tempfile::TempDir,
+}
+
+/// Starts `procos up` on a free port and waits for its "ProcOS is up" banner.
+async fn procos_up() -> Up {
+    let port = support::free_port();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_procos"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["up", "--workers", "1", "--port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("PROCOS_ENGINE_JAR", support::engine_jar())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = tokio::time::timeout(Duration::from_secs(180), async {
+        let mut seen = String::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("Login:") {
+                return seen;
+            }
+        }
+        panic!("procos up ended before it was up:\n{seen}");
+    })
+    .await
+    .expect("procos up prints its banner within 180 s");
+    assert!(
+        banner.contains(&format!("http://localhost:{port}/camunda/app/cockpit/")),
+        "{banner}"
+    );
+    assert!(banner.contains("demo / demo"), "{banner}");
+    Up { child, port, data }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_cockpit_with_the_init_models_and_ctrl_c_leaves_no_java() {
+    let mut up = procos_up().await;
+    let http = reqwest::Client::new();
+    let login = http
+        .get(format!(
+            "http://127.0.0.1:{}/camunda/app/welcome/default/",
+            up.port
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200, "the Cockpit login page answers");
+    let client = camunda_client::EngineClient::new(
+        &format!("http://127.0.0.1:{}/engine-rest", up.port),
+        camunda_client::Auth::None,
+    )
+    .unwrap();
+    let hello = client.process_definitions("procos-hello").await.unwrap();
+    assert_eq!(hello.len(), 1, "bpmn/init/hello.bpmn is deployed");
+    assert!(
+        !support::processes_in(up.data.path()).is_empty(),
+        "the engine runs in its data dir"
+    );
+
+    let pid = Pid::from_raw(i32::try_from(up.child.id().unwrap()).unwrap());
+    kill(pid, Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), up.child.wait())
+        .await
+        .expect("procos up stops within 60 s of Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        support::processes_in(up.data.path()).is_empty(),
+        "no engine process is left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_dies_with_a_killed_kernel() {
+    let mut up = procos_up().await;
+    assert!(!support::processes_in(up.data.path()).is_empty());
+    up.child.start_kill().unwrap(); // SIGKILL: the kernel gets no chance to stop the engine
+    up.child.wait().await.unwrap();
+    assert_eventually(
+        "the orphaned engine to exit",
+        Duration::from_secs(30),
+        || async {
+            support::processes_in(up.data.path())
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+}

@@ -1,0 +1,20 @@
+//! The ProcOS worker: a stateless fleet member that fetch-and-locks external tasks and hands each
+//! to the adapter its topic is configured with.
+//!
+//! - [`WorkerConfig`] is the topic table (topic → adapter, lock, retries, filters). [`Worker::new`]
+//!   validates it and builds every adapter before anything is fetched.
+//! - [`Worker::run`] long-polls one fetch for all topics with `maxTasks` = free slots, so the
+//!   worker never locks work it cannot start, runs each task in a `JoinSet`, and writes the
+//!   outcome back (complete, BPMN error, or failure with computed retries).
+//! - Shutdown comes in as a `CancellationToken`: the pending fetch is aborted, running tasks get a
+//!   grace period, and tasks that could not finish are unlocked for other workers.
+//!
+//! Only this crate and the kernel talk to the engine; adapters never do.
+
+mod backoff;
+mod config;
+mod runtime;
+mod task;
+
+pub use config::{ConfigError, TopicConfig, WorkerConfig};
+pub use runtime::Worker;

@@ -1,0 +1,351 @@
+//! One external task, from lock to write-back: run the adapter (a panic or a timeout becomes a
+//! failure, never a dead worker), then tell the engine the outcome.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use camunda_client::{
+    BpmnErrorReport, ClientError, CompleteTask, EngineClient, FailureReport, LockedExternalTask,
+    Variable, Variables,
+};
+use futures_util::FutureExt as _;
+use procos_adapters::{AdapterTask, Failure, Outcome, Retry};
+use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, error, info, info_span, warn};
+
+use crate::backoff::{Backoff, exponential};
+use crate::config::{Route, TopicConfig};
+
+/// How long a cancelled adapter may take to clean up (stop a container, kill a process group).
+const CANCEL_CLEANUP: Duration = Duration::from_secs(10);
+/// The engine keeps error messages short; Cockpit shows them on one line.
+const MAX_ERROR_MESSAGE: usize = 500;
+
+/// What every task of one worker shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) client: EngineClient,
+    pub(crate) worker_id: String,
+}
+
+/// Runs one locked task to its write-back. Holds its concurrency slot until done.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    route: Arc<Route>,
+    locked: LockedExternalTask,
+    cancel: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let span = info_span!(
+        "external_task",
+        task_id = %locked.id,
+        topic = %locked.topic_name,
+        process_instance = locked.process_instance_id.as_deref().unwrap_or(""),
+    );
+    handle_in_span(shared, route, locked, cancel)
+        .instrument(span)
+        .await;
+}
+
+async fn handle_in_span(
+    shared: Arc<Shared>,
+    route: Arc<Route>,
+    locked: LockedExternalTask,
+    cancel: CancellationToken,
+) {
+    let started = Instant::now();
+    // Write-back may be retried while the lock lasts; keep a margin for the call itself.
+    let lock_deadline = started
+        + route
+            .config
+            .lock_duration
+            .saturating_sub(Duration::from_secs(1));
+    let adapter_task = AdapterTask {
+        task_id: locked.id.clone(),
+        topic: locked.topic_name.clone(),
+        inputs: locked
+            .variables
+            .iter()
+            .map(|(name, v)| (name.clone(), v.to_json()))
+            .collect(),
+    };
+
+    let mut run = Box::pin(run_adapter(&route, adapter_task, cancel.clone()));
+    let outcome = tokio::select! {
+        outcome = &mut run => outcome,
+        () = cancel.cancelled() => {
+            // Give the adapter a moment to clean up; its answer no longer counts.
+            let _ = tokio::time::timeout(CANCEL_CLEANUP, run).await;
+            unlock(&shared.client, &locked.id).await;
+            return;
+        }
+    };
+
+    let elapsed = started.elapsed();
+    let worker_id = shared.worker_id.clone();
+    let client = &shared.client;
+    let (kind, result) = match outcome {
+        Outcome::Complete(outputs) => {
+            let body = CompleteTask {
+                worker_id,
+                variables: output_variables(outputs, route.config.result_variable.as_deref()),
+                local_variables: Variables::new(),
+            };
+            let result = deliver(lock_deadline, || client.complete(&locked.id, &body)).await;
+            ("completed", result)
+        }
+        Outcome::BpmnError {
+            code,
+            message,
+            outputs,
+        } => {
+            let body = BpmnErrorReport {
+                worker_id,
+                error_code: code,
+                error_message: Some(message),
+                variables: output_variables(outputs, None),
+            };
+            let result = deliver(lock_deadline, || {
+                client.report_bpmn_error(&locked.id, &body)
+            })
+            .await;
+            ("bpmn_error", result)
+        }
+        Outcome::Failure(failure) => {
+            let body = failure_report(worker_id, &route.config, locked.retries, failure);
+            let retries = body.retries;
+            let result = deliver(lock_deadline, || client.report_failure(&locked.id, &body)).await;
+            if result.is_ok() && retries == 0 {
+                warn!(error = %body.error_message, "failed with no retries left: the engine raises an incident");
+            } else if result.is_ok() {
+                warn!(error = %body.error_message, retries, retry_in_ms = body.retry_timeout, "failed; will be retried");
+            }
+            ("failure", result)
+        }
+    };
+
+    match result {
+        Ok(()) => info!(
+            outcome = kind,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "task done"
+        ),
+        Err(e) if e.is_not_found() => warn!(
+            outcome = kind,
+            "the task is gone (a boundary event cancelled it, or its instance was deleted); the result is dropped"
+        ),
+        Err(e) if e.status() == Some(400) => warn!(
+            outcome = kind,
+            error = %e,
+            "the engine refused the result: the task is locked by another worker now"
+        ),
+        Err(e) => error!(
+            outcome = kind,
+            error = %e,
+            "could not write the result back; the task runs again when its lock expires"
+        ),
+    }
+}
+
+/// The adapter's run, with the topic's timeout; a panic inside the adapter becomes a failure.
+async fn run_adapter(route: &Route, task: AdapterTask, cancel: CancellationToken) -> Outcome {
+    let adapter_name = route.config.adapter.clone();
+    let run = AssertUnwindSafe(route.adapter.run(task, cancel.clone())).catch_unwind();
+    let result = match route.config.timeout {
+        None => run.await,
+        Some(limit) => match tokio::time::timeout(limit, run).await {
+            Ok(result) => result,
+            Err(_) => {
+                cancel.cancel();
+                return Outcome::Failure(Failure::new(
+                    format!(
+                        "`{adapter_name}` adapter timed out after {}",
+                        humantime::format_duration(limit)
+                    ),
+                    format!(
+                        "The topic's timeout is {limit:?}; raise `timeout` in its configuration if the work needs longer."
+                    ),
+                    Retry::Later,
+                ));
+            }
+        },
+    };
+    result.unwrap_or_else(|panic| {
+        let reason = panic_message(panic.as_ref());
+        Outcome::Failure(Failure::new(
+            format!("`{adapter_name}` adapter crashed: {reason}"),
+            format!("The adapter panicked while running this task: {reason}"),
+            Retry::Later,
+        ))
+    })
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// The failure call: retries counted down from the topic's configuration on the first failure and
+/// from the task's own count after that, a delay that doubles with each failure, and a one-line
+/// message for Cockpit.
+fn failure_report(
+    worker_id: String,
+    config: &TopicConfig,
+    task_retries: Option<i32>,
+    failure: Failure,
+) -> FailureReport {
+    let configured = i32::try_from(config.retries).unwrap_or(i32::MAX);
+    let retries = match failure.retry {
+        Retry::Never => 0,
+        Retry::Later => task_retries.unwrap_or(configured).saturating_sub(1).max(0),
+    };
+    let attempt = u32::try_from(configured.saturating_sub(retries))
+        .unwrap_or(1)
+        .max(1);
+    let retry_timeout = if retries == 0 {
+        Duration::ZERO
+    } else {
+        exponential(config.retry_backoff, attempt, config.max_retry_backoff)
+    };
+    FailureReport {
+        worker_id,
+        error_message: one_line(&failure.message, MAX_ERROR_MESSAGE),
+        error_details: (!failure.details.is_empty()).then_some(failure.details),
+        retries,
+        retry_timeout: u64::try_from(retry_timeout.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+fn output_variables(outputs: Map<String, Value>, result_variable: Option<&str>) -> Variables {
+    match result_variable {
+        Some(name) => Variables::from([(name.to_owned(), Variable::Json(Value::Object(outputs)))]),
+        None => outputs
+            .into_iter()
+            .map(|(name, value)| (name, Variable::from_json(value)))
+            .collect(),
+    }
+}
+
+/// Makes an engine call, retrying transient failures (engine unreachable, 5xx) with jittered
+/// backoff while the lock lasts. A refusal (4xx) is final and returned at once.
+async fn deliver<F, Fut>(deadline: Instant, mut call: F) -> Result<(), ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), ClientError>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match call().await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                let delay = backoff.next_delay();
+                if Instant::now() + delay >= deadline {
+                    return Err(e);
+                }
+                warn!(error = %e, retry_in = ?delay, "write-back failed; retrying while the lock lasts");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn unlock(client: &EngineClient, task_id: &str) {
+    match client.unlock(task_id).await {
+        Ok(()) => info!("cancelled; the task is unlocked for other workers"),
+        Err(e) => {
+            warn!(error = %e, "cancelled, but could not unlock; the task is fetchable again when its lock expires")
+        }
+    }
+}
+
+/// The first line of `text`, cut at `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if line.chars().count() <= max {
+        return line.to_owned();
+    }
+    let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(retry: Retry) -> Failure {
+        Failure::new("boom\nsecond line", "trace", retry)
+    }
+
+    #[test]
+    fn retries_count_down_from_the_configuration_then_from_the_task() {
+        let config = TopicConfig::new("echo");
+        let first = failure_report("w".into(), &config, None, failure(Retry::Later));
+        assert_eq!((first.retries, first.retry_timeout), (2, 10_000));
+        let second = failure_report("w".into(), &config, Some(2), failure(Retry::Later));
+        assert_eq!((second.retries, second.retry_timeout), (1, 20_000));
+        let last = failure_report("w".into(), &config, Some(1), failure(Retry::Later));
+        assert_eq!((last.retries, last.retry_timeout), (0, 0));
+        assert_eq!(last.error_message, "boom");
+        assert_eq!(last.error_details.as_deref(), Some("trace"));
+    }
+
+    #[test]
+    fn a_failure_that_cannot_be_helped_by_retrying_raises_the_incident_at_once() {
+        let config = TopicConfig::new("echo");
+        let report = failure_report("w".into(), &config, None, failure(Retry::Never));
+        assert_eq!(report.retries, 0);
+    }
+
+    #[test]
+    fn outputs_become_typed_variables_or_one_result_variable() {
+        let outputs: Map<String, Value> = serde_json::from_str(r#"{"n": 1, "s": "x"}"#).unwrap();
+        let spread = output_variables(outputs.clone(), None);
+        assert_eq!(spread["n"], Variable::Integer(1));
+        let one = output_variables(outputs.clone(), Some("result"));
+        assert_eq!(one["result"], Variable::Json(Value::Object(outputs)));
+    }
+
+    #[test]
+    fn error_messages_are_one_bounded_line() {
+        assert_eq!(one_line("\n  first \nsecond", 100), "first");
+        assert_eq!(one_line(&"x".repeat(10), 5), "xxxx…");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_write_back_errors_are_retried_until_the_lock_ends() {
+        let mut calls = 0;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let result = deliver(deadline, || {
+            calls += 1;
+            async {
+                Err(ClientError::Rejected {
+                    method: "POST",
+                    path: "x".into(),
+                    status: 503,
+                    error_type: None,
+                    message: "down".into(),
+                    problems: vec![],
+                })
+            }
+        })
+        .await;
+        assert!(result.is_err());
+        assert!(calls > 2, "retried {calls} times");
+        assert!(Instant::now() <= deadline);
+    }
+}
