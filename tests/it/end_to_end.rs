@@ -1,6 +1,7 @@
-//! The thinnest path: a real engine booted by the kernel on a free port, a model with one
-//! external task, an instance with a variable, a worker with the `echo` adapter, and history
-//! showing the instance completed with the worker's output.
+//! The thinnest path: a real engine booted by the kernel on a free port (with Camunda Run's REST
+//! basic authentication switched on), a model with one external task, an instance with a
+//! variable, a worker with the `echo` adapter, and history showing the instance completed with
+//! the worker's output.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

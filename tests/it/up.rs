@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 use crate::support::{self, assert_eventually};
 
@@ -17,10 +19,11 @@ struct Up {
     child: Child,
     port: u16,
     data: tempfile::TempDir,
+    stderr: JoinHandle<String>,
 }
 
-/// Starts `procos up` on a free port and waits for its "ProcOS is up" banner.
-async fn procos_up() -> Up {
+/// Starts `procos up` on a free port with `init_dir` and waits for its "ProcOS is up" banner.
+async fn procos_up(init_dir: &Path) -> Up {
     let port = support::free_port();
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_procos"))
@@ -28,12 +31,25 @@ async fn procos_up() -> Up {
         .args(["up", "--workers", "1", "--port", &port.to_string()])
         .arg("--data-dir")
         .arg(data.path())
+        .arg("--init-dir")
+        .arg(init_dir)
         .env("PROCOS_ENGINE_JAR", support::engine_jar())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    // Collected until the process ends; echoed so a failing test shows it.
+    let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let stderr = tokio::spawn(async move {
+        let mut all = String::new();
+        while let Ok(Some(line)) = err_lines.next_line().await {
+            eprintln!("{line}");
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let banner = tokio::time::timeout(Duration::from_secs(180), async {
         let mut seen = String::new();
@@ -53,12 +69,32 @@ async fn procos_up() -> Up {
         "{banner}"
     );
     assert!(banner.contains("demo / demo"), "{banner}");
-    Up { child, port, data }
+    Up {
+        child,
+        port,
+        data,
+        stderr,
+    }
+}
+
+fn repo_init_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bpmn/init")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_cockpit_with_the_init_models_and_ctrl_c_leaves_no_java() {
-    let mut up = procos_up().await;
+    // The repository's init models, plus one broken file that must not stop the others.
+    let init = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo_init_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, init.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        init.path().join("broken.bpmn"),
+        "<?xml version=\"1.0\"?>\n<bpmn:definitions xmlns:bpmn=\"http://www.omg.org/spec/BPMN/20100524/MODEL\">\n  <bpmn:process id=\"x\" isExecutable=\"true\">\n</bpmn:definitions>\n",
+    )
+    .unwrap();
+    let mut up = procos_up(init.path()).await;
     let http = reqwest::Client::new();
     let login = http
         .get(format!(
@@ -92,11 +128,26 @@ async fn up_serves_cockpit_with_the_init_models_and_ctrl_c_leaves_no_java() {
         support::processes_in(up.data.path()).is_empty(),
         "no engine process is left"
     );
+    let stderr = up.stderr.await.unwrap();
+    let broken: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("not deployed:"))
+        .collect();
+    assert_eq!(
+        broken.len(),
+        1,
+        "one message for the one bad file:\n{stderr}"
+    );
+    assert!(
+        broken[0].contains("broken.bpmn:4:"),
+        "names the file and line: {}",
+        broken[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_dies_with_a_killed_kernel() {
-    let mut up = procos_up().await;
+    let mut up = procos_up(&repo_init_dir()).await;
     assert!(!support::processes_in(up.data.path()).is_empty());
     up.child.start_kill().unwrap(); // SIGKILL: the kernel gets no chance to stop the engine
     up.child.wait().await.unwrap();
