@@ -87,6 +87,17 @@ async fn kernel(
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let client = config.engine.client()?;
+    // Workers are configured before the engine boots, so a bad topic table fails at once.
+    let fleet_members = (0..workers)
+        .map(|i| {
+            let mut worker_config = config.worker.clone();
+            if let (Some(id), true) = (&worker_config.worker_id, workers > 1) {
+                worker_config.worker_id = Some(format!("{id}-{i}"));
+            }
+            Worker::new(client.clone(), worker_config, &config.topics)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("invalid worker configuration in {}", config_path.display()))?;
     let started = Instant::now();
     let progress =
         |waited: Duration| say(&format!("waiting for the engine… {} s", waited.as_secs()));
@@ -122,15 +133,7 @@ async fn kernel(
     print_report(&report);
 
     let mut fleet = JoinSet::new();
-    for i in 0..workers {
-        let mut worker_config = config.worker.clone();
-        if let (Some(id), true) = (&worker_config.worker_id, workers > 1) {
-            worker_config.worker_id = Some(format!("{id}-{i}"));
-        }
-        let worker =
-            Worker::new(client.clone(), worker_config, &config.topics).with_context(|| {
-                format!("invalid worker configuration in {}", config_path.display())
-            })?;
+    for worker in fleet_members {
         fleet.spawn(worker.run(shutdown.child_token()));
     }
     if workers > 0 {

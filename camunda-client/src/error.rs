@@ -57,6 +57,19 @@ impl ClientError {
         }
     }
 
+    /// The engine's long-poll queue is full ("too many requests", a 500): back off, it is
+    /// backpressure, not a fault.
+    pub fn is_overloaded(&self) -> bool {
+        match self {
+            ClientError::Rejected {
+                status: 500,
+                message,
+                ..
+            } => message.contains("too many requests"),
+            _ => false,
+        }
+    }
+
     /// 404: the resource is gone; for an external task, usually cancelled by a boundary event or
     /// a deleted instance.
     pub fn is_not_found(&self) -> bool {
@@ -127,5 +140,46 @@ impl ParseDetails {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(status: u16, message: &str) -> ClientError {
+        ClientError::Rejected {
+            method: "POST",
+            path: "external-task/fetchAndLock".into(),
+            status,
+            error_type: Some("RestException".into()),
+            message: message.into(),
+            problems: vec![],
+        }
+    }
+
+    #[test]
+    fn the_engines_full_long_poll_queue_is_backpressure() {
+        let full = rejected(
+            500,
+            "At the moment the server has to handle too many requests at the same time. Please try again later.",
+        );
+        assert!(full.is_overloaded() && full.is_transient());
+        assert!(!rejected(500, "ENGINE-03005 something else").is_overloaded());
+        assert!(!rejected(400, "too many requests").is_transient());
+    }
+
+    #[test]
+    fn parse_details_keep_the_line_of_each_finding() {
+        let body: ErrorBody = serde_json::from_str(
+            r#"{"type":"ParseException","message":"ENGINE-01009 Error while parsing process",
+                "details":{"x.bpmn":{"errors":[{"message":"External tasks must specify a 'topic' attribute",
+                "line":9,"column":62,"mainElementId":"work","elementIds":["work"]}],"warnings":[]}}}"#,
+        )
+        .unwrap();
+        let problems = body.details.unwrap().into_problems();
+        assert_eq!(problems.len(), 1);
+        assert_eq!((problems[0].line, problems[0].column), (Some(9), Some(62)));
+        assert_eq!(problems[0].element_id.as_deref(), Some("work"));
     }
 }

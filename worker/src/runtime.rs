@@ -123,7 +123,7 @@ impl Worker {
                 }
                 Err(e) => {
                     let delay = fetch_backoff.next_delay();
-                    if e.status() == Some(500) && e.to_string().contains("too many") {
+                    if e.is_overloaded() {
                         info!(retry_in = ?delay, "the engine's long-poll queue is full; backing off");
                     } else {
                         warn!(error = %e, retry_in = ?delay, "fetch failed; retrying");
