@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ClientError, ErrorBody};
 use crate::model::{
-    BpmnErrorReport, CompleteTask, Deployment, DeploymentResult, FailureReport, FetchAndLock,
-    HistoricProcessInstance, Incident, LockedExternalTask, ProcessDefinition, ProcessInstance,
-    StartProcessInstance,
+    BpmnErrorReport, CompleteTask, Deployment, DeploymentResult, ExternalTask, FailureReport,
+    FetchAndLock, HistoricProcessInstance, Incident, LockedExternalTask, ProcessDefinition,
+    ProcessInstance, StartProcessInstance,
 };
 use crate::variables::{Variable, Variables};
 
@@ -203,6 +203,18 @@ impl EngineClient {
     pub async fn unlock(&self, task_id: &str) -> Result<(), ClientError> {
         let path = format!("external-task/{}/unlock", segment(task_id));
         self.call_no_content(Method::POST, &path, None::<&()>).await
+    }
+
+    /// `GET /external-task?processInstanceId=…`: the instance's open external tasks.
+    pub async fn external_tasks(
+        &self,
+        process_instance_id: &str,
+    ) -> Result<Vec<ExternalTask>, ClientError> {
+        let path = "external-task";
+        let request = self
+            .request(Method::GET, path)
+            .query(&[("processInstanceId", process_instance_id)]);
+        self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
     /// `GET /history/process-instance/{id}`.

@@ -16,8 +16,8 @@ mod variables;
 pub use client::{Auth, EngineClient};
 pub use error::{ClientError, ParseProblem};
 pub use model::{
-    BpmnErrorReport, CompleteTask, DeployedResource, Deployment, DeploymentResult, FailureReport,
-    FetchAndLock, HistoricProcessInstance, Incident, LockedExternalTask, ProcessDefinition,
-    ProcessInstance, StartProcessInstance, TopicSubscription,
+    BpmnErrorReport, CompleteTask, DeployedResource, Deployment, DeploymentResult, ExternalTask,
+    FailureReport, FetchAndLock, HistoricProcessInstance, Incident, LockedExternalTask,
+    ProcessDefinition, ProcessInstance, StartProcessInstance, TopicSubscription,
 };
 pub use variables::{Variable, Variables};

@@ -77,6 +77,26 @@ pub struct LockedExternalTask {
     pub extension_properties: Option<Map<String, Value>>,
 }
 
+/// An external task as the engine lists it (`GET /external-task`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalTask {
+    pub id: String,
+    pub topic_name: String,
+    /// The worker holding the lock, if any.
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// When the lock ends, in the engine's date format; `None` when unlocked.
+    #[serde(default)]
+    pub lock_expiration_time: Option<String>,
+    #[serde(default)]
+    pub retries: Option<i32>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    #[serde(default)]
+    pub process_instance_id: Option<String>,
+}
+
 /// `POST /external-task/{id}/complete`.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]

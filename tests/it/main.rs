@@ -7,3 +7,4 @@ mod end_to_end;
 mod init_dir;
 mod support;
 mod up;
+mod worker;

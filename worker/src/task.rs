@@ -14,14 +14,16 @@ use camunda_client::{
 use futures_util::FutureExt as _;
 use procos_adapters::{AdapterTask, Failure, Outcome, Retry};
 use serde_json::{Map, Value};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, error, info, info_span, warn};
+use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::backoff::{Backoff, exponential};
 use crate::config::{Route, TopicConfig};
 
+/// Share of the lock duration after which a running task's lock is extended.
+const EXTEND_AT: f64 = 0.6;
 /// How long a cancelled adapter may take to clean up (stop a container, kill a process group).
 const CANCEL_CLEANUP: Duration = Duration::from_secs(10);
 /// The engine keeps error messages short; Cockpit shows them on one line.
@@ -60,12 +62,7 @@ async fn handle_in_span(
     cancel: CancellationToken,
 ) {
     let started = Instant::now();
-    // Write-back may be retried while the lock lasts; keep a margin for the call itself.
-    let lock_deadline = started
-        + route
-            .config
-            .lock_duration
-            .saturating_sub(Duration::from_secs(1));
+    let lock_duration = route.config.lock_duration;
     let adapter_task = AdapterTask {
         task_id: locked.id.clone(),
         topic: locked.topic_name.clone(),
@@ -76,9 +73,19 @@ async fn handle_in_span(
             .collect(),
     };
 
-    let mut run = Box::pin(run_adapter(&route, adapter_task, cancel.clone()));
+    let (lock_until_tx, lock_until) = watch::channel(started + lock_duration);
+    let keeper = keep_lock(&shared, &locked.id, lock_duration, lock_until_tx);
+    let mut keeper = std::pin::pin!(keeper);
+    let mut run = std::pin::pin!(run_adapter(&route, adapter_task, cancel.clone()));
     let outcome = tokio::select! {
         outcome = &mut run => outcome,
+        lost = &mut keeper => {
+            // Another worker may hold the task now: stop, and write nothing back.
+            cancel.cancel();
+            let _ = tokio::time::timeout(CANCEL_CLEANUP, run).await;
+            warn!(error = %lost, "the lock is gone (the task was cancelled or another worker holds it); the run is abandoned and nothing is written back");
+            return;
+        }
         () = cancel.cancelled() => {
             // Give the adapter a moment to clean up; its answer no longer counts.
             let _ = tokio::time::timeout(CANCEL_CLEANUP, run).await;
@@ -86,6 +93,8 @@ async fn handle_in_span(
             return;
         }
     };
+    // Write-back may be retried while the (last extended) lock lasts, with a margin for the call.
+    let lock_deadline = *lock_until.borrow() - Duration::from_secs(1).min(lock_duration / 2);
 
     let elapsed = started.elapsed();
     let worker_id = shared.worker_id.clone();
@@ -150,6 +159,45 @@ async fn handle_in_span(
             error = %e,
             "could not write the result back; the task runs again when its lock expires"
         ),
+    }
+}
+
+/// Extends the task's lock at about 60 % of its duration for as long as the run goes on,
+/// publishing each new end of the lock. Returns only when the engine says the lock is gone
+/// (400: expired or taken; 404: the task no longer exists); transient errors are retried.
+async fn keep_lock(
+    shared: &Shared,
+    task_id: &str,
+    lock_duration: Duration,
+    lock_until: watch::Sender<Instant>,
+) -> ClientError {
+    let extend_after = lock_duration.mul_f64(EXTEND_AT);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(250),
+        extend_after.max(Duration::from_millis(250)),
+    );
+    let mut next = Instant::now() + extend_after;
+    loop {
+        tokio::time::sleep_until(next).await;
+        match shared
+            .client
+            .extend_lock(task_id, &shared.worker_id, lock_duration)
+            .await
+        {
+            Ok(()) => {
+                let now = Instant::now();
+                lock_until.send_replace(now + lock_duration);
+                next = now + extend_after;
+                backoff.reset();
+                debug!(lock_ms = lock_duration.as_millis() as u64, "lock extended");
+            }
+            Err(e) if e.is_transient() => {
+                let delay = backoff.next_delay();
+                warn!(error = %e, retry_in = ?delay, "could not extend the lock; trying again");
+                next = Instant::now() + delay;
+            }
+            Err(e) => return e,
+        }
     }
 }
 
