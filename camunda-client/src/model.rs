@@ -1,9 +1,10 @@
 //! Requests to and answers from the engine, in the engine's field names (camelCase on the wire).
 
+use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::variables::Variables;
+use crate::variables::{Variables, engine_date};
 
 /// `POST /external-task/fetchAndLock`.
 #[derive(Debug, Clone, Serialize)]
@@ -57,8 +58,8 @@ pub struct LockedExternalTask {
     /// `None` until the first failure is reported.
     #[serde(default)]
     pub retries: Option<i32>,
-    #[serde(default)]
-    pub lock_expiration_time: Option<String>,
+    #[serde(default, deserialize_with = "engine_date::deserialize")]
+    pub lock_expiration_time: Option<DateTime<FixedOffset>>,
     #[serde(default)]
     pub process_instance_id: Option<String>,
     #[serde(default)]
@@ -86,9 +87,9 @@ pub struct ExternalTask {
     /// The worker holding the lock, if any.
     #[serde(default)]
     pub worker_id: Option<String>,
-    /// When the lock ends, in the engine's date format; `None` when unlocked.
-    #[serde(default)]
-    pub lock_expiration_time: Option<String>,
+    /// When the lock ends; `None` when unlocked.
+    #[serde(default, deserialize_with = "engine_date::deserialize")]
+    pub lock_expiration_time: Option<DateTime<FixedOffset>>,
     #[serde(default)]
     pub retries: Option<i32>,
     #[serde(default)]

@@ -19,6 +19,24 @@ pub type Variables = BTreeMap<String, Variable>;
 /// The engine's date format: `2013-06-30T21:00:00.000+0200`.
 const DATE_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3f%z";
 
+/// Serde for optional dates in the engine's format, for fields such as `lockExpirationTime`.
+pub(crate) mod engine_date {
+    use chrono::{DateTime, FixedOffset};
+    use serde::{Deserialize, Deserializer};
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| {
+                DateTime::parse_from_str(&text, super::DATE_FORMAT).map_err(|e| {
+                    serde::de::Error::custom(format!("`{text}` is not an engine date: {e}"))
+                })
+            })
+            .transpose()
+    }
+}
+
 /// A process variable with its Camunda type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Variable {
@@ -255,6 +273,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("Integer"), "{err}");
+    }
+
+    #[test]
+    fn lock_times_are_read_in_the_engine_format_or_refused() {
+        #[derive(serde::Deserialize)]
+        struct Lock {
+            #[serde(default, deserialize_with = "engine_date::deserialize")]
+            at: Option<DateTime<FixedOffset>>,
+        }
+        let lock: Lock =
+            serde_json::from_value(json!({"at": "2026-11-23T13:18:02.050+0000"})).unwrap();
+        assert_eq!(lock.at.unwrap().timestamp_millis(), 1_795_439_882_050);
+        assert!(
+            serde_json::from_value::<Lock>(json!({"at": null}))
+                .unwrap()
+                .at
+                .is_none()
+        );
+        assert!(
+            serde_json::from_value::<Lock>(json!({}))
+                .unwrap()
+                .at
+                .is_none()
+        );
+        assert!(serde_json::from_value::<Lock>(json!({"at": "yesterday"})).is_err());
     }
 
     #[test]
