@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use camunda_client::EngineClient;
 use procos_kernel::{DeployReport, EngineProcess, EngineSettings, deploy_files, deploy_init_dir};
-use procos_worker::Worker;
+use procos_worker::{ObservabilityServer, Telemetry, Worker, WorkerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -87,6 +87,7 @@ async fn kernel(
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let client = config.engine.client()?;
+    let telemetry = Telemetry::new();
     // Workers are configured before the engine boots, so a bad topic table fails at once.
     let fleet_members = (0..workers)
         .map(|i| {
@@ -95,9 +96,21 @@ async fn kernel(
                 worker_config.worker_id = Some(format!("{id}-{i}"));
             }
             Worker::new(client.clone(), worker_config, &config.topics)
+                .map(|w| w.with_telemetry(telemetry.clone()))
         })
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("invalid worker configuration in {}", config_path.display()))?;
+    let mut observability = JoinSet::new();
+    if workers > 0 {
+        serve_observability(
+            &config.worker,
+            config_path,
+            telemetry,
+            &shutdown,
+            &mut observability,
+        )
+        .await?;
+    }
     let started = Instant::now();
     let progress =
         |waited: Duration| say(&format!("waiting for the engine… {} s", waited.as_secs()));
@@ -164,6 +177,7 @@ async fn kernel(
     };
 
     while fleet.join_next().await.is_some() {}
+    observability.shutdown().await;
     if let Some(process) = engine {
         say("stopping the engine");
         process.stop(config.engine.stop_timeout).await;
@@ -179,14 +193,63 @@ async fn worker(
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let client = config.engine.client()?;
-    let worker = Worker::new(client, config.worker, &config.topics).with_context(|| {
-        format!(
-            "the worker refuses to start: invalid configuration in {}",
-            config_path.display()
-        )
-    })?;
-    worker.run(shutdown).await;
+    let telemetry = Telemetry::new();
+    let worker = Worker::new(client, config.worker.clone(), &config.topics)
+        .with_context(|| {
+            format!(
+                "the worker refuses to start: invalid configuration in {}",
+                config_path.display()
+            )
+        })?
+        .with_telemetry(telemetry.clone());
+    let mut observability = JoinSet::new();
+    serve_observability(
+        &config.worker,
+        config_path,
+        telemetry,
+        &shutdown,
+        &mut observability,
+    )
+    .await?;
+    worker.run(shutdown.clone()).await;
+    // The endpoint outlives the drain so that /readyz said "shutting down" meanwhile.
+    shutdown.cancel();
+    observability.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds `[worker] listen` (unless it is `off`) and serves `/metrics`, `/healthz` and `/readyz`
+/// in `tasks` until `shutdown`. A port in use stops the command before anything is fetched.
+async fn serve_observability(
+    worker: &WorkerConfig,
+    config_path: &Path,
+    telemetry: Telemetry,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let invalid = || format!("invalid worker configuration in {}", config_path.display());
+    let Some(addr) = worker.listen_addr().with_context(invalid)? else {
+        return Ok(());
+    };
+    let server = ObservabilityServer::bind(addr, telemetry)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {addr} for /metrics, /healthz and /readyz; set `listen` under [worker] \
+                 (or PROCOS_WORKER__LISTEN) to a free address, or to \"off\""
+            )
+        })?;
+    let bound = server.local_addr().unwrap_or(addr);
+    say(&format!(
+        "metrics and health on http://{bound}/metrics, /healthz, /readyz"
+    ));
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = server.run(shutdown).await {
+            tracing::error!(error = %e, "the observability endpoint stopped");
+        }
+    });
+    Ok(())
 }
 
 /// `procos deploy FILE…`: exit 0 when every file deployed (or was unchanged), 2 otherwise.

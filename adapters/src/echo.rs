@@ -1,10 +1,13 @@
 //! `echo`: completes every task with its inputs as outputs, optionally after a delay. The
 //! smallest adapter there is; it proves the path engine → worker → adapter → engine without a
-//! sandbox in the way, and with `delay` it stands in for a task body of known length.
+//! sandbox in the way. With `delay` it stands in for a task body of known length; with `fail` or
+//! `bpmn_error` it rehearses a model's failure paths (incident, boundary error event) before the
+//! real adapter is plugged in.
 
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Adapter, AdapterTask, Failure, Outcome, Retry, async_trait};
@@ -16,31 +19,53 @@ pub(crate) struct EchoSettings {
     /// How long each run takes before it answers (default: no delay).
     #[serde(default, with = "humantime_serde")]
     delay: Option<Duration>,
+    /// Fail every run with this message (retried as the topic's retries say, then an incident).
+    #[serde(default)]
+    fail: Option<String>,
+    /// End every run with a BPMN error of this code, the inputs as its variables.
+    #[serde(default)]
+    bpmn_error: Option<String>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Echo {
-    delay: Option<Duration>,
+    settings: EchoSettings,
 }
 
 impl Echo {
     pub(crate) fn new(settings: EchoSettings) -> Self {
-        Echo {
-            delay: settings.delay,
-        }
+        Echo { settings }
     }
 }
 
 #[async_trait]
 impl Adapter for Echo {
     async fn run(&self, task: AdapterTask, cancel: CancellationToken) -> Outcome {
-        if let Some(delay) = self.delay {
+        if let Some(delay) = self.settings.delay {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = cancel.cancelled() => {
                     return Outcome::Failure(Failure::new("echo cancelled", "", Retry::Later));
                 }
             }
+        }
+        if let Some(message) = &self.settings.fail {
+            let inputs = Value::Object(task.inputs);
+            return Outcome::Failure(Failure::new(
+                message.clone(),
+                format!(
+                    "The echo adapter of topic `{}` is configured to fail (settings.fail).\nTask {} had the inputs: {inputs}",
+                    task.topic, task.task_id
+                ),
+                Retry::Later,
+            ));
+        }
+        if let Some(code) = &self.settings.bpmn_error {
+            return Outcome::BpmnError {
+                code: code.clone(),
+                message: format!("echo raised the BPMN error `{code}` as configured"),
+                outputs: task.inputs,
+            };
         }
         Outcome::Complete(task.inputs)
     }
@@ -86,6 +111,29 @@ mod tests {
         cancel.cancel();
         let outcome = adapter.run(task(), cancel).await;
         assert!(matches!(outcome, Outcome::Failure(_)), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn rehearses_failures_and_bpmn_errors_when_configured_to() {
+        let settings: toml::Table = toml::from_str("fail = 'disk full'").unwrap();
+        let adapter = crate::build("echo", &settings).unwrap();
+        match adapter.run(task(), CancellationToken::new()).await {
+            Outcome::Failure(f) => {
+                assert_eq!(f.message, "disk full");
+                assert!(f.details.contains("settings.fail"), "{}", f.details);
+                assert_eq!(f.retry, Retry::Later);
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        let settings: toml::Table = toml::from_str("bpmn_error = 'NO_STOCK'").unwrap();
+        let adapter = crate::build("echo", &settings).unwrap();
+        match adapter.run(task(), CancellationToken::new()).await {
+            Outcome::BpmnError { code, outputs, .. } => {
+                assert_eq!(code, "NO_STOCK");
+                assert_eq!(outputs, task().inputs);
+            }
+            other => panic!("expected a BPMN error, got {other:?}"),
+        }
     }
 
     #[test]

@@ -10,9 +10,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ClientError, ErrorBody};
 use crate::model::{
-    BpmnErrorReport, CompleteTask, Deployment, DeploymentResult, ExternalTask, FailureReport,
-    FetchAndLock, HistoricProcessInstance, Incident, LockedExternalTask, ProcessDefinition,
-    ProcessInstance, StartProcessInstance,
+    BpmnErrorReport, CompleteTask, Deployment, DeploymentResult, ExternalTask,
+    ExternalTaskLogEntry, ExternalTaskLogQuery, FailureReport, FetchAndLock,
+    HistoricActivityInstance, HistoricProcessInstance, Incident, LockedExternalTask,
+    ProcessDefinition, ProcessInstance, StartProcessInstance,
 };
 use crate::variables::{Variable, Variables};
 
@@ -217,6 +218,16 @@ impl EngineClient {
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
+    /// `GET /process-instance/{id}/variables`: the variables visible at the instance's root scope
+    /// now (local variables of inner scopes are not among them).
+    pub async fn process_instance_variables(&self, id: &str) -> Result<Variables, ClientError> {
+        let path = format!("process-instance/{}/variables", segment(id));
+        let request = self
+            .request(Method::GET, &path)
+            .query(&[("deserializeValues", "false")]);
+        self.send(request, "GET", &path, CALL_TIMEOUT).await
+    }
+
     /// `GET /history/process-instance/{id}`.
     pub async fn historic_process_instance(
         &self,
@@ -245,6 +256,35 @@ impl EngineClient {
         ]);
         let rows: Vec<Row> = self.send(request, "GET", path, CALL_TIMEOUT).await?;
         Ok(rows.into_iter().map(|r| (r.name, r.variable)).collect())
+    }
+
+    /// `GET /history/external-task-log`: what happened to external tasks (created, failed,
+    /// succeeded, deleted), oldest first. Every filter in `query` is optional.
+    pub async fn external_task_log(
+        &self,
+        query: &ExternalTaskLogQuery,
+    ) -> Result<Vec<ExternalTaskLogEntry>, ClientError> {
+        let path = "history/external-task-log";
+        let request = self
+            .request(Method::GET, path)
+            .query(query)
+            .query(&[("sortBy", "timestamp"), ("sortOrder", "asc")]);
+        self.send(request, "GET", path, CALL_TIMEOUT).await
+    }
+
+    /// `GET /history/activity-instance?processInstanceId=…`: the activities an instance passed
+    /// through, in the order they started.
+    pub async fn historic_activity_instances(
+        &self,
+        process_instance_id: &str,
+    ) -> Result<Vec<HistoricActivityInstance>, ClientError> {
+        let path = "history/activity-instance";
+        let request = self.request(Method::GET, path).query(&[
+            ("processInstanceId", process_instance_id),
+            ("sortBy", "startTime"),
+            ("sortOrder", "asc"),
+        ]);
+        self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
     /// `GET /incident`, optionally for one process instance.

@@ -17,7 +17,8 @@ pub use client::{Auth, EngineClient};
 pub use error::{ClientError, ParseProblem};
 pub use model::{
     BpmnErrorReport, CompleteTask, DeployedResource, Deployment, DeploymentResult, ExternalTask,
-    FailureReport, FetchAndLock, HistoricProcessInstance, Incident, LockedExternalTask,
+    ExternalTaskLogEntry, ExternalTaskLogQuery, FailureReport, FetchAndLock,
+    HistoricActivityInstance, HistoricProcessInstance, Incident, LockedExternalTask,
     ProcessDefinition, ProcessInstance, StartProcessInstance, TopicSubscription,
 };
 pub use variables::{Variable, Variables};

@@ -246,3 +246,59 @@ pub struct Incident {
     #[serde(default)]
     pub configuration: Option<String>,
 }
+
+/// Filters for the external-task log; unset ones do not filter.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalTaskLogQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_instance_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_definition_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_task_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_name: Option<String>,
+    /// Only entries of completed tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_log: Option<bool>,
+    /// Only entries of failure reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_log: Option<bool>,
+}
+
+/// One entry of the external-task log: a task was created, failed, succeeded or was deleted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalTaskLogEntry {
+    pub id: String,
+    #[serde(deserialize_with = "crate::variables::engine_date::deserialize_required")]
+    pub timestamp: DateTime<FixedOffset>,
+    pub external_task_id: String,
+    pub topic_name: Option<String>,
+    pub worker_id: Option<String>,
+    /// The retries the task had after this entry (a failure report's new value).
+    pub retries: Option<i32>,
+    pub error_message: Option<String>,
+    pub process_instance_id: Option<String>,
+    #[serde(default)]
+    pub creation_log: bool,
+    #[serde(default)]
+    pub failure_log: bool,
+    #[serde(default)]
+    pub success_log: bool,
+    #[serde(default)]
+    pub deletion_log: bool,
+}
+
+/// An activity an instance passed through, as history records it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoricActivityInstance {
+    pub id: String,
+    pub activity_id: String,
+    #[serde(default)]
+    pub activity_type: Option<String>,
+    #[serde(default)]
+    pub end_time: Option<String>,
+}

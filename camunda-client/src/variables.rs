@@ -19,7 +19,7 @@ pub type Variables = BTreeMap<String, Variable>;
 /// The engine's date format: `2013-06-30T21:00:00.000+0200`.
 const DATE_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3f%z";
 
-/// Serde for optional dates in the engine's format, for fields such as `lockExpirationTime`.
+/// Serde for dates in the engine's format, for fields such as `lockExpirationTime`.
 pub(crate) mod engine_date {
     use chrono::{DateTime, FixedOffset};
     use serde::{Deserialize, Deserializer};
@@ -28,14 +28,34 @@ pub(crate) mod engine_date {
         deserializer: D,
     ) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
         Option::<String>::deserialize(deserializer)?
-            .map(|text| {
-                DateTime::parse_from_str(&text, super::DATE_FORMAT).map_err(|e| {
-                    serde::de::Error::custom(format!("`{text}` is not an engine date: {e}"))
-                })
-            })
+            .map(|text| parse(&text))
             .transpose()
     }
+
+    pub(crate) fn deserialize_required<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<FixedOffset>, D::Error> {
+        parse(&String::deserialize(deserializer)?)
+    }
+
+    fn parse<E: serde::de::Error>(text: &str) -> Result<DateTime<FixedOffset>, E> {
+        DateTime::parse_from_str(text, super::DATE_FORMAT)
+            .map_err(|e| E::custom(format!("`{text}` is not an engine date: {e}")))
+    }
 }
+
+/// A date as the engine writes it, or in RFC 3339 (`2024-02-29T13:45:00Z`), which is what most
+/// languages print.
+fn parse_date(text: &str) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_str(text, DATE_FORMAT)
+        .or_else(|_| DateTime::parse_from_rfc3339(text))
+        .ok()
+}
+
+/// Type names an adapter may ask for in an output's typed form.
+const OUTPUT_TYPES: &[&str] = &[
+    "Null", "String", "Boolean", "Short", "Integer", "Long", "Double", "Date", "Bytes", "Json",
+];
 
 /// A process variable with its Camunda type.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +71,8 @@ pub enum Variable {
     Bytes(Vec<u8>),
     /// Camunda Spin's `Json` type.
     Json(Value),
-    /// Any other engine type (Object, File, Xml, …), carried through unchanged.
+    /// Any other engine type (Object, File, Xml, …), carried through unchanged; also a Bytes
+    /// variable whose content a list query left out (its value is then null).
     Other {
         type_name: String,
         value: Value,
@@ -131,6 +152,37 @@ impl Variable {
     }
 }
 
+impl Variable {
+    /// An adapter's output value as a variable. Plain JSON maps as [`Variable::from_json`] does;
+    /// an object of exactly `type` and `value` (and optionally `valueInfo`), with `type` one of
+    /// Null, String, Boolean, Short, Integer, Long, Double, Date, Bytes or Json, is Camunda's own
+    /// typed form and gives that type: `{"type": "Date", "value": "2024-02-29T13:45:00Z"}`,
+    /// `{"type": "Bytes", "value": "<base64>"}`. A typed form whose value does not fit its type
+    /// is refused, with the reason.
+    pub fn from_output(value: Value) -> Result<Variable, String> {
+        let typed = match &value {
+            Value::Object(map) => {
+                let known_keys = map
+                    .keys()
+                    .all(|k| matches!(k.as_str(), "type" | "value" | "valueInfo"));
+                let type_name = map.get("type").and_then(Value::as_str);
+                known_keys
+                    && map.contains_key("value")
+                    && type_name.is_some_and(|t| OUTPUT_TYPES.contains(&t))
+            }
+            _ => false,
+        };
+        if !typed {
+            return Ok(Variable::from_json(value));
+        }
+        let is_json = value.get("type").and_then(Value::as_str) == Some("Json");
+        if is_json && let Some(doc) = value.get("value").filter(|v| !v.is_string()) {
+            return Ok(Variable::Json(doc.clone()));
+        }
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+}
+
 /// The wire form of one variable.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -175,7 +227,10 @@ impl<'de> Deserialize<'de> for Variable {
         };
         let int = |v: &Value| v.as_i64();
         Ok(match (type_name.as_str(), &wire.value) {
-            (_, Value::Null) if type_name != "Object" => Variable::Null,
+            // List queries leave binary content out: keep the type, not a Null that never was.
+            (_, Value::Null) if !matches!(type_name.as_str(), "Object" | "Bytes" | "File") => {
+                Variable::Null
+            }
             ("Null", _) => Variable::Null,
             ("String", Value::String(s)) => Variable::String(s.clone()),
             ("Boolean", Value::Bool(b)) => Variable::Boolean(*b),
@@ -192,8 +247,8 @@ impl<'de> Deserialize<'de> for Variable {
             ("Long", v) => Variable::Long(int(v).ok_or_else(|| mismatch("a 64-bit integer"))?),
             ("Double", v) => Variable::Double(v.as_f64().ok_or_else(|| mismatch("a number"))?),
             ("Date", Value::String(s)) => Variable::Date(
-                DateTime::parse_from_str(s, DATE_FORMAT)
-                    .map_err(|_| mismatch("a date like 2013-06-30T21:00:00.000+0200"))?,
+                parse_date(s)
+                    .ok_or_else(|| mismatch("a date like 2013-06-30T21:00:00.000+0200"))?,
             ),
             ("Bytes", Value::String(s)) => {
                 Variable::Bytes(BASE64.decode(s).map_err(|_| mismatch("base64"))?)
@@ -202,7 +257,7 @@ impl<'de> Deserialize<'de> for Variable {
                 Variable::Json(serde_json::from_str(s).map_err(|_| mismatch("a JSON document"))?)
             }
             ("Json", doc) => Variable::Json(doc.clone()),
-            ("String" | "Boolean" | "Date" | "Bytes", _) => {
+            ("String" | "Boolean" | "Date", _) | ("Bytes", Value::Bool(_) | Value::Number(_)) => {
                 return Err(mismatch(&format!("a {type_name}")));
             }
             _ => Variable::Other {
@@ -265,6 +320,31 @@ mod tests {
         assert_eq!(Variable::from_json(json!(1.5)), Variable::Double(1.5));
         assert_eq!(Variable::from_json(json!([1])), Variable::Json(json!([1])));
         assert_eq!(Variable::from_json(json!(null)), Variable::Null);
+    }
+
+    #[test]
+    fn outputs_in_the_typed_form_keep_their_type() {
+        let date = Variable::from_output(json!({"type": "Date", "value": "2024-02-29T13:45:00Z"}));
+        assert_eq!(date.unwrap().type_name(), "Date");
+        let bytes = Variable::from_output(json!({"type": "Bytes", "value": "AP8H"})).unwrap();
+        assert_eq!(bytes, Variable::Bytes(vec![0, 255, 7]));
+        let long = Variable::from_output(json!({"type": "Long", "value": 5})).unwrap();
+        assert_eq!(long, Variable::Long(5));
+        let json_doc = Variable::from_output(json!({"type": "Json", "value": {"a": 1}})).unwrap();
+        assert_eq!(json_doc, Variable::Json(json!({"a": 1})));
+        // Other objects are documents, including ones that merely have a `type` key.
+        let doc = json!({"type": "Car", "value": 3});
+        assert_eq!(
+            Variable::from_output(doc.clone()).unwrap(),
+            Variable::Json(doc)
+        );
+        let doc = json!({"type": "Date", "value": 3, "colour": "red"});
+        assert_eq!(
+            Variable::from_output(doc.clone()).unwrap(),
+            Variable::Json(doc)
+        );
+        let err = Variable::from_output(json!({"type": "Date", "value": "soon"})).unwrap_err();
+        assert!(err.contains("Date"), "{err}");
     }
 
     #[test]

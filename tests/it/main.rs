@@ -4,6 +4,7 @@
 
 mod docker;
 mod end_to_end;
+mod fleet;
 mod init_dir;
 mod support;
 mod up;

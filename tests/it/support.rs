@@ -115,6 +115,15 @@ pub fn start_worker(
         grace_period: Duration::from_secs(5),
         ..WorkerConfig::default()
     };
+    start_worker_with(client, config, topics)
+}
+
+/// A worker with `config` serving `topics`, running until the returned token is cancelled.
+pub fn start_worker_with(
+    client: &EngineClient,
+    config: WorkerConfig,
+    topics: BTreeMap<String, TopicConfig>,
+) -> (CancellationToken, JoinHandle<()>) {
     init_logging();
     let worker = Worker::new(client.clone(), config, &topics).unwrap();
     let stop = CancellationToken::new();
@@ -157,4 +166,103 @@ pub fn topics(entries: &[(&str, TopicConfig)]) -> BTreeMap<String, TopicConfig> 
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect()
+}
+
+/// A `procos worker` process with its own configuration file; killed when dropped.
+pub struct WorkerProcess {
+    pub child: tokio::process::Child,
+    pub worker_id: String,
+    pub dir: tempfile::TempDir,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl WorkerProcess {
+    /// Starts `procos worker` against `engine_url` with `worker_id` and the TOML `config` (the
+    /// `[worker]` table gets `worker_id`; `listen` defaults to `off` unless `config` sets it).
+    pub fn spawn(engine_url: &str, worker_id: &str, config: &str) -> Self {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("procos.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_procos"));
+        if !config.contains("listen") {
+            command.env("PROCOS_WORKER__LISTEN", "off");
+        }
+        let mut child = command
+            .arg("worker")
+            .arg("--config")
+            .arg(&path)
+            .env("PROCOS_ENGINE_URL", engine_url)
+            .env("PROCOS_WORKER__WORKER_ID", worker_id)
+            .env("PROCOS_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let tag = worker_id.to_owned();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let stderr = tokio::spawn(async move {
+            let mut all = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[{tag}] {line}");
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        Self {
+            child,
+            worker_id: worker_id.to_owned(),
+            dir,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id().unwrap()).unwrap())
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), signal).unwrap();
+    }
+
+    /// Waits for the process to end within `limit`; its exit status and everything it logged.
+    pub async fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("worker {} did not exit within {limit:?}", self.worker_id))
+            .unwrap();
+        (status, self.stderr.await.unwrap())
+    }
+}
+
+/// The test engine's REST URL.
+pub fn engine_url() -> String {
+    engine().base_url().to_owned()
+}
+
+/// The external-task log entries `query` selects, oldest first.
+pub async fn task_log(
+    client: &EngineClient,
+    query: camunda_client::ExternalTaskLogQuery,
+) -> Vec<camunda_client::ExternalTaskLogEntry> {
+    client.external_task_log(&query).await.unwrap()
+}
+
+/// Success entries of the external-task log for process definition `key`.
+pub async fn completions(
+    client: &EngineClient,
+    key: &str,
+) -> Vec<camunda_client::ExternalTaskLogEntry> {
+    task_log(
+        client,
+        camunda_client::ExternalTaskLogQuery {
+            process_definition_key: Some(key.to_owned()),
+            success_log: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
 }

@@ -18,6 +18,7 @@ use crate::support::{self, assert_eventually};
 struct Up {
     child: Child,
     port: u16,
+    metrics_port: u16,
     data: tempfile::TempDir,
     stderr: JoinHandle<String>,
 }
@@ -25,6 +26,7 @@ struct Up {
 /// Starts `procos up` on a free port with `init_dir` and waits for its "ProcOS is up" banner.
 async fn procos_up(init_dir: &Path) -> Up {
     let port = support::free_port();
+    let metrics_port = support::free_port();
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_procos"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -34,6 +36,7 @@ async fn procos_up(init_dir: &Path) -> Up {
         .arg("--init-dir")
         .arg(init_dir)
         .env("PROCOS_ENGINE_JAR", support::engine_jar())
+        .env("PROCOS_WORKER__LISTEN", format!("127.0.0.1:{metrics_port}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -72,6 +75,7 @@ async fn procos_up(init_dir: &Path) -> Up {
     Up {
         child,
         port,
+        metrics_port,
         data,
         stderr,
     }
@@ -105,6 +109,12 @@ async fn up_serves_cockpit_with_the_init_models_and_ctrl_c_leaves_no_java() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200, "the Cockpit login page answers");
+    let ready = http
+        .get(format!("http://127.0.0.1:{}/readyz", up.metrics_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "the worker fleet is ready");
     let client = camunda_client::EngineClient::new(
         &format!("http://127.0.0.1:{}/engine-rest", up.port),
         camunda_client::Auth::None,

@@ -4,12 +4,14 @@
 //! before the worker fetches anything.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use procos_adapters::Adapter;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 
 /// The engine refuses a longer `asyncResponseTimeout`.
 pub(crate) const MAX_LONG_POLL: Duration = Duration::from_millis(1_800_000);
@@ -32,6 +34,9 @@ pub struct WorkerConfig {
     /// unlocked for other workers.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+    /// Address of the HTTP endpoint with `/metrics`, `/healthz` and `/readyz`, or `off`. In a
+    /// container, listen on `0.0.0.0:9464` so Prometheus can reach it.
+    pub listen: String,
 }
 
 impl Default for WorkerConfig {
@@ -41,6 +46,7 @@ impl Default for WorkerConfig {
             max_tasks: 16,
             long_poll: Duration::from_secs(30),
             grace_period: Duration::from_secs(30),
+            listen: "127.0.0.1:9464".to_owned(),
         }
     }
 }
@@ -58,6 +64,10 @@ pub struct TopicConfig {
     /// How long a fetched task stays locked to this worker.
     #[serde(default = "defaults::lock_duration", with = "humantime_serde")]
     pub lock_duration: Duration,
+    /// At most this many of this topic's tasks run at once on this worker; no limit of its own
+    /// by default (the worker's `max_tasks` still holds).
+    #[serde(default)]
+    pub max_tasks: Option<usize>,
     /// Variables to fetch with each task; all of them when absent.
     #[serde(default)]
     pub variables: Option<Vec<String>>,
@@ -68,6 +78,10 @@ pub struct TopicConfig {
     /// variable per output.
     #[serde(default)]
     pub result_variable: Option<String>,
+    /// Write the outputs as local variables of the task's scope rather than process variables,
+    /// for the model's output mappings (`camunda:outputParameter`) to pick up.
+    #[serde(default)]
+    pub local_outputs: bool,
     /// Attempts in all before a failing task becomes an incident.
     #[serde(default = "defaults::retries")]
     pub retries: u32,
@@ -118,9 +132,11 @@ impl TopicConfig {
             adapter: adapter.into(),
             settings: toml::Table::new(),
             lock_duration: defaults::lock_duration(),
+            max_tasks: None,
             variables: None,
             local_variables: false,
             result_variable: None,
+            local_outputs: false,
             retries: defaults::retries(),
             retry_backoff: defaults::retry_backoff(),
             max_retry_backoff: defaults::max_retry_backoff(),
@@ -153,16 +169,42 @@ impl ConfigError {
     }
 }
 
-/// A topic ready to serve: its configuration and its built adapter.
+/// A topic ready to serve: its configuration, its built adapter and its own concurrency slots.
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(crate) topic: String,
     pub(crate) config: TopicConfig,
     pub(crate) adapter: Arc<dyn Adapter>,
+    /// Present when the topic has a `max_tasks` of its own.
+    pub(crate) slots: Option<Arc<Semaphore>>,
+}
+
+impl Route {
+    /// How many more of this topic's tasks may start now; `None` when only the worker's limit
+    /// applies.
+    pub(crate) fn room(&self) -> Option<usize> {
+        self.slots.as_ref().map(|s| s.available_permits())
+    }
 }
 
 impl WorkerConfig {
+    /// The observability endpoint's address; `None` when `listen = "off"`.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let listen = self.listen.trim();
+        if listen.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        listen.parse().map(Some).map_err(|e| {
+            ConfigError::new(
+                "worker.listen",
+                format!("`{listen}` is not an address and port ({e})"),
+                "set listen = \"127.0.0.1:9464\" (or \"0.0.0.0:9464\" in a container, or \"off\")",
+            )
+        })
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
         if self.max_tasks == 0 {
             return Err(ConfigError::new(
                 "worker.max_tasks",
@@ -222,6 +264,13 @@ pub(crate) fn build_routes(
                     "set lock_duration = \"60s\"",
                 ));
             }
+            if config.max_tasks == Some(0) {
+                return Err(ConfigError::new(
+                    key("max_tasks"),
+                    "is 0, so the topic would never be fetched",
+                    "remove it (no limit of its own) or set max_tasks = 1 or more",
+                ));
+            }
             if config.retries == 0 {
                 return Err(ConfigError::new(
                     key("retries"),
@@ -268,6 +317,7 @@ pub(crate) fn build_routes(
                 topic: topic.clone(),
                 config: config.clone(),
                 adapter,
+                slots: config.max_tasks.map(|n| Arc::new(Semaphore::new(n))),
             })
         })
         .collect()
@@ -304,6 +354,11 @@ mod tests {
                 "60s",
             ),
             (
+                "[t]\nadapter = 'echo'\nmax_tasks = 0",
+                "topics.t.max_tasks",
+                "max_tasks = 1",
+            ),
+            (
                 "[t]\nadapter = 'echo'\nretries = 0",
                 "topics.t.retries",
                 "retries = 3",
@@ -329,5 +384,20 @@ mod tests {
             ..WorkerConfig::default()
         };
         assert_eq!(config.validate().unwrap_err().key, "worker.long_poll");
+    }
+
+    #[test]
+    fn the_observability_endpoint_can_be_moved_or_turned_off() {
+        let mut config = WorkerConfig::default();
+        assert_eq!(
+            config.listen_addr().unwrap(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        config.listen = "off".into();
+        assert_eq!(config.listen_addr().unwrap(), None);
+        config.listen = "9464".into();
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key, "worker.listen");
+        assert!(err.fix.contains("0.0.0.0:9464"), "{err}");
     }
 }

@@ -9,12 +9,19 @@
 //! - Shutdown comes in as a `CancellationToken`: the pending fetch is aborted, running tasks get a
 //!   grace period, and tasks that could not finish are unlocked for other workers.
 //!
+//! - [`Telemetry`] collects the metrics and health of every worker of the process;
+//!   [`ObservabilityServer`] serves them as `/metrics`, `/healthz` and `/readyz`.
+//!
 //! Only this crate and the kernel talk to the engine; adapters never do.
 
 mod backoff;
 mod config;
+mod http;
+mod metrics;
 mod runtime;
 mod task;
 
 pub use config::{ConfigError, TopicConfig, WorkerConfig};
+pub use http::ObservabilityServer;
+pub use metrics::Telemetry;
 pub use runtime::Worker;

@@ -6,14 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use camunda_client::{EngineClient, FetchAndLock, LockedExternalTask, TopicSubscription};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{ConfigError, Route, TopicConfig, WorkerConfig, build_routes};
-use crate::task::{self, Shared};
+use crate::metrics::{Telemetry, WorkerState};
+use crate::task::{self, Shared, Slots};
+
+/// The longest wait between failed fetches: short enough that a restarted engine gets its
+/// workers back within seconds, long enough that a fleet does not hammer an engine that is down.
+const FETCH_BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 /// A worker, configured and ready to run.
 #[derive(Debug)]
@@ -21,7 +27,7 @@ pub struct Worker {
     shared: Arc<Shared>,
     config: WorkerConfig,
     routes: HashMap<String, Arc<Route>>,
-    subscriptions: Vec<TopicSubscription>,
+    subscriptions: HashMap<String, TopicSubscription>,
 }
 
 impl Worker {
@@ -34,17 +40,35 @@ impl Worker {
         config.validate()?;
         let routes = build_routes(topics)?;
         let worker_id = config.worker_id.clone().unwrap_or_else(unique_worker_id);
-        let subscriptions = routes.iter().map(subscription).collect();
+        let subscriptions = routes
+            .iter()
+            .map(|r| (r.topic.clone(), subscription(r)))
+            .collect();
         let routes = routes
             .into_iter()
             .map(|r| (r.topic.clone(), Arc::new(r)))
             .collect();
         Ok(Self {
-            shared: Arc::new(Shared { client, worker_id }),
+            shared: Arc::new(Shared {
+                client,
+                worker_id,
+                telemetry: Telemetry::new(),
+            }),
             config,
             routes,
             subscriptions,
         })
+    }
+
+    /// Records this worker's metrics and health in `telemetry`, shared with the process's other
+    /// workers and its observability endpoint.
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.shared = Arc::new(Shared {
+            client: self.shared.client.clone(),
+            worker_id: self.shared.worker_id.clone(),
+            telemetry,
+        });
+        self
     }
 
     /// The id this worker locks tasks under.
@@ -59,7 +83,7 @@ impl Worker {
         let mut running = JoinSet::new();
         // Cancels adapters only when the grace period is over, not when shutdown begins.
         let abort_tasks = CancellationToken::new();
-        let mut fetch_backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut fetch_backoff = Backoff::new(Duration::from_millis(500), FETCH_BACKOFF_CAP);
         let long_poll_ms = u64::try_from(self.config.long_poll.as_millis()).unwrap_or(u64::MAX);
         info!(
             worker_id = %self.shared.worker_id,
@@ -68,6 +92,12 @@ impl Worker {
             "worker started"
         );
 
+        let telemetry = &self.shared.telemetry;
+        let worker_id = self.shared.worker_id.as_str();
+        telemetry.set_state(worker_id, WorkerState::Starting);
+        // The first fetch, and the first after an error, answers at once: readiness then
+        // reflects the engine within a round trip, not after a whole long poll.
+        let mut poll_ms = 0;
         loop {
             reap(&mut running);
             let first = tokio::select! {
@@ -82,50 +112,88 @@ impl Worker {
             while let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
                 permits.push(permit);
             }
+            // Topics at their own limit sit this fetch out.
+            let open: Vec<&Route> = self
+                .routes
+                .values()
+                .map(AsRef::as_ref)
+                .filter(|r| r.room() != Some(0))
+                .collect();
+            if open.is_empty() {
+                drop(permits);
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    ended = running.join_next() => match ended {
+                        Some(result) => log_abnormal_end(result),
+                        // Cannot happen (a full topic has running tasks); do not spin if it does.
+                        None => tokio::time::sleep(Duration::from_millis(100)).await,
+                    },
+                }
+                continue;
+            }
+            let room: usize = open.iter().map(|r| r.room().unwrap_or(permits.len())).sum();
+            permits.truncate(room.max(1));
             let request = FetchAndLock {
-                worker_id: self.shared.worker_id.clone(),
+                worker_id: worker_id.to_owned(),
                 max_tasks: u32::try_from(permits.len()).unwrap_or(u32::MAX),
                 use_priority: true,
-                async_response_timeout: Some(long_poll_ms),
-                topics: self.subscriptions.clone(),
+                async_response_timeout: Some(poll_ms),
+                topics: open
+                    .iter()
+                    .filter_map(|r| self.subscriptions.get(&r.topic).cloned())
+                    .collect(),
             };
+            let fetch_started = Instant::now();
             // Dropping the fetch on shutdown aborts the HTTP request, which ends the long poll.
             let fetched = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 fetched = self.shared.client.fetch_and_lock(&request) => fetched,
             };
+            let took = fetch_started.elapsed();
             match fetched {
                 Ok(tasks) => {
                     fetch_backoff.reset();
+                    poll_ms = long_poll_ms;
+                    telemetry.engine_reached(worker_id, Ok(()));
+                    if tasks.is_empty() {
+                        telemetry.record_fetch("empty", took);
+                        telemetry.metrics().empty_polls.inc();
+                    } else {
+                        telemetry.record_fetch("tasks", took);
+                    }
                     debug!(
                         fetched = tasks.len(),
                         asked = request.max_tasks,
                         "fetch answered"
                     );
                     for locked in tasks {
-                        let route = self.routes.get(&locked.topic_name).cloned();
-                        match (permits.pop(), route) {
-                            (Some(permit), Some(route)) => {
+                        match self.slots_for(&locked, &mut permits) {
+                            Some((route, slots)) => {
                                 running.spawn(task::handle(
                                     Arc::clone(&self.shared),
                                     route,
                                     locked,
                                     abort_tasks.child_token(),
-                                    permit,
+                                    slots,
                                 ));
                             }
-                            // The engine never sends more than asked or an unasked topic; if it
-                            // does, hand the task straight back rather than sit on its lock.
-                            _ => self.give_back(locked).await,
+                            None => self.give_back(locked).await,
                         }
                     }
                 }
                 Err(e) => {
+                    poll_ms = 0;
+                    telemetry.record_fetch("error", took);
+                    telemetry.metrics().fetch_errors.inc();
                     let delay = fetch_backoff.next_delay();
                     if e.is_overloaded() {
+                        // The engine is up, only busy: still serving.
+                        telemetry.engine_reached(worker_id, Ok(()));
                         info!(retry_in = ?delay, "the engine's long-poll queue is full; backing off");
                     } else {
+                        telemetry.engine_reached(worker_id, Err(e.to_string()));
                         warn!(error = %e, retry_in = ?delay, "fetch failed; retrying");
                     }
                     tokio::select! {
@@ -136,6 +204,8 @@ impl Worker {
             }
         }
 
+        telemetry.set_state(worker_id, WorkerState::Draining);
+        self.retract_long_poll().await;
         self.drain(running, abort_tasks).await;
     }
 
@@ -157,6 +227,9 @@ impl Worker {
             }
         })
         .await;
+        // Again, in case the aborted poll reached the engine only after the first retraction:
+        // it would lock the tasks unlocked next, and those created by the completions above.
+        self.retract_long_poll().await;
         if finished.is_err() {
             warn!(
                 in_flight = running.len(),
@@ -167,11 +240,71 @@ impl Worker {
                 log_abnormal_end(result);
             }
         }
+        self.shared.telemetry.remove_worker(&self.shared.worker_id);
         info!(worker_id = %self.shared.worker_id, "worker stopped");
     }
 
+    /// The worker slot and, for a topic with a limit of its own, the topic slot a fetched task
+    /// runs in; `None` when the task must be handed back.
+    fn slots_for(
+        &self,
+        locked: &LockedExternalTask,
+        permits: &mut Vec<OwnedSemaphorePermit>,
+    ) -> Option<(Arc<Route>, Slots)> {
+        let route = self.routes.get(&locked.topic_name)?;
+        let topic = match &route.slots {
+            None => None,
+            Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                // One fetch serves several topics and the engine cannot be told a per-topic
+                // maximum, so a topic can get more tasks than it has room for.
+                Err(_) => {
+                    Telemetry::topic_counter(
+                        &self.shared.telemetry.metrics().returned,
+                        &route.topic,
+                    )
+                    .inc();
+                    return None;
+                }
+            },
+        };
+        let worker = permits.pop()?;
+        Some((
+            Arc::clone(route),
+            Slots {
+                _worker: worker,
+                _topic: topic,
+            },
+        ))
+    }
+
+    /// Withdraws this worker's pending long poll from the engine. Dropping the request ends it on
+    /// our side only: the engine keeps it and would lock tasks created or unlocked meanwhile for
+    /// a worker that is gone, out of every other worker's reach until the lock expires. An empty
+    /// fetch under the same worker id replaces it on engines that enable
+    /// `fetch-and-lock-unique-worker-request` (ProcOS's does; on others it is harmless).
+    async fn retract_long_poll(&self) {
+        let request = FetchAndLock {
+            worker_id: self.shared.worker_id.clone(),
+            max_tasks: 0,
+            use_priority: false,
+            async_response_timeout: Some(1),
+            topics: self.subscriptions.values().cloned().collect(),
+        };
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            self.shared.client.fetch_and_lock(&request),
+        )
+        .await
+        {
+            Ok(Ok(_)) => debug!("pending long poll retracted"),
+            Ok(Err(e)) => debug!(error = %e, "could not retract the pending long poll"),
+            Err(_) => debug!("retracting the pending long poll timed out"),
+        }
+    }
+
     async fn give_back(&self, locked: LockedExternalTask) {
-        warn!(task_id = %locked.id, topic = %locked.topic_name, "unasked-for task; unlocking it");
+        debug!(task_id = %locked.id, topic = %locked.topic_name, "no room for this task; unlocking it for other workers");
         if let Err(e) = self.shared.client.unlock(&locked.id).await {
             warn!(task_id = %locked.id, error = %e, "could not unlock; it is fetchable again when its lock expires");
         }

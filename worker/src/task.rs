@@ -21,6 +21,7 @@ use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::backoff::{Backoff, exponential};
 use crate::config::{Route, TopicConfig};
+use crate::metrics::{Telemetry, TopicLabel};
 
 /// Share of the lock duration after which a running task's lock is extended.
 const EXTEND_AT: f64 = 0.6;
@@ -34,15 +35,24 @@ const MAX_ERROR_MESSAGE: usize = 500;
 pub(crate) struct Shared {
     pub(crate) client: EngineClient,
     pub(crate) worker_id: String,
+    pub(crate) telemetry: Telemetry,
 }
 
-/// Runs one locked task to its write-back. Holds its concurrency slot until done.
+/// The concurrency slots a running task holds until its write-back is done: one of the worker's
+/// and, for a topic with a `max_tasks` of its own, one of the topic's. Dropping it frees them.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    pub(crate) _worker: OwnedSemaphorePermit,
+    pub(crate) _topic: Option<OwnedSemaphorePermit>,
+}
+
+/// Runs one locked task to its write-back.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     route: Arc<Route>,
     locked: LockedExternalTask,
     cancel: CancellationToken,
-    _slot: OwnedSemaphorePermit,
+    slots: Slots,
 ) {
     let span = info_span!(
         "external_task",
@@ -50,17 +60,29 @@ pub(crate) async fn handle(
         topic = %locked.topic_name,
         process_instance = locked.process_instance_id.as_deref().unwrap_or(""),
     );
-    handle_in_span(shared, route, locked, cancel)
+    let metrics = shared.telemetry.metrics();
+    let label = TopicLabel {
+        topic: route.topic.clone(),
+    };
+    metrics.tasks_fetched.get_or_create(&label).inc();
+    let in_flight = metrics.in_flight.get_or_create(&label).clone();
+    in_flight.inc();
+    let outcome = handle_in_span(&shared, &route, locked, cancel)
         .instrument(span)
         .await;
+    in_flight.dec();
+    shared.telemetry.record_outcome(&route.topic, outcome);
+    drop(slots);
 }
 
+/// Runs the adapter while keeping the lock, writes the outcome back, and names how it ended
+/// (the `outcome` label of `procos_worker_tasks_total`).
 async fn handle_in_span(
-    shared: Arc<Shared>,
-    route: Arc<Route>,
+    shared: &Shared,
+    route: &Route,
     locked: LockedExternalTask,
     cancel: CancellationToken,
-) {
+) -> &'static str {
     let started = Instant::now();
     let lock_duration = route.config.lock_duration;
     let adapter_task = AdapterTask {
@@ -74,91 +96,217 @@ async fn handle_in_span(
     };
 
     let (lock_until_tx, lock_until) = watch::channel(started + lock_duration);
-    let keeper = keep_lock(&shared, &locked.id, lock_duration, lock_until_tx);
+    let keeper = keep_lock(shared, route, &locked.id, lock_until_tx);
     let mut keeper = std::pin::pin!(keeper);
-    let mut run = std::pin::pin!(run_adapter(&route, adapter_task, cancel.clone()));
+    // The adapter gets a child token: a timeout cancels the adapter alone, and is reported.
+    let mut run = std::pin::pin!(run_adapter(route, adapter_task, cancel.child_token()));
+    // Cancellation first: an adapter answers promptly when cancelled, and that answer must not
+    // be mistaken for its result.
     let outcome = tokio::select! {
-        outcome = &mut run => outcome,
-        lost = &mut keeper => {
-            // Another worker may hold the task now: stop, and write nothing back.
-            cancel.cancel();
-            let _ = tokio::time::timeout(CANCEL_CLEANUP, run).await;
-            warn!(error = %lost, "the lock is gone (the task was cancelled or another worker holds it); the run is abandoned and nothing is written back");
-            return;
-        }
+        biased;
         () = cancel.cancelled() => {
             // Give the adapter a moment to clean up; its answer no longer counts.
             let _ = tokio::time::timeout(CANCEL_CLEANUP, run).await;
             unlock(&shared.client, &locked.id).await;
-            return;
+            return "unlocked";
         }
+        lost = &mut keeper => {
+            // Another worker may hold the task now: stop, and write nothing back.
+            cancel.cancel();
+            let _ = tokio::time::timeout(CANCEL_CLEANUP, run).await;
+            Telemetry::topic_counter(&shared.telemetry.metrics().lost_locks, &route.topic).inc();
+            warn!(error = %lost, "the lock is gone (the task was cancelled or another worker holds it); the run is abandoned and nothing is written back");
+            return "abandoned";
+        }
+        outcome = &mut run => outcome,
     };
+    let elapsed = started.elapsed();
+    shared
+        .telemetry
+        .metrics()
+        .task_duration
+        .get_or_create(&TopicLabel {
+            topic: route.topic.clone(),
+        })
+        .observe(elapsed.as_secs_f64());
     // Write-back may be retried while the (last extended) lock lasts, with a margin for the call.
     let lock_deadline = *lock_until.borrow() - Duration::from_secs(1).min(lock_duration / 2);
-
-    let elapsed = started.elapsed();
-    let worker_id = shared.worker_id.clone();
-    let client = &shared.client;
-    let (kind, result) = match outcome {
-        Outcome::Complete(outputs) => {
-            let body = CompleteTask {
-                worker_id,
-                variables: output_variables(outputs, route.config.result_variable.as_deref()),
-                local_variables: Variables::new(),
-            };
-            let result = deliver(lock_deadline, || client.complete(&locked.id, &body)).await;
-            ("completed", result)
-        }
-        Outcome::BpmnError {
-            code,
-            message,
-            outputs,
-        } => {
-            let body = BpmnErrorReport {
-                worker_id,
-                error_code: code,
-                error_message: Some(message),
-                variables: output_variables(outputs, None),
-            };
-            let result = deliver(lock_deadline, || {
-                client.report_bpmn_error(&locked.id, &body)
-            })
-            .await;
-            ("bpmn_error", result)
-        }
-        Outcome::Failure(failure) => {
-            let body = failure_report(worker_id, &route.config, locked.retries, failure);
-            let retries = body.retries;
-            let result = deliver(lock_deadline, || client.report_failure(&locked.id, &body)).await;
-            if result.is_ok() && retries == 0 {
-                warn!(error = %body.error_message, "failed with no retries left: the engine raises an incident");
-            } else if result.is_ok() {
-                warn!(error = %body.error_message, retries, retry_in_ms = body.retry_timeout, "failed; will be retried");
-            }
-            ("failure", result)
-        }
+    let write_back = WriteBack {
+        client: &shared.client,
+        worker_id: &shared.worker_id,
+        telemetry: &shared.telemetry,
+        route,
+        locked: &locked,
+        deadline: lock_deadline,
     };
-
+    let (kind, result) = write_back.outcome(outcome).await;
     match result {
-        Ok(()) => info!(
-            outcome = kind,
-            elapsed_ms = elapsed.as_millis() as u64,
-            "task done"
-        ),
-        Err(e) if e.is_not_found() => warn!(
-            outcome = kind,
-            "the task is gone (a boundary event cancelled it, or its instance was deleted); the result is dropped"
-        ),
-        Err(e) if e.status() == Some(400) => warn!(
-            outcome = kind,
-            error = %e,
-            "the engine refused the result: the task is locked by another worker now"
-        ),
-        Err(e) => error!(
-            outcome = kind,
-            error = %e,
-            "could not write the result back; the task runs again when its lock expires"
-        ),
+        Ok(()) => {
+            info!(
+                outcome = kind,
+                elapsed_ms = elapsed.as_millis() as u64,
+                "task done"
+            );
+            kind
+        }
+        Err(e) if e.is_not_found() => {
+            warn!(
+                outcome = kind,
+                "the task is gone (a boundary event cancelled it, or its instance was deleted); the result is dropped"
+            );
+            "gone"
+        }
+        Err(e) if e.status() == Some(400) => {
+            warn!(
+                outcome = kind,
+                error = %e,
+                "the engine refused the result: the task is locked by another worker now"
+            );
+            "refused"
+        }
+        Err(e) => {
+            error!(
+                outcome = kind,
+                error = %e,
+                "could not write the result back; the task runs again when its lock expires"
+            );
+            "write_back_failed"
+        }
+    }
+}
+
+/// Tells the engine how a run ended.
+struct WriteBack<'a> {
+    client: &'a EngineClient,
+    worker_id: &'a str,
+    telemetry: &'a Telemetry,
+    route: &'a Route,
+    locked: &'a LockedExternalTask,
+    deadline: Instant,
+}
+
+impl WriteBack<'_> {
+    fn reach(&self, reached: Result<(), String>) {
+        self.telemetry.engine_reached(self.worker_id, reached);
+    }
+
+    /// Makes the engine call for `outcome`; returns the outcome's label and the call's result.
+    async fn outcome(&self, outcome: Outcome) -> (&'static str, Result<(), ClientError>) {
+        let config = &self.route.config;
+        let task_id = &self.locked.id;
+        match outcome {
+            Outcome::Complete(outputs) => {
+                let variables = match output_variables(outputs, config.result_variable.as_deref()) {
+                    Ok(variables) => variables,
+                    Err(failure) => return self.failure(failure).await,
+                };
+                let (variables, local_variables) = if config.local_outputs {
+                    (Variables::new(), variables)
+                } else {
+                    (variables, Variables::new())
+                };
+                let body = CompleteTask {
+                    worker_id: self.worker_id.to_owned(),
+                    variables,
+                    local_variables,
+                };
+                match deliver(
+                    self.deadline,
+                    |r| self.reach(r),
+                    || self.client.complete(task_id, &body),
+                )
+                .await
+                {
+                    // The engine is up but could not continue the instance after the task (an
+                    // output mapping, a listener, a gateway condition failed): retrying the same
+                    // completion cannot help, so it becomes a failure a person can read in Cockpit.
+                    Err(e) if is_engine_error(&e) => {
+                        let failure = Failure::new(
+                            format!(
+                                "the engine could not continue the process after this task: {}",
+                                engine_message(&e)
+                            ),
+                            format!(
+                                "Completing the task failed inside the engine, so the process did not move on. \
+                                 Check what follows the task in the model (output mappings, listeners, \
+                                 conditions).\n\n{e}"
+                            ),
+                            Retry::Later,
+                        );
+                        self.failure(failure).await
+                    }
+                    result => ("completed", result),
+                }
+            }
+            Outcome::BpmnError {
+                code,
+                message,
+                outputs,
+            } => {
+                let variables = match output_variables(outputs, None) {
+                    Ok(variables) => variables,
+                    Err(failure) => return self.failure(failure).await,
+                };
+                let body = BpmnErrorReport {
+                    worker_id: self.worker_id.to_owned(),
+                    error_code: code,
+                    error_message: Some(message),
+                    variables,
+                };
+                let result = deliver(
+                    self.deadline,
+                    |r| self.reach(r),
+                    || self.client.report_bpmn_error(task_id, &body),
+                )
+                .await;
+                ("bpmn_error", result)
+            }
+            Outcome::Failure(failure) => self.failure(failure).await,
+        }
+    }
+
+    async fn failure(&self, failure: Failure) -> (&'static str, Result<(), ClientError>) {
+        let body = failure_report(
+            self.worker_id.to_owned(),
+            &self.route.config,
+            self.locked.retries,
+            failure,
+        );
+        let retries = body.retries;
+        let result = deliver(
+            self.deadline,
+            |r| self.reach(r),
+            || self.client.report_failure(&self.locked.id, &body),
+        )
+        .await;
+        if result.is_ok() && retries == 0 {
+            warn!(error = %body.error_message, "failed with no retries left: the engine raises an incident");
+        } else if result.is_ok() {
+            warn!(error = %body.error_message, retries, retry_in_ms = body.retry_timeout, "failed; will be retried");
+        }
+        (if retries == 0 { "incident" } else { "failed" }, result)
+    }
+}
+
+/// A 500 with the engine's own exception: the engine is up and refused this call for a reason
+/// that will not pass by itself (unlike unreachable, 502/503 from a proxy, or a full queue).
+fn is_engine_error(e: &ClientError) -> bool {
+    matches!(e, ClientError::Rejected { status: 500, error_type: Some(t), .. }
+        if t != "OptimisticLockingException")
+        && !e.is_overloaded()
+}
+
+fn engine_message(e: &ClientError) -> String {
+    match e {
+        ClientError::Rejected {
+            error_type,
+            message,
+            ..
+        } => match error_type {
+            Some(t) => format!("{t}: {message}"),
+            None => message.clone(),
+        },
+        other => other.to_string(),
     }
 }
 
@@ -167,10 +315,13 @@ async fn handle_in_span(
 /// (400: expired or taken; 404: the task no longer exists); transient errors are retried.
 async fn keep_lock(
     shared: &Shared,
+    route: &Route,
     task_id: &str,
-    lock_duration: Duration,
     lock_until: watch::Sender<Instant>,
 ) -> ClientError {
+    let lock_duration = route.config.lock_duration;
+    let extensions =
+        Telemetry::topic_counter(&shared.telemetry.metrics().lock_extensions, &route.topic);
     let extend_after = lock_duration.mul_f64(EXTEND_AT);
     let mut backoff = Backoff::new(
         Duration::from_millis(250),
@@ -187,11 +338,15 @@ async fn keep_lock(
             Ok(()) => {
                 let now = Instant::now();
                 lock_until.send_replace(now + lock_duration);
+                extensions.inc();
                 next = now + extend_after;
                 backoff.reset();
                 debug!(lock_ms = lock_duration.as_millis() as u64, "lock extended");
             }
             Err(e) if e.is_transient() => {
+                shared
+                    .telemetry
+                    .engine_reached(&shared.worker_id, Err(e.to_string()));
                 let delay = backoff.next_delay();
                 warn!(error = %e, retry_in = ?delay, "could not extend the lock; trying again");
                 next = Instant::now() + delay;
@@ -273,19 +428,43 @@ fn failure_report(
     }
 }
 
-fn output_variables(outputs: Map<String, Value>, result_variable: Option<&str>) -> Variables {
-    match result_variable {
-        Some(name) => Variables::from([(name.to_owned(), Variable::Json(Value::Object(outputs)))]),
-        None => outputs
-            .into_iter()
-            .map(|(name, value)| (name, Variable::from_json(value)))
-            .collect(),
+/// The adapter's outputs as typed variables (see [`Variable::from_output`]), or all of them as
+/// one `Json` variable. An output that cannot be stored is the adapter's fault, and retrying
+/// gives the same output: the failure raises the incident at once.
+fn output_variables(
+    outputs: Map<String, Value>,
+    result_variable: Option<&str>,
+) -> Result<Variables, Failure> {
+    if let Some(name) = result_variable {
+        return Ok(Variables::from([(
+            name.to_owned(),
+            Variable::Json(Value::Object(outputs)),
+        )]));
     }
+    outputs
+        .into_iter()
+        .map(|(name, value)| match Variable::from_output(value) {
+            Ok(variable) => Ok((name, variable)),
+            Err(reason) => Err(Failure::new(
+                format!("the output `{name}` cannot be stored: {reason}"),
+                format!(
+                    "An output in Camunda's typed form ({{\"type\": …, \"value\": …}}) must hold a value of \
+                     that type: Date as 2024-02-29T13:45:00.000+0100 or RFC 3339, Bytes as base64, \
+                     Integer within 32 bits.\nOutput `{name}`: {reason}"
+                ),
+                Retry::Never,
+            )),
+        })
+        .collect()
 }
 
 /// Makes an engine call, retrying transient failures (engine unreachable, 5xx) with jittered
 /// backoff while the lock lasts. A refusal (4xx) is final and returned at once.
-async fn deliver<F, Fut>(deadline: Instant, mut call: F) -> Result<(), ClientError>
+async fn deliver<F, Fut>(
+    deadline: Instant,
+    reach: impl Fn(Result<(), String>),
+    mut call: F,
+) -> Result<(), ClientError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), ClientError>>,
@@ -293,8 +472,12 @@ where
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match call().await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                reach(Ok(()));
+                return Ok(());
+            }
             Err(e) if e.is_transient() => {
+                reach(Err(e.to_string()));
                 let delay = backoff.next_delay();
                 if Instant::now() + delay >= deadline {
                     return Err(e);
@@ -362,10 +545,47 @@ mod tests {
     #[test]
     fn outputs_become_typed_variables_or_one_result_variable() {
         let outputs: Map<String, Value> = serde_json::from_str(r#"{"n": 1, "s": "x"}"#).unwrap();
-        let spread = output_variables(outputs.clone(), None);
+        let spread = output_variables(outputs.clone(), None).unwrap();
         assert_eq!(spread["n"], Variable::Integer(1));
-        let one = output_variables(outputs.clone(), Some("result"));
+        let one = output_variables(outputs.clone(), Some("result")).unwrap();
         assert_eq!(one["result"], Variable::Json(Value::Object(outputs)));
+    }
+
+    #[test]
+    fn an_output_that_cannot_be_stored_raises_the_incident_naming_it() {
+        let outputs: Map<String, Value> =
+            serde_json::from_str(r#"{"due": {"type": "Date", "value": "tomorrow"}}"#).unwrap();
+        let failure = output_variables(outputs, None).unwrap_err();
+        assert!(failure.message.contains("`due`"), "{}", failure.message);
+        assert_eq!(failure.retry, Retry::Never);
+    }
+
+    #[test]
+    fn only_the_engines_own_exceptions_count_as_engine_errors() {
+        let rejected = |status, error_type: Option<&str>, message: &str| ClientError::Rejected {
+            method: "POST",
+            path: "x".into(),
+            status,
+            error_type: error_type.map(Into::into),
+            message: message.into(),
+            problems: vec![],
+        };
+        assert!(is_engine_error(&rejected(
+            500,
+            Some("ProcessEngineException"),
+            "Unknown property used in expression"
+        )));
+        assert!(!is_engine_error(&rejected(
+            500,
+            Some("OptimisticLockingException"),
+            "x"
+        )));
+        assert!(!is_engine_error(&rejected(503, None, "proxy")));
+        assert!(!is_engine_error(&rejected(
+            500,
+            Some("RestException"),
+            "too many requests"
+        )));
     }
 
     #[test]
@@ -378,19 +598,23 @@ mod tests {
     async fn transient_write_back_errors_are_retried_until_the_lock_ends() {
         let mut calls = 0;
         let deadline = Instant::now() + Duration::from_secs(3);
-        let result = deliver(deadline, || {
-            calls += 1;
-            async {
-                Err(ClientError::Rejected {
-                    method: "POST",
-                    path: "x".into(),
-                    status: 503,
-                    error_type: None,
-                    message: "down".into(),
-                    problems: vec![],
-                })
-            }
-        })
+        let result = deliver(
+            deadline,
+            |_| {},
+            || {
+                calls += 1;
+                async {
+                    Err(ClientError::Rejected {
+                        method: "POST",
+                        path: "x".into(),
+                        status: 503,
+                        error_type: None,
+                        message: "down".into(),
+                        problems: vec![],
+                    })
+                }
+            },
+        )
         .await;
         assert!(result.is_err());
         assert!(calls > 2, "retried {calls} times");
