@@ -37,6 +37,20 @@ ensure_toolchain() {
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
   command -v cargo >/dev/null 2>&1 || die "cargo is missing: install Rust (https://rustup.rs) and run again"
+  claim_target_dir
+}
+
+# Checkouts share one target directory, and cargo judges a workspace crate fresh by comparing its
+# files' mtimes with the last build's, whichever checkout made it: a file edited here before
+# another checkout built would be taken as built. When the last build came from another
+# checkout, make this checkout's sources newer than any artifact.
+claim_target_dir() {
+  local stamp="$CARGO_TARGET_DIR/.procos-last-checkout"
+  mkdir -p "$CARGO_TARGET_DIR"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$ROOT" ]; then
+    (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard -- '*.rs' '*.toml' 2>/dev/null | xargs -0 -r touch)
+    printf '%s\n' "$ROOT" >"$stamp"
+  fi
 }
 
 # The engine jar, keyed by the hash of its sources: rebuilt only when pom.xml or src/ change.
@@ -54,4 +68,31 @@ build_engine() {
     cp "$cached" "$ENGINE_JAR"
   fi
   say "engine jar ready ($hash)"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Starts a throwaway engine (fresh H2 database in a temporary directory) on a free port, waits
+# until it answers, and exports its REST URL as ENGINE_URL. Stopped and removed on exit.
+start_scratch_engine() {
+  local port
+  engine_dir=$(mktemp -d)
+  port=$(free_port)
+  say "starting an engine on port $port"
+  (cd "$engine_dir" && SERVER_PORT=$port exec java -jar "$PROCOS_ENGINE_JAR" >"$engine_dir/engine.log" 2>&1) &
+  engine_pid=$!
+  trap stop_scratch_engine EXIT
+  for _ in $(seq 1 180); do
+    curl -fs "http://127.0.0.1:$port/engine-rest/engine" >/dev/null 2>&1 && break
+    kill -0 "$engine_pid" 2>/dev/null || { tail -40 "$engine_dir/engine.log"; die "the engine exited while booting"; }
+    sleep 1
+  done
+  curl -fs "http://127.0.0.1:$port/engine-rest/engine" >/dev/null || { tail -40 "$engine_dir/engine.log"; die "the engine did not answer within 180 s"; }
+  export ENGINE_URL="http://127.0.0.1:$port/engine-rest"
+}
+
+stop_scratch_engine() {
+  kill "$engine_pid" 2>/dev/null || true
+  wait "$engine_pid" 2>/dev/null || true
+  rm -rf "$engine_dir"
 }

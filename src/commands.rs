@@ -100,17 +100,11 @@ async fn kernel(
         })
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("invalid worker configuration in {}", config_path.display()))?;
-    let mut observability = JoinSet::new();
-    if workers > 0 {
-        serve_observability(
-            &config.worker,
-            config_path,
-            telemetry,
-            &shutdown,
-            &mut observability,
-        )
-        .await?;
-    }
+    let mut observability = if workers > 0 {
+        serve_observability(&config.worker, config_path, telemetry, &shutdown).await?
+    } else {
+        JoinSet::new()
+    };
     let started = Instant::now();
     let progress =
         |waited: Duration| say(&format!("waiting for the engine… {} s", waited.as_secs()));
@@ -202,15 +196,8 @@ async fn worker(
             )
         })?
         .with_telemetry(telemetry.clone());
-    let mut observability = JoinSet::new();
-    serve_observability(
-        &config.worker,
-        config_path,
-        telemetry,
-        &shutdown,
-        &mut observability,
-    )
-    .await?;
+    let mut observability =
+        serve_observability(&config.worker, config_path, telemetry, &shutdown).await?;
     worker.run(shutdown.clone()).await;
     // The endpoint outlives the drain so that /readyz said "shutting down" meanwhile.
     shutdown.cancel();
@@ -219,17 +206,18 @@ async fn worker(
 }
 
 /// Binds `[worker] listen` (unless it is `off`) and serves `/metrics`, `/healthz` and `/readyz`
-/// in `tasks` until `shutdown`. A port in use stops the command before anything is fetched.
+/// until `shutdown`, in the returned set. A port in use stops the command before anything is
+/// fetched.
 async fn serve_observability(
     worker: &WorkerConfig,
     config_path: &Path,
     telemetry: Telemetry,
     shutdown: &CancellationToken,
-    tasks: &mut JoinSet<()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<JoinSet<()>> {
+    let mut tasks = JoinSet::new();
     let invalid = || format!("invalid worker configuration in {}", config_path.display());
     let Some(addr) = worker.listen_addr().with_context(invalid)? else {
-        return Ok(());
+        return Ok(tasks);
     };
     let server = ObservabilityServer::bind(addr, telemetry)
         .await
@@ -249,7 +237,7 @@ async fn serve_observability(
             tracing::error!(error = %e, "the observability endpoint stopped");
         }
     });
-    Ok(())
+    Ok(tasks)
 }
 
 /// `procos deploy FILE…`: exit 0 when every file deployed (or was unchanged), 2 otherwise.

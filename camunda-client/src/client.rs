@@ -272,6 +272,21 @@ impl EngineClient {
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
+    /// `GET /history/external-task-log/count`: how many entries `query` selects.
+    pub async fn external_task_log_count(
+        &self,
+        query: &ExternalTaskLogQuery,
+    ) -> Result<u64, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            count: u64,
+        }
+        let path = "history/external-task-log/count";
+        let request = self.request(Method::GET, path).query(query);
+        let count: Count = self.send(request, "GET", path, CALL_TIMEOUT).await?;
+        Ok(count.count)
+    }
+
     /// `GET /history/activity-instance?processInstanceId=…`: the activities an instance passed
     /// through, in the order they started.
     pub async fn historic_activity_instances(

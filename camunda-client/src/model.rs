@@ -265,6 +265,9 @@ pub struct ExternalTaskLogQuery {
     /// Only entries of failure reports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_log: Option<bool>,
+    /// Only entries of task creations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creation_log: Option<bool>,
 }
 
 /// One entry of the external-task log: a task was created, failed, succeeded or was deleted.

@@ -8,37 +8,32 @@
 use std::time::Duration;
 
 use camunda_client::{Auth, EngineClient, StartProcessInstance, Variable};
-use procos_kernel::{Launcher, LocalEngine};
 use procos_worker::TopicConfig;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::{self, assert_eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_completes_through_a_worker_on_a_freshly_booted_engine() {
-    let port = support::free_port();
     let data = tempfile::tempdir().unwrap();
-    let engine = LocalEngine {
-        launcher: Launcher::Jar {
-            java: "java".into(),
-            jar: support::engine_jar(),
+    let auth_on = vec![("CAMUNDA_BPM_RUN_AUTH_ENABLED".to_owned(), "true".to_owned())];
+    // Booting waits on GET /engine, which answers without credentials.
+    let (anonymous, process) =
+        support::boot_engine(support::free_port(), data.path(), auth_on).await;
+    let refused = anonymous.process_definitions("anything").await.unwrap_err();
+    assert_eq!(
+        refused.status(),
+        Some(401),
+        "anonymous calls are refused: {refused}"
+    );
+    let client = EngineClient::new(
+        anonymous.base_url(),
+        Auth::Basic {
+            user: "demo".into(),
+            password: "demo".into(),
         },
-        port,
-        data_dir: data.path().to_path_buf(),
-        env: vec![],
-    };
-    let client =
-        EngineClient::new(&format!("http://127.0.0.1:{port}/engine-rest"), Auth::None).unwrap();
-    let process = engine
-        .boot(
-            &client,
-            Duration::from_secs(180),
-            &CancellationToken::new(),
-            |_| {},
-        )
-        .await
-        .expect("the engine boots and answers");
+    )
+    .unwrap();
 
     let key = support::unique("e2e");
     support::deploy(

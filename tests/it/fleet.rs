@@ -6,10 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use camunda_client::{Auth, EngineClient, StartProcessInstance};
+use camunda_client::{EngineClient, StartProcessInstance};
 use nix::sys::signal::Signal;
-use procos_kernel::{Launcher, LocalEngine};
-use tokio_util::sync::CancellationToken;
 
 use crate::support::{self, WorkerProcess, assert_eventually};
 
@@ -284,20 +282,8 @@ async fn a_task_outliving_the_grace_period_is_unlocked_for_other_workers() {
 async fn workers_survive_an_engine_outage_and_lose_no_task() {
     let port = support::free_port();
     let data = tempfile::tempdir().unwrap();
-    let engine = LocalEngine {
-        launcher: Launcher::Jar {
-            java: "java".into(),
-            jar: support::engine_jar(),
-        },
-        port,
-        data_dir: data.path().to_path_buf(),
-        env: vec![],
-    };
-    let url = format!("http://127.0.0.1:{port}/engine-rest");
-    let client = EngineClient::new(&url, Auth::None).unwrap();
-    let never = CancellationToken::new();
-    let boot = || engine.boot(&client, Duration::from_secs(180), &never, |_| {});
-    let first = boot().await.expect("the engine boots");
+    let (client, first) = support::boot_engine(port, data.path(), vec![]).await;
+    let url = client.base_url().to_owned();
     let (key, topic) = deploy_process(&client, "outage").await;
     let metrics_port = support::free_port();
     let mut worker = WorkerProcess::spawn(
@@ -348,9 +334,8 @@ async fn workers_survive_an_engine_outage_and_lose_no_task() {
         worker.child.try_wait().unwrap().is_none(),
         "the worker is still running after 20 s without an engine"
     );
-    let second = boot()
-        .await
-        .expect("the engine boots again on the same database");
+    // Again on the same port and database.
+    let (_, second) = support::boot_engine(port, data.path(), vec![]).await;
 
     for instance in &instances {
         assert_eventually(

@@ -266,3 +266,32 @@ pub async fn completions(
     )
     .await
 }
+
+/// An engine of the test's own, booted from the jar on `port` with its database in `data_dir`.
+pub async fn boot_engine(
+    port: u16,
+    data_dir: &std::path::Path,
+    env: Vec<(String, String)>,
+) -> (EngineClient, procos_kernel::EngineProcess) {
+    let engine = procos_kernel::LocalEngine {
+        launcher: procos_kernel::Launcher::Jar {
+            java: "java".into(),
+            jar: engine_jar(),
+        },
+        port,
+        data_dir: data_dir.to_path_buf(),
+        env,
+    };
+    let client =
+        EngineClient::new(&format!("http://127.0.0.1:{port}/engine-rest"), Auth::None).unwrap();
+    let process = engine
+        .boot(
+            &client,
+            Duration::from_secs(180),
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
+        .expect("the engine boots and answers");
+    (client, process)
+}

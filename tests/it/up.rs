@@ -109,12 +109,16 @@ async fn up_serves_cockpit_with_the_init_models_and_ctrl_c_leaves_no_java() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200, "the Cockpit login page answers");
-    let ready = http
-        .get(format!("http://127.0.0.1:{}/readyz", up.metrics_port))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200, "the worker fleet is ready");
+    let readyz = format!("http://127.0.0.1:{}/readyz", up.metrics_port);
+    assert_eventually(
+        "the worker fleet to be ready",
+        Duration::from_secs(10),
+        || async {
+            let ready = http.get(&readyz).send().await.ok()?;
+            (ready.status() == 200).then_some(())
+        },
+    )
+    .await;
     let client = camunda_client::EngineClient::new(
         &format!("http://127.0.0.1:{}/engine-rest", up.port),
         camunda_client::Auth::None,
