@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use camunda_client::EngineClient;
-use procos_kernel::{DeployReport, EngineProcess, EngineSettings, deploy_files, deploy_init_dir};
+use camunda_client::{EngineClient, StartProcessInstance, Variable, Variables};
+use procos_kernel::{
+    DeployReport, EngineExit, EngineSettings, EngineSupervisor, Kernel, KernelConfig, KernelError,
+    RootState, deploy_files,
+};
 use procos_worker::{ObservabilityServer, Telemetry, Worker, WorkerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -15,8 +18,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, ProcosConfig};
 use crate::{Cli, Command, EngineArgs, shutdown};
 
-/// Exit code of `procos deploy` when some file was not deployed.
-const EXIT_NOT_DEPLOYED: u8 = 2;
+/// Exit code of `procos deploy` when some file was not deployed, and of `procos start` when the
+/// engine refused the start.
+const EXIT_REFUSED: u8 = 2;
+/// Exit code of `procos status` when incidents are open.
+const EXIT_INCIDENTS: u8 = 3;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let explicit =
@@ -45,6 +51,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Worker => worker(config, &cli.config, shutdown.clone()).await,
         Command::Deploy { files } => deploy(&config, &files).await,
+        Command::Start {
+            key,
+            variables,
+            business_key,
+        } => start(&config, &key, &variables, business_key).await,
+        Command::Status => status(&config).await,
     };
     background.shutdown().await;
     result
@@ -109,7 +121,7 @@ async fn kernel(
     let progress =
         |waited: Duration| say(&format!("waiting for the engine… {} s", waited.as_secs()));
 
-    let mut engine: Option<EngineProcess> = None;
+    let mut supervisor: Option<EngineSupervisor> = None;
     if config.engine.url.is_some() {
         say(&format!("waiting for the engine at {}", client.base_url()));
         procos_kernel::wait_until_ready(&client, config.engine.ready_timeout, &shutdown, progress)
@@ -122,12 +134,17 @@ async fn kernel(
             local.port,
             local.data_dir.join("engine.log").display()
         ));
-        match local
-            .boot(&client, config.engine.ready_timeout, &shutdown, progress)
-            .await
+        match EngineSupervisor::boot(
+            local,
+            client.clone(),
+            config.engine.ready_timeout,
+            &shutdown,
+            progress,
+        )
+        .await
         {
-            Ok(process) => engine = Some(process),
-            Err(procos_kernel::KernelError::Cancelled) => return Ok(ExitCode::SUCCESS),
+            Ok(booted) => supervisor = Some(booted),
+            Err(KernelError::Cancelled) => return Ok(ExitCode::SUCCESS),
             Err(e) => return Err(e).context("the engine did not boot"),
         }
     }
@@ -136,8 +153,41 @@ async fn kernel(
         started.elapsed().as_secs_f64()
     ));
 
-    let report = deploy_init_dir(&client, init_dir).await;
-    print_report(&report);
+    let mut kernel = Kernel::new(
+        client.clone(),
+        KernelConfig {
+            init_dir: init_dir.to_path_buf(),
+            root_process: Some(config.kernel.root_process.clone()).filter(|k| !k.is_empty()),
+            served_topics: config.topics.keys().cloned().collect(),
+            watch_interval: config.kernel.watch_interval,
+        },
+    );
+    let boot = kernel.boot().await;
+    print_report(&boot.deploy);
+    for (file, topic) in &boot.unserved_topics {
+        eprintln!(
+            "procos: warning: {}: {}",
+            file.display(),
+            procos_kernel::unserved_message(topic)
+        );
+    }
+    match &boot.root {
+        RootState::Started(id) => say(&format!("root orchestrator started (instance {id})")),
+        RootState::AlreadyRunning(id) => say(&format!(
+            "root orchestrator already running (instance {id})"
+        )),
+        RootState::NotDeployed(key) => eprintln!(
+            "procos: warning: the root orchestrator `{key}` is not deployed; put its model in {} or set kernel.root_process",
+            init_dir.display()
+        ),
+        RootState::Failed(why) => {
+            eprintln!("procos: warning: could not start the root orchestrator: {why}")
+        }
+        RootState::Disabled => {}
+    }
+    let mut kernel_loop = JoinSet::new();
+    kernel_loop.spawn(kernel.run(shutdown.child_token()));
+    say(&format!("watching {} for changes", init_dir.display()));
 
     let mut fleet = JoinSet::new();
     for worker in fleet_members {
@@ -149,35 +199,54 @@ async fn kernel(
             config.topics.keys().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
-    if engine.is_some() {
+    if supervisor.is_some() {
         print_welcome(&client, &config.engine);
     }
     say("press Ctrl-C to stop");
 
-    let engine_exit = async {
-        match engine.as_mut() {
-            Some(process) => process.exited().await.map(Some),
-            None => std::future::pending().await,
-        }
-    };
-    let code = tokio::select! {
-        () = shutdown.cancelled() => ExitCode::SUCCESS,
-        status = engine_exit => {
-            let status = status.map_or_else(|e| e.to_string(), |s| s.map(|s| s.to_string()).unwrap_or_default());
-            eprintln!("procos: the engine exited unexpectedly ({status}); stopping");
-            shutdown.cancel();
-            ExitCode::FAILURE
+    let code = loop {
+        let exit = tokio::select! {
+            () = shutdown.cancelled() => None,
+            exit = engine_exit(supervisor.as_mut()) => Some(exit),
+        };
+        let (Some(exit), Some(engine)) = (exit, supervisor.as_mut()) else {
+            break ExitCode::SUCCESS;
+        };
+        eprintln!(
+            "procos: the engine exited unexpectedly ({}); restarting it. The end of its log:\n{}",
+            exit.status, exit.log_tail
+        );
+        match engine.restart(&shutdown).await {
+            Ok(()) => say(&format!(
+                "the engine is back (restart {})",
+                engine.restarts()
+            )),
+            Err(KernelError::Cancelled) => break ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("procos: the engine cannot be restarted, stopping: {e}");
+                shutdown.cancel();
+                break ExitCode::FAILURE;
+            }
         }
     };
 
     while fleet.join_next().await.is_some() {}
+    kernel_loop.shutdown().await;
     observability.shutdown().await;
-    if let Some(process) = engine {
+    if let Some(engine) = supervisor {
         say("stopping the engine");
-        process.stop(config.engine.stop_timeout).await;
+        engine.stop(config.engine.stop_timeout).await;
     }
     say("stopped");
     Ok(code)
+}
+
+/// Resolves when the supervised engine exits by itself; never without one.
+async fn engine_exit(supervisor: Option<&mut EngineSupervisor>) -> EngineExit {
+    match supervisor {
+        Some(engine) => engine.exited().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `procos worker`: a fleet member for an engine that runs elsewhere.
@@ -248,8 +317,97 @@ async fn deploy(config: &ProcosConfig, files: &[PathBuf]) -> anyhow::Result<Exit
     Ok(if report.problems.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(EXIT_NOT_DEPLOYED)
+        ExitCode::from(EXIT_REFUSED)
     })
+}
+
+/// `procos start KEY`: prints the new instance's id.
+async fn start(
+    config: &ProcosConfig,
+    key: &str,
+    variables: &[String],
+    business_key: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let client = config.engine.client()?;
+    let variables = variables
+        .iter()
+        .map(|pair| parse_variable(pair))
+        .collect::<anyhow::Result<Variables>>()?;
+    let start = StartProcessInstance {
+        variables,
+        business_key,
+    };
+    match client.start_process_instance(key, &start).await {
+        Ok(instance) => {
+            println!("{}", instance.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_transient() => Err(e).context("the engine is not answering"),
+        Err(e) => {
+            eprintln!("procos: the engine refused to start `{key}`: {e}");
+            if e.is_not_found() {
+                eprintln!(
+                    "procos: deploy a process with this id first (`procos status` lists the deployed ones)"
+                );
+            }
+            Ok(ExitCode::from(EXIT_REFUSED))
+        }
+    }
+}
+
+/// `NAME=VALUE`: JSON when VALUE parses as JSON, a string otherwise.
+fn parse_variable(pair: &str) -> anyhow::Result<(String, Variable)> {
+    let Some((name, value)) = pair.split_once('=') else {
+        bail!("`--var {pair}`: expected NAME=VALUE, e.g. --var amount=42 or --var customer=ACME");
+    };
+    let name = name.trim();
+    if name.is_empty() {
+        bail!("`--var {pair}`: the variable has no name; expected NAME=VALUE");
+    }
+    let value =
+        serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+    let variable = Variable::from_output(value)
+        .map_err(|reason| anyhow::anyhow!("`--var {pair}`: {reason}"))?;
+    Ok((name.to_owned(), variable))
+}
+
+/// `procos status`: what is deployed, what runs, what is stuck.
+async fn status(config: &ProcosConfig) -> anyhow::Result<ExitCode> {
+    let client = config.engine.client()?;
+    let definitions = client
+        .latest_process_definitions()
+        .await
+        .with_context(|| format!("cannot read the engine at {}", client.base_url()))?;
+    let incidents = client.incidents(None).await?;
+    println!("{:<32} {:>7} {:>9}  name", "process", "version", "running");
+    for definition in &definitions {
+        let running = client.process_instances(&definition.key).await?.len();
+        println!(
+            "{:<32} {:>7} {:>9}  {}",
+            definition.key,
+            definition.version,
+            running,
+            definition.name.as_deref().unwrap_or("")
+        );
+    }
+    if incidents.is_empty() {
+        println!("\nno open incidents");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("\n{} open incident(s):", incidents.len());
+    for incident in &incidents {
+        println!(
+            "  {} at {} in instance {}: {}",
+            incident.incident_type,
+            incident.activity_id.as_deref().unwrap_or("?"),
+            incident.process_instance_id.as_deref().unwrap_or("?"),
+            incident
+                .incident_message
+                .as_deref()
+                .unwrap_or("(no message)")
+        );
+    }
+    Ok(ExitCode::from(EXIT_INCIDENTS))
 }
 
 fn print_report(report: &DeployReport) {
@@ -286,4 +444,35 @@ fn print_welcome(client: &EngineClient, engine: &EngineSettings) {
 
 fn say(message: &str) {
     eprintln!("procos: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_on_the_command_line_are_json_when_they_can_be() {
+        assert_eq!(
+            parse_variable("amount=42").unwrap(),
+            ("amount".to_owned(), Variable::Integer(42))
+        );
+        assert_eq!(
+            parse_variable("customer=ACME Corp").unwrap(),
+            ("customer".to_owned(), Variable::String("ACME Corp".into()))
+        );
+        assert_eq!(
+            parse_variable(r#"order={"id":7}"#).unwrap().1,
+            Variable::Json(serde_json::json!({"id": 7}))
+        );
+        assert_eq!(
+            parse_variable(r#"due={"type":"Date","value":"2026-01-01T00:00:00Z"}"#)
+                .unwrap()
+                .1
+                .type_name(),
+            "Date"
+        );
+        let err = parse_variable("no-equals-sign").unwrap_err().to_string();
+        assert!(err.contains("NAME=VALUE"), "{err}");
+        assert!(parse_variable("=5").is_err());
+    }
 }

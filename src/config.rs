@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::bail;
 use figment::Figment;
@@ -32,14 +33,23 @@ pub struct ProcosConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KernelSettings {
-    /// The init directory (ProcOS's `/proc/init`): every model in it is deployed at boot.
+    /// The init directory (ProcOS's `/proc/init`): every model in it is deployed at boot, and
+    /// again within `watch_interval` of a change.
     pub init_dir: PathBuf,
+    /// Key of the root orchestrator the kernel starts once (not again while an instance runs);
+    /// empty to start none.
+    pub root_process: String,
+    /// How often the kernel looks at the init directory and at the engine.
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
 }
 
 impl Default for KernelSettings {
     fn default() -> Self {
         Self {
             init_dir: PathBuf::from("bpmn/init"),
+            root_process: "procos-root".to_owned(),
+            watch_interval: Duration::from_secs(1),
         }
     }
 }

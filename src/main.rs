@@ -99,12 +99,29 @@ enum Command {
     },
     /// Fetch and run external tasks for the configured topics.
     Worker,
-    /// Deploy model files (.bpmn, .dmn, .form); unchanged files make no new version.
+    /// Deploy model files (.bpmn, .dmn, .form); unchanged files make no new version. Exit 2 when
+    /// any file was not deployed.
     Deploy {
         /// The files to deploy.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Start an instance of the latest version of a process; prints its id. Exit 2 when the
+    /// engine refuses (no such process, bad variables).
+    Start {
+        /// The process definition key.
+        key: String,
+        /// A variable as NAME=VALUE; VALUE is read as JSON when it is JSON (42, true, {"a":1})
+        /// and as a string otherwise. Repeatable.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        variables: Vec<String>,
+        /// The instance's business key.
+        #[arg(long)]
+        business_key: Option<String>,
+    },
+    /// Deployed processes with their versions, running instances and open incidents. Exit 0
+    /// when no incident is open, 3 when some are.
+    Status,
 }
 
 fn main() -> ExitCode {

@@ -130,6 +130,48 @@ impl EngineClient {
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
+    /// `GET /process-definition?latestVersion=true`: the latest version of every process.
+    pub async fn latest_process_definitions(&self) -> Result<Vec<ProcessDefinition>, ClientError> {
+        let path = "process-definition";
+        let request = self.request(Method::GET, path).query(&[
+            ("latestVersion", "true"),
+            ("sortBy", "key"),
+            ("sortOrder", "asc"),
+        ]);
+        self.send(request, "GET", path, CALL_TIMEOUT).await
+    }
+
+    /// `GET /process-instance?processDefinitionKey=…`: the running instances of a process (all
+    /// versions), active and suspended.
+    pub async fn process_instances(&self, key: &str) -> Result<Vec<ProcessInstance>, ClientError> {
+        let path = "process-instance";
+        let request = self
+            .request(Method::GET, path)
+            .query(&[("processDefinitionKey", key)]);
+        self.send(request, "GET", path, CALL_TIMEOUT).await
+    }
+
+    /// `POST /message`: correlates a message to the one execution (or message start event)
+    /// waiting for it, with `process_variables` set on the instance.
+    pub async fn correlate_message(
+        &self,
+        message_name: &str,
+        process_variables: &Variables,
+    ) -> Result<(), ClientError> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Correlate<'a> {
+            message_name: &'a str,
+            process_variables: &'a Variables,
+        }
+        let body = Correlate {
+            message_name,
+            process_variables,
+        };
+        self.call_no_content(Method::POST, "message", Some(&body))
+            .await
+    }
+
     /// `POST /process-definition/key/{key}/start`: starts the latest version.
     pub async fn start_process_instance(
         &self,

@@ -35,6 +35,8 @@ pub struct FileProblem {
     pub column: Option<u32>,
     pub message: String,
     pub fix: String,
+    /// The engine could not be reached: the file itself may be fine, so it is tried again.
+    pub engine_unavailable: bool,
 }
 
 impl fmt::Display for FileProblem {
@@ -62,6 +64,7 @@ impl FileProblem {
             column: finding.column,
             message: finding.message,
             fix: finding.fix,
+            engine_unavailable: false,
         }
     }
 
@@ -72,6 +75,7 @@ impl FileProblem {
             column: None,
             message,
             fix: fix.to_owned(),
+            engine_unavailable: false,
         }
     }
 }
@@ -80,17 +84,8 @@ impl FileProblem {
 /// directory is one problem in the report, not an error: the kernel keeps running and retries
 /// on the next change.
 pub async fn deploy_init_dir(client: &EngineClient, dir: &Path) -> DeployReport {
-    let mut files = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.is_file()
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(validate::is_model_file)
-            })
-            .collect::<Vec<_>>(),
+    let files = match model_files(dir) {
+        Ok(files) => files,
         Err(e) => {
             let problem = FileProblem::whole_file(
                 dir,
@@ -104,11 +99,26 @@ pub async fn deploy_init_dir(client: &EngineClient, dir: &Path) -> DeployReport 
             };
         }
     };
-    files.sort();
     if files.is_empty() {
         warn!(dir = %dir.display(), "the init directory holds no .bpmn, .dmn or .form file");
     }
     deploy_files(client, &files).await
+}
+
+/// The `.bpmn`, `.dmn` and `.form` files directly in `dir`, in name order.
+pub(crate) fn model_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(validate::is_model_file)
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// Deploys the given model files, each on its own; problems are collected, not raised.
@@ -177,10 +187,11 @@ async fn deploy_one(
                 None => format!("the engine refused the deployment: {e}"),
             },
             fix: if e.is_transient() {
-                "the engine is not answering; the file is deployed again on its next change or kernel start".into()
+                "none needed if the file is right: deploy it again once the engine answers (a running kernel does so by itself)".into()
             } else {
                 "fix the model in Camunda Modeler; the kernel deploys it again when the file changes".into()
             },
+            engine_unavailable: e.is_transient(),
         }
     })?;
     let definitions = result

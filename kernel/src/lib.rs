@@ -1,15 +1,20 @@
 //! The ProcOS kernel: the small piece that stands between the machine and the engine.
 //!
-//! It boots a Camunda 7 engine as a supervised child process ([`LocalEngine`]), or uses one that
-//! runs elsewhere, waits until the engine answers ([`wait_until_ready`]), and deploys the init
-//! directory (ProcOS's `/proc/init`) with the engine's duplicate filtering ([`deploy_init_dir`]).
-//! After boot, behaviour lives in BPMN, not here.
+//! It boots a Camunda 7 engine as a child process ([`LocalEngine`]) and keeps it alive
+//! ([`EngineSupervisor`]: restarts with backoff), or uses one that runs elsewhere; waits until the
+//! engine answers ([`wait_until_ready`]); and keeps the init directory (ProcOS's `/proc/init`)
+//! deployed and the root orchestrator running ([`Kernel`]: boot, hot redeploy, re-boot after the
+//! engine was away). After boot, behaviour lives in BPMN, not here.
 
 mod engine;
 mod init_dir;
+mod kernel;
 mod readiness;
+mod supervisor;
 mod validate;
 
 pub use engine::{EngineProcess, EngineSettings, KernelError, Launcher, LocalEngine};
 pub use init_dir::{DeployReport, FileProblem, deploy_files, deploy_init_dir};
+pub use kernel::{BootReport, Kernel, KernelConfig, RootState, unserved_message};
 pub use readiness::{ReadinessError, wait_until_ready};
+pub use supervisor::{EngineExit, EngineSupervisor};

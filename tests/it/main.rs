@@ -2,6 +2,7 @@
 //! engine. `scripts/test.sh` starts the shared engine and passes its URL in
 //! `PROCOS_TEST_ENGINE_URL`; tests about booting start engines of their own.
 
+mod cli;
 mod docker;
 mod end_to_end;
 mod fleet;

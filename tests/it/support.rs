@@ -295,3 +295,19 @@ pub async fn boot_engine(
         .expect("the engine boots and answers");
     (client, process)
 }
+
+/// A topic subscription with nothing but defaults, to fill in with struct update syntax.
+pub fn subscription() -> camunda_client::TopicSubscription {
+    camunda_client::TopicSubscription {
+        topic_name: String::new(),
+        lock_duration: 60_000,
+        variables: None,
+        local_variables: false,
+        business_key: None,
+        process_definition_key_in: None,
+        tenant_id_in: None,
+        without_tenant_id: false,
+        process_variables: None,
+        include_extension_properties: false,
+    }
+}

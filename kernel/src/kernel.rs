@@ -1,0 +1,236 @@
+//! What the engine should hold while ProcOS runs: the init directory's models and one running
+//! root orchestrator.
+//!
+//! [`Kernel::boot`] deploys the whole init directory and starts the root orchestrator unless an
+//! instance already runs. [`Kernel::run`] then watches: a file that changes (or appears) is
+//! deployed within a tick, and when the engine comes back after being away (restarted by the
+//! supervisor, or by compose) the kernel boots it again, which deploys nothing unchanged.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use camunda_client::{EngineClient, StartProcessInstance};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::init_dir::{self, DeployReport};
+
+/// What the kernel keeps in the engine.
+#[derive(Debug, Clone)]
+pub struct KernelConfig {
+    /// The init directory (ProcOS's `/proc/init`).
+    pub init_dir: PathBuf,
+    /// Key of the root orchestrator, started once; `None` starts nothing.
+    pub root_process: Option<String>,
+    /// Topics the worker fleet serves; a model's topic outside this set earns a warning. Empty:
+    /// the fleet is unknown here and nothing is warned about.
+    pub served_topics: BTreeSet<String>,
+    /// How often the init directory and the engine are looked at.
+    pub watch_interval: Duration,
+}
+
+/// What [`Kernel::boot`] did.
+#[derive(Debug)]
+pub struct BootReport {
+    pub deploy: DeployReport,
+    /// External-task topics of deployed models that no configured adapter serves, by file.
+    pub unserved_topics: Vec<(PathBuf, String)>,
+    pub root: RootState,
+}
+
+/// The root orchestrator after boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootState {
+    /// No root process is configured.
+    Disabled,
+    /// An instance was already running (its id); no second one was started.
+    AlreadyRunning(String),
+    /// This boot started it (the new instance's id).
+    Started(String),
+    /// No definition of that key is deployed: nothing to start.
+    NotDeployed(String),
+    /// The engine refused to start it.
+    Failed(String),
+}
+
+/// A file's identity on disk: enough to notice an edit, a replacement or a touch.
+type Fingerprint = (SystemTime, u64);
+
+/// The kernel's view of the init directory and the root orchestrator.
+#[derive(Debug)]
+pub struct Kernel {
+    client: EngineClient,
+    config: KernelConfig,
+    /// Files as they were last handled (deployed, unchanged, or refused for a reason of their own).
+    handled: HashMap<PathBuf, Fingerprint>,
+}
+
+impl Kernel {
+    pub fn new(client: EngineClient, config: KernelConfig) -> Self {
+        Self {
+            client,
+            config,
+            handled: HashMap::new(),
+        }
+    }
+
+    /// Deploys the whole init directory and starts the root orchestrator unless an instance of
+    /// it runs. The engine must be answering.
+    pub async fn boot(&mut self) -> BootReport {
+        let fingerprints = self.fingerprints();
+        let deploy = init_dir::deploy_init_dir(&self.client, &self.config.init_dir).await;
+        self.handled = fingerprints;
+        self.forget_unavailable(&deploy);
+        let unserved_topics = self.unserved_topics(&deploy);
+        let root = self.ensure_root().await;
+        match &root {
+            RootState::Started(id) => info!(instance = %id, "root orchestrator started"),
+            RootState::AlreadyRunning(id) => {
+                info!(instance = %id, "root orchestrator already running")
+            }
+            RootState::NotDeployed(key) => warn!(
+                key = %key,
+                "no root orchestrator is deployed; put its model in the init directory or set kernel.root_process"
+            ),
+            RootState::Failed(why) => warn!(error = %why, "could not start the root orchestrator"),
+            RootState::Disabled => {}
+        }
+        BootReport {
+            deploy,
+            unserved_topics,
+            root,
+        }
+    }
+
+    /// Until `shutdown`: deploys each changed or new model file within one `watch_interval`, and
+    /// boots again whenever the engine answers after having been away.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut engine_up = true;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.config.watch_interval) => {}
+            }
+            let reachable = self.client.engines().await.is_ok();
+            match (engine_up, reachable) {
+                (true, false) => {
+                    warn!("the engine does not answer; init-directory changes wait until it does");
+                    engine_up = false;
+                }
+                (false, true) => {
+                    info!(
+                        "the engine answers again; checking the init directory and the root orchestrator"
+                    );
+                    engine_up = true;
+                    let report = self.boot().await;
+                    log_boot(&report);
+                }
+                (true, true) => self.redeploy_changed().await,
+                (false, false) => {}
+            }
+        }
+    }
+
+    async fn redeploy_changed(&mut self) {
+        let now = self.fingerprints();
+        let changed: Vec<PathBuf> = now
+            .iter()
+            .filter(|(path, print)| self.handled.get(*path) != Some(*print))
+            .map(|(path, _)| path.clone())
+            .collect();
+        if changed.is_empty() {
+            self.handled = now;
+            return;
+        }
+        let report = init_dir::deploy_files(&self.client, &changed).await;
+        self.handled = now;
+        self.forget_unavailable(&report);
+        for (file, definitions) in &report.deployed {
+            info!(file = %file.display(), definitions = ?definitions, "redeployed: new instances use the new version; running ones keep theirs");
+        }
+        for (file, topic) in self.unserved_topics(&report) {
+            warn!(file = %file.display(), topic = %topic, "{}", unserved_message(&topic));
+        }
+    }
+
+    /// A file the engine could not take because it was away is tried again on the next tick.
+    fn forget_unavailable(&mut self, report: &DeployReport) {
+        for problem in report.problems.iter().filter(|p| p.engine_unavailable) {
+            self.handled.remove(&problem.file);
+        }
+    }
+
+    fn fingerprints(&self) -> HashMap<PathBuf, Fingerprint> {
+        init_dir::model_files(&self.config.init_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|path| {
+                let meta = std::fs::metadata(&path).ok()?;
+                let modified = meta.modified().ok()?;
+                Some((path, (modified, meta.len())))
+            })
+            .collect()
+    }
+
+    fn unserved_topics(&self, report: &DeployReport) -> Vec<(PathBuf, String)> {
+        if self.config.served_topics.is_empty() {
+            return Vec::new();
+        }
+        report
+            .topics
+            .iter()
+            .flat_map(|(file, topics)| {
+                topics
+                    .iter()
+                    .filter(|t| !self.config.served_topics.contains(*t))
+                    .map(|t| (file.clone(), t.clone()))
+            })
+            .collect()
+    }
+
+    async fn ensure_root(&self) -> RootState {
+        let Some(key) = &self.config.root_process else {
+            return RootState::Disabled;
+        };
+        match self.client.process_instances(key).await {
+            Ok(running) => {
+                if let Some(instance) = running.first() {
+                    return RootState::AlreadyRunning(instance.id.clone());
+                }
+            }
+            Err(e) => return RootState::Failed(e.to_string()),
+        }
+        match self.client.process_definitions(key).await {
+            Ok(definitions) if definitions.is_empty() => {
+                return RootState::NotDeployed(key.clone());
+            }
+            Ok(_) => {}
+            Err(e) => return RootState::Failed(e.to_string()),
+        }
+        let start = StartProcessInstance {
+            business_key: Some(key.clone()),
+            ..StartProcessInstance::default()
+        };
+        match self.client.start_process_instance(key, &start).await {
+            Ok(instance) => RootState::Started(instance.id),
+            Err(e) => RootState::Failed(e.to_string()),
+        }
+    }
+}
+
+/// The warning for a model topic that no worker of this configuration serves.
+pub fn unserved_message(topic: &str) -> String {
+    format!(
+        "external-task topic `{topic}` is served by no configured adapter, so its tasks wait; add [topics.\"{topic}\"] with an adapter to the configuration"
+    )
+}
+
+fn log_boot(report: &BootReport) {
+    for (file, definitions) in &report.deploy.deployed {
+        info!(file = %file.display(), definitions = ?definitions, "deployed");
+    }
+    for (file, topic) in &report.unserved_topics {
+        warn!(file = %file.display(), topic = %topic, "{}", unserved_message(topic));
+    }
+}
