@@ -7,6 +7,7 @@ mod docker;
 mod end_to_end;
 mod fleet;
 mod init_dir;
+mod orchestration;
 mod support;
 mod up;
 mod worker;
