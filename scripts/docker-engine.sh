@@ -6,8 +6,10 @@
 #   2. dockerd started in the background when `docker info` does not answer;
 #   3. the base image `debian:bookworm-slim` built with debootstrap + docker import
 #      when it is missing (no registry can be reached here). Dockerfiles keep their
-#      ordinary `FROM debian:bookworm-slim`, so they build unchanged on a user's host.
+#      ordinary `FROM debian:bookworm-slim`, so they build unchanged on a user's host;
+#   4. ProcOS's sandbox images (docker/*-sandbox), from Docker's layer cache when unchanged.
 set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 BASE_IMAGE="${PROCOS_BASE_IMAGE:-debian:bookworm-slim}"
 SUITE="${PROCOS_BASE_SUITE:-bookworm}"
@@ -65,4 +67,11 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   as_root tar -C "$root" -c . | docker import -c 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
   say "built $BASE_IMAGE"
 fi
+# ProcOS's sandbox images; Docker's layer cache makes this a no-op when nothing changed.
+for dir in "$ROOT"/docker/*-sandbox; do
+  image="procos/$(basename "$dir"):latest"
+  docker build -q -t "$image" "$dir" >"$LOG_DIR/build-$(basename "$dir").log" 2>&1 \
+    || { tail -20 "$LOG_DIR/build-$(basename "$dir").log"; die "building $image from $dir failed"; }
+  say "image $image ready"
+done
 say "ready: $(docker version --format 'engine {{.Server.Version}}'), base image $BASE_IMAGE"

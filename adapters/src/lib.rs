@@ -8,8 +8,15 @@
 //! Which adapter serves a topic is configuration: [`build`] turns an adapter name and its
 //! settings table into a ready adapter, refusing unknown names and settings before any task is
 //! fetched. A new adapter is one module here and one arm in [`build`].
+//!
+//! - `echo`: inputs back as outputs (and rehearsals of failures and BPMN errors).
+//! - `docker`: an image per task in a locked-down container (`sandbox.rs` holds the guards).
+//! - `python`: a script in ProcOS's Python sandbox image, on the same sandbox.
 
+mod docker;
 mod echo;
+mod python;
+mod sandbox;
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,9 +26,17 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 pub use async_trait::async_trait;
+pub use sandbox::ImageAllowlist;
 
 /// The adapters this build knows, by the name a topic configuration uses.
-pub const ADAPTERS: &[&str] = &["echo"];
+pub const ADAPTERS: &[&str] = &["echo", "docker", "python"];
+
+/// What adapters may depend on beyond their own settings: the worker's policy.
+#[derive(Debug, Clone, Default)]
+pub struct BuildContext {
+    /// Images the `docker` and `python` adapters may run (`[worker] allowed_images`).
+    pub allowed_images: ImageAllowlist,
+}
 
 /// Runs one external task's work.
 #[async_trait]
@@ -96,10 +111,41 @@ pub enum AdapterConfigError {
     },
 }
 
-/// Builds the adapter `name` from its settings table.
-pub fn build(name: &str, settings: &toml::Table) -> Result<Arc<dyn Adapter>, AdapterConfigError> {
+/// Builds the adapter `name` from its settings table. A sandbox guard turned off in the settings
+/// is allowed, and said in the log.
+pub fn build(
+    name: &str,
+    settings: &toml::Table,
+    context: &BuildContext,
+) -> Result<Arc<dyn Adapter>, AdapterConfigError> {
+    let invalid = |adapter: &'static str| {
+        move |reason: String| AdapterConfigError::InvalidSettings { adapter, reason }
+    };
+    let warn_relaxed = |adapter: &str, relaxed: Vec<&'static str>| {
+        for guard in relaxed {
+            tracing::warn!(adapter, "sandbox guard off: {guard}");
+        }
+    };
     match name {
         "echo" => Ok(Arc::new(echo::Echo::new(parse_settings("echo", settings)?))),
+        "docker" => {
+            let adapter = docker::DockerAdapter::new(
+                parse_settings("docker", settings)?,
+                context.allowed_images.clone(),
+            )
+            .map_err(invalid("docker"))?;
+            warn_relaxed(name, adapter.relaxed_guards());
+            Ok(Arc::new(adapter))
+        }
+        "python" => {
+            let adapter = python::PythonAdapter::new(
+                parse_settings("python", settings)?,
+                &context.allowed_images,
+            )
+            .map_err(invalid("python"))?;
+            warn_relaxed(name, adapter.relaxed_guards());
+            Ok(Arc::new(adapter))
+        }
         other => Err(AdapterConfigError::UnknownAdapter {
             name: other.to_owned(),
         }),

@@ -8,6 +8,7 @@ mod end_to_end;
 mod fleet;
 mod init_dir;
 mod orchestration;
+mod sandbox;
 mod support;
 mod up;
 mod worker;

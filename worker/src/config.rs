@@ -37,6 +37,9 @@ pub struct WorkerConfig {
     /// Address of the HTTP endpoint with `/metrics`, `/healthz` and `/readyz`, or `off`. In a
     /// container, listen on `0.0.0.0:9464` so Prometheus can reach it.
     pub listen: String,
+    /// Images the `docker` and `python` adapters may run: exact references or prefixes ending in
+    /// `*`. Default: ProcOS's own sandbox images.
+    pub allowed_images: Vec<String>,
 }
 
 impl Default for WorkerConfig {
@@ -47,6 +50,7 @@ impl Default for WorkerConfig {
             long_poll: Duration::from_secs(30),
             grace_period: Duration::from_secs(30),
             listen: "127.0.0.1:9464".to_owned(),
+            allowed_images: vec!["procos/*".to_owned()],
         }
     }
 }
@@ -238,6 +242,7 @@ impl WorkerConfig {
 /// Checks every topic and builds its adapter; the first problem found is reported.
 pub(crate) fn build_routes(
     topics: &BTreeMap<String, TopicConfig>,
+    context: &procos_adapters::BuildContext,
 ) -> Result<Vec<Route>, ConfigError> {
     if topics.is_empty() {
         return Err(ConfigError::new(
@@ -301,8 +306,8 @@ pub(crate) fn build_routes(
                     "remove it, or name the variable the outputs go to",
                 ));
             }
-            let adapter =
-                procos_adapters::build(&config.adapter, &config.settings).map_err(|e| {
+            let adapter = procos_adapters::build(&config.adapter, &config.settings, context)
+                .map_err(|e| {
                     let field = match e {
                         procos_adapters::AdapterConfigError::UnknownAdapter { .. } => "adapter",
                         procos_adapters::AdapterConfigError::InvalidSettings { .. } => "settings",
@@ -334,7 +339,7 @@ mod tests {
     #[test]
     fn defaults_fill_a_minimal_topic() {
         let t = topics("[echo]\nadapter = 'echo'");
-        let routes = build_routes(&t).unwrap();
+        let routes = build_routes(&t, &Default::default()).unwrap();
         assert_eq!(routes[0].topic, "echo");
         assert_eq!(routes[0].config.lock_duration, Duration::from_secs(60));
         assert_eq!(routes[0].config.retries, 3);
@@ -370,11 +375,16 @@ mod tests {
             ),
         ];
         for (text, key, hint) in cases {
-            let err = build_routes(&topics(text)).unwrap_err();
+            let err = build_routes(&topics(text), &Default::default()).unwrap_err();
             assert_eq!(err.key, key, "{text}");
             assert!(err.to_string().contains(hint), "{err}");
         }
-        assert_eq!(build_routes(&BTreeMap::new()).unwrap_err().key, "topics");
+        assert_eq!(
+            build_routes(&BTreeMap::new(), &Default::default())
+                .unwrap_err()
+                .key,
+            "topics"
+        );
     }
 
     #[test]

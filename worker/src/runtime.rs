@@ -38,7 +38,10 @@ impl Worker {
         topics: &BTreeMap<String, TopicConfig>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let routes = build_routes(topics)?;
+        let context = procos_adapters::BuildContext {
+            allowed_images: procos_adapters::ImageAllowlist::new(config.allowed_images.clone()),
+        };
+        let routes = build_routes(topics, &context)?;
         let worker_id = config.worker_id.clone().unwrap_or_else(unique_worker_id);
         let subscriptions = routes
             .iter()

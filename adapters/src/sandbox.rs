@@ -1,0 +1,731 @@
+//! Running one task in a throwaway, locked-down Docker container: the part the `docker` and
+//! `python` adapters share.
+//!
+//! Inputs are uploaded as files into `/in` before the container starts; outputs are read from
+//! `/out/output.json` after it ends (or from the last stdout line when that is JSON). Both are
+//! anonymous volumes, so the root filesystem can stay read-only and nothing outlives the task:
+//! the container and its volumes are removed on every path, including timeouts, cancellation and
+//! Docker errors.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read as _;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, KillContainerOptions,
+    LogsOptions, RemoveContainerOptions, UploadToContainerOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Failure, Outcome, Retry};
+
+/// `[topics.NAME.settings.sandbox]`: the container's guards. Every guard is on by default;
+/// turning one off is a setting, and the worker says so in its log at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Guards {
+    /// Wall-clock limit; the container is killed after it.
+    #[serde(with = "humantime_serde")]
+    pub(crate) timeout: Duration,
+    /// Memory limit in MiB (swap included: no swap beyond it).
+    pub(crate) memory_mb: u64,
+    /// CPU limit in cores.
+    pub(crate) cpus: f64,
+    /// Most processes and threads the container may have.
+    pub(crate) pids_limit: i64,
+    /// Give the container a network (off: `--network none`).
+    pub(crate) network: bool,
+    /// Keep the root filesystem read-only (only `/tmp`, `/in` and `/out` are writable).
+    pub(crate) read_only: bool,
+    /// The user the command runs as; ProcOS's default is `nobody`.
+    pub(crate) user: String,
+    /// Size of the `/tmp` tmpfs in MiB.
+    pub(crate) tmpfs_mb: u64,
+    /// Largest `/out/output.json` (or stdout line) taken as output, in KiB.
+    pub(crate) max_output_kb: u64,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(300),
+            memory_mb: 256,
+            cpus: 1.0,
+            pids_limit: 128,
+            network: false,
+            read_only: true,
+            user: "65534:65534".to_owned(),
+            tmpfs_mb: 64,
+            max_output_kb: 1024,
+        }
+    }
+}
+
+impl Guards {
+    /// The guards this configuration turns off, for the worker's start-up warning.
+    pub(crate) fn relaxed(&self) -> Vec<&'static str> {
+        let mut off = Vec::new();
+        if self.network {
+            off.push("network = true: the container can reach the network");
+        }
+        if !self.read_only {
+            off.push("read_only = false: the container can write its root filesystem");
+        }
+        let user = self.user.trim();
+        if user.is_empty() || user == "root" || user == "0" || user.starts_with("0:") {
+            off.push("user is root inside the container");
+        }
+        off
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.timeout.is_zero() {
+            return Err("sandbox.timeout must be more than 0s".into());
+        }
+        if self.memory_mb < 8 {
+            return Err("sandbox.memory_mb must be at least 8".into());
+        }
+        if self.cpus.is_nan() || self.cpus <= 0.0 {
+            return Err("sandbox.cpus must be more than 0".into());
+        }
+        if self.pids_limit < 1 {
+            return Err("sandbox.pids_limit must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Image names a worker may run, from `[worker] allowed_images`: exact references, or prefixes
+/// ending in `*` (`procos/*`). A reference without a tag means `:latest`.
+#[derive(Debug, Clone, Default)]
+pub struct ImageAllowlist {
+    patterns: Vec<String>,
+}
+
+impl ImageAllowlist {
+    pub fn new(patterns: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            patterns: patterns.into_iter().map(|p| normalize(&p)).collect(),
+        }
+    }
+
+    pub(crate) fn allows(&self, image: &str) -> bool {
+        let image = normalize(image);
+        self.patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => image.starts_with(prefix),
+            None => *p == image,
+        })
+    }
+
+    pub(crate) fn refusal(&self, image: &str) -> Failure {
+        Failure::new(
+            format!("the image `{image}` is not in the worker's allowed images"),
+            format!(
+                "The worker runs only images that [worker] allowed_images lists (now: {}). Add `{image}` (or a prefix such as `{}*`) there if it is trusted.",
+                if self.patterns.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.patterns.join(", ")
+                },
+                image.split('/').next().unwrap_or(image)
+            ),
+            Retry::Never,
+        )
+    }
+}
+
+fn normalize(image: &str) -> String {
+    let image = image.trim();
+    if image.ends_with('*') || image.contains('@') {
+        return image.to_owned();
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') {
+        image.to_owned()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+/// One container run: what to run and what to hand it.
+#[derive(Debug, Clone)]
+pub(crate) struct ContainerSpec {
+    pub(crate) task_id: String,
+    pub(crate) topic: String,
+    pub(crate) image: String,
+    /// `None`: the image's own command.
+    pub(crate) command: Option<Vec<String>>,
+    pub(crate) env: Vec<String>,
+    /// Files for `/in`, by name.
+    pub(crate) files: Vec<(String, Vec<u8>)>,
+    /// Exit codes that mean a BPMN error, with the error code ("" = from the output's
+    /// `errorCode`).
+    pub(crate) bpmn_error_exit_codes: BTreeMap<i64, String>,
+    pub(crate) guards: Guards,
+}
+
+/// How a container ended, before it is turned into an [`Outcome`].
+#[derive(Debug)]
+struct Ended {
+    exit_code: i64,
+    oom_killed: bool,
+    stdout: String,
+    stderr: String,
+    /// `/out/output.json`, if the command wrote anything there.
+    output_file: Option<Vec<u8>>,
+}
+
+/// Bytes of stdout and stderr kept (the end of each).
+const LOG_TAIL: usize = 16 * 1024;
+
+/// The Docker engine the sandboxes run on.
+#[derive(Debug, Clone)]
+pub(crate) struct Sandbox {
+    docker: Docker,
+}
+
+impl Sandbox {
+    /// Connects (lazily) to the local Docker engine, or the one `DOCKER_HOST` names.
+    pub(crate) fn connect(guards: &Guards) -> Result<Self, String> {
+        guards.check()?;
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| format!("cannot use the Docker engine: {e}"))?;
+        Ok(Self { docker })
+    }
+
+    /// Runs `spec` to its end and says what became of it. Never leaves a container behind.
+    pub(crate) async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
+        if let Err(failure) = self.ensure_image(&spec.image).await {
+            return Outcome::Failure(failure);
+        }
+        let id = match self.create(spec).await {
+            Ok(id) => id,
+            Err(e) => {
+                return Outcome::Failure(docker_failure("create the container", &spec.image, &e));
+            }
+        };
+        let ended = self.drive(&id, spec, cancel).await;
+        self.remove(&id).await;
+        match ended {
+            Ok(ended) => outcome(spec, ended),
+            Err(failure) => Outcome::Failure(failure),
+        }
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), Failure> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(docker_failure("inspect the image", image, &e)),
+        }
+        let options = CreateImageOptions {
+            from_image: Some(image.to_owned()),
+            ..Default::default()
+        };
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        while let Some(progress) = pull.next().await {
+            if let Err(e) = progress {
+                return Err(Failure::new(
+                    format!(
+                        "the image `{image}` is not on this Docker engine and could not be pulled"
+                    ),
+                    format!(
+                        "Pulling `{image}` failed: {e}\nBuild or load the image on the Docker engine the worker uses (`docker build`, `docker load`), or make its registry reachable."
+                    ),
+                    Retry::Later,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+        let g = &spec.guards;
+        let memory = i64::try_from(g.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+        let volume = |target: &str| Mount {
+            target: Some(target.to_owned()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        };
+        let host_config = HostConfig {
+            network_mode: (!g.network).then(|| "none".to_owned()),
+            readonly_rootfs: Some(g.read_only),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_owned(),
+                format!("rw,nosuid,nodev,size={}m,mode=1777", g.tmpfs_mb),
+            )])),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            pids_limit: Some(g.pids_limit),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            nano_cpus: Some((g.cpus * 1e9) as i64),
+            mounts: Some(vec![volume("/in"), volume("/out")]),
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: spec.command.clone(),
+            env: Some(spec.env.clone()),
+            user: Some(g.user.clone()).filter(|u| !u.trim().is_empty()),
+            working_dir: Some("/tmp".to_owned()),
+            network_disabled: Some(!g.network),
+            labels: Some(HashMap::from([
+                ("io.procos.task".to_owned(), spec.task_id.clone()),
+                ("io.procos.topic".to_owned(), spec.topic.clone()),
+            ])),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = format!("procos-task-{}", sanitize(&spec.task_id));
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await?;
+        Ok(created.id)
+    }
+
+    /// Uploads the inputs, starts, waits (bounded by the timeout and `cancel`), and collects
+    /// exit status, logs and the output file.
+    async fn drive(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+        cancel: &CancellationToken,
+    ) -> Result<Ended, Failure> {
+        let failed = |what: &str, e: DockerError| docker_failure(what, &spec.image, &e);
+        self.upload(id, "/in", &spec.files)
+            .await
+            .map_err(|e| failed("hand the inputs to the container", e))?;
+        // Pre-created and world-writable, so a non-root command can write it into the
+        // root-owned volume.
+        self.upload(id, "/out", &[("output.json".to_owned(), Vec::new())])
+            .await
+            .map_err(|e| failed("prepare /out", e))?;
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| failed("start the container", e))?;
+
+        let mut wait = self.docker.wait_container(id, None::<WaitContainerOptions>);
+        let limit = spec.guards.timeout;
+        tokio::select! {
+            // A non-zero exit arrives as an error here; the exit code is read below.
+            _ = wait.next() => {}
+            () = tokio::time::sleep(limit) => {
+                self.kill(id).await;
+                return Err(Failure::new(
+                    format!("the container timed out after {}; it was killed", humantime::format_duration(limit)),
+                    format!(
+                        "`{}` ran longer than sandbox.timeout ({}). Raise the timeout if the work needs longer, or look for an endless loop. The end of its stderr:\n{}",
+                        spec.image,
+                        humantime::format_duration(limit),
+                        self.logs(id).await.1
+                    ),
+                    Retry::Later,
+                ));
+            }
+            () = cancel.cancelled() => {
+                self.kill(id).await;
+                return Err(Failure::new("cancelled", "The worker cancelled the run (shutdown, or the lock was lost).", Retry::Later));
+            }
+        }
+
+        let state = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| failed("inspect the finished container", e))?
+            .state
+            .unwrap_or_default();
+        let (stdout, stderr) = self.logs(id).await;
+        let output_file = self
+            .download(id, "/out/output.json", spec.guards.max_output_kb * 1024)
+            .await?;
+        Ok(Ended {
+            exit_code: state.exit_code.unwrap_or(-1),
+            oom_killed: state.oom_killed.unwrap_or(false),
+            stdout,
+            stderr,
+            output_file,
+        })
+    }
+
+    async fn upload(
+        &self,
+        id: &str,
+        dir: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<(), DockerError> {
+        let mut archive = tar::Builder::new(Vec::new());
+        for (name, bytes) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o666);
+            header.set_mtime(0);
+            header.set_cksum();
+            // Appending to a Vec cannot fail.
+            let _ = archive.append_data(&mut header, name, bytes.as_slice());
+        }
+        let tar = archive.into_inner().unwrap_or_default();
+        self.docker
+            .upload_to_container(
+                id,
+                Some(UploadToContainerOptions {
+                    path: dir.to_owned(),
+                    ..Default::default()
+                }),
+                bollard::body_full(tar.into()),
+            )
+            .await
+    }
+
+    /// The file at `path`, or `None` when it is missing or empty; over `limit` bytes is a
+    /// failure.
+    async fn download(&self, id: &str, path: &str, limit: u64) -> Result<Option<Vec<u8>>, Failure> {
+        let mut stream = self.docker.download_from_container(
+            id,
+            Some(DownloadFromContainerOptions {
+                path: path.to_owned(),
+            }),
+        );
+        let mut tar_bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    tar_bytes.extend_from_slice(&bytes);
+                    // A tar holds the file plus headers and padding: stop reading well past the
+                    // limit rather than buffer a huge file.
+                    if tar_bytes.len() as u64 > limit + 64 * 1024 {
+                        return Err(too_large(path, tar_bytes.len() as u64, limit));
+                    }
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let Ok(mut entries) = archive.entries() else {
+            return Ok(None);
+        };
+        let Some(Ok(mut entry)) = entries.next() else {
+            return Ok(None);
+        };
+        let size = entry.size();
+        if size > limit {
+            return Err(too_large(path, size, limit));
+        }
+        let mut content = Vec::new();
+        if entry.read_to_end(&mut content).is_err() || content.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        Ok(Some(content))
+    }
+
+    async fn logs(&self, id: &str) -> (String, String) {
+        let mut stream = self.docker.logs(
+            id,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            match chunk {
+                bollard::container::LogOutput::StdErr { message } => {
+                    push_tail(&mut stderr, &message)
+                }
+                other => push_tail(&mut stdout, other.as_ref()),
+            }
+        }
+        (
+            String::from_utf8_lossy(&stdout).into_owned(),
+            String::from_utf8_lossy(&stderr).into_owned(),
+        )
+    }
+
+    async fn kill(&self, id: &str) {
+        let _ = self
+            .docker
+            .kill_container(
+                id,
+                Some(KillContainerOptions {
+                    signal: "KILL".to_owned(),
+                }),
+            )
+            .await;
+    }
+
+    async fn remove(&self, id: &str) {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        if let Err(e) = self.docker.remove_container(id, Some(options)).await {
+            tracing::warn!(container = id, error = %e, "could not remove the task's container");
+        }
+    }
+}
+
+fn push_tail(buffer: &mut Vec<u8>, bytes: &[u8]) {
+    buffer.extend_from_slice(bytes);
+    if buffer.len() > LOG_TAIL * 2 {
+        let cut = buffer.len() - LOG_TAIL;
+        buffer.drain(..cut);
+    }
+}
+
+fn tail(text: &str) -> &str {
+    let start = text.len().saturating_sub(LOG_TAIL);
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    &text[start..]
+}
+
+/// The last meaningful line: a traceback's header, printed last by a process that died
+/// meanwhile, says nothing.
+fn last_line(text: &str) -> Option<&str> {
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("Traceback (most recent call last)"))
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect::<String>()
+        + &format!("-{:06x}", rand_suffix())
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() & 0xff_ffff)
+}
+
+fn too_large(path: &str, size: u64, limit: u64) -> Failure {
+    Failure::new(
+        format!("the output is over the size limit ({} KiB)", limit / 1024),
+        format!(
+            "{path} holds at least {size} bytes; sandbox.max_output_kb allows {limit}. Large results belong in a file store, with a reference in the output."
+        ),
+        Retry::Never,
+    )
+}
+
+fn docker_failure(what: &str, image: &str, e: &DockerError) -> Failure {
+    Failure::new(
+        format!(
+            "could not {what} for `{image}`: {}",
+            one_line(&e.to_string())
+        ),
+        format!(
+            "The Docker engine answered: {e}\nCheck that the worker can reach it (DOCKER_HOST or /var/run/docker.sock)."
+        ),
+        Retry::Later,
+    )
+}
+
+fn one_line(text: &str) -> String {
+    last_line(text).unwrap_or("").chars().take(300).collect()
+}
+
+/// Exit code and files → the task's outcome.
+fn outcome(spec: &ContainerSpec, ended: Ended) -> Outcome {
+    let limit = spec.guards.max_output_kb * 1024;
+    let output = match parse_output(&ended, limit) {
+        Ok(output) => output,
+        Err(failure) => return Outcome::Failure(failure),
+    };
+    let stderr_tail = tail(&ended.stderr);
+    if ended.oom_killed {
+        return Outcome::Failure(Failure::new(
+            format!(
+                "the container ran out of memory (limit {} MiB) and was killed",
+                spec.guards.memory_mb
+            ),
+            format!(
+                "Raise sandbox.memory_mb if the work needs more. The end of its stderr:\n{stderr_tail}"
+            ),
+            Retry::Later,
+        ));
+    }
+    if ended.exit_code == 0 {
+        return Outcome::Complete(output.unwrap_or_default());
+    }
+    if let Some(code) = spec.bpmn_error_exit_codes.get(&ended.exit_code) {
+        let output = output.unwrap_or_default();
+        let code = if code.is_empty() {
+            output
+                .get("errorCode")
+                .and_then(Value::as_str)
+                .unwrap_or("ERROR")
+                .to_owned()
+        } else {
+            code.clone()
+        };
+        let message = output
+            .get("errorMessage")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| last_line(&ended.stderr).map(str::to_owned))
+            .unwrap_or_default();
+        let outputs = match output.get("outputs") {
+            Some(Value::Object(map)) => map.clone(),
+            _ => Map::new(),
+        };
+        return Outcome::BpmnError {
+            code,
+            message,
+            outputs,
+        };
+    }
+    let reason = last_line(&ended.stderr)
+        .or_else(|| last_line(&ended.stdout))
+        .unwrap_or("no output");
+    Outcome::Failure(Failure::new(
+        format!(
+            "`{}` exited with code {}: {reason}",
+            spec.image, ended.exit_code
+        ),
+        format!(
+            "exit code {}\n--- stderr (end) ---\n{stderr_tail}\n--- stdout (end) ---\n{}",
+            ended.exit_code,
+            tail(&ended.stdout)
+        ),
+        Retry::Later,
+    ))
+}
+
+/// `/out/output.json`, else the last stdout line when it is a JSON object.
+fn parse_output(ended: &Ended, limit: u64) -> Result<Option<Map<String, Value>>, Failure> {
+    if let Some(bytes) = &ended.output_file {
+        return match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => Ok(Some(map)),
+            Ok(other) => Err(Failure::new(
+                "/out/output.json is not a JSON object",
+                format!(
+                    "Outputs must be an object of name → value; found: {}",
+                    one_line(&other.to_string())
+                ),
+                Retry::Never,
+            )),
+            Err(e) => Err(Failure::new(
+                format!("/out/output.json is not valid JSON: {e}"),
+                format!(
+                    "The file began: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                ),
+                Retry::Never,
+            )),
+        };
+    }
+    let Some(line) = last_line(&ended.stdout) else {
+        return Ok(None);
+    };
+    if line.len() as u64 > limit {
+        return Err(too_large("the last stdout line", line.len() as u64, limit));
+    }
+    Ok(match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(map)) => Some(map),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allowlist_takes_exact_names_and_prefixes() {
+        let list = ImageAllowlist::new(["procos/*".to_owned(), "python:3.12".to_owned()]);
+        assert!(list.allows("procos/python-sandbox"));
+        assert!(list.allows("python:3.12"));
+        assert!(!list.allows("python"), "python means python:latest");
+        assert!(!list.allows("evil/procos"));
+        let refusal = list.refusal("evil/miner:1");
+        assert_eq!(refusal.retry, Retry::Never);
+        assert!(
+            refusal.details.contains("allowed_images"),
+            "{}",
+            refusal.details
+        );
+    }
+
+    fn ended(exit_code: i64, stdout: &str, output_file: Option<&str>) -> Ended {
+        Ended {
+            exit_code,
+            oom_killed: false,
+            stdout: stdout.into(),
+            stderr: "Traceback…\nValueError: bad\n".into(),
+            output_file: output_file.map(|s| s.as_bytes().to_vec()),
+        }
+    }
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            task_id: "t".into(),
+            topic: "x".into(),
+            image: "img".into(),
+            command: None,
+            env: vec![],
+            files: vec![],
+            bpmn_error_exit_codes: BTreeMap::from([(3, String::new())]),
+            guards: Guards::default(),
+        }
+    }
+
+    #[test]
+    fn exit_codes_become_outcomes() {
+        let done = outcome(&spec(), ended(0, "log\n{\"n\": 1}\n", None));
+        assert!(
+            matches!(done, Outcome::Complete(ref m) if m["n"] == 1),
+            "{done:?}"
+        );
+        let file_wins = outcome(&spec(), ended(0, "{\"n\": 1}", Some("{\"n\": 2}")));
+        assert!(matches!(file_wins, Outcome::Complete(ref m) if m["n"] == 2));
+        let bpmn = outcome(
+            &spec(),
+            ended(
+                3,
+                "",
+                Some(r#"{"errorCode": "NO_STOCK", "errorMessage": "none left"}"#),
+            ),
+        );
+        assert!(
+            matches!(bpmn, Outcome::BpmnError { ref code, .. } if code == "NO_STOCK"),
+            "{bpmn:?}"
+        );
+        let failed = outcome(&spec(), ended(1, "", None));
+        match failed {
+            Outcome::Failure(f) => {
+                assert!(f.message.contains("ValueError: bad"), "{}", f.message);
+                assert!(f.details.contains("Traceback"), "{}", f.details);
+            }
+            other => panic!("{other:?}"),
+        }
+        let not_object = outcome(&spec(), ended(0, "", Some("[1]")));
+        assert!(matches!(not_object, Outcome::Failure(ref f) if f.retry == Retry::Never));
+    }
+}

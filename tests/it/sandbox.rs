@@ -1,0 +1,317 @@
+//! The `python` and `docker` adapters against the real Docker engine and the real engine:
+//! scripts whose outputs become variables, tracebacks that become incidents, and misbehaving
+//! scripts that are contained and reported while the worker keeps running.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use camunda_client::{EngineClient, Incident, StartProcessInstance, Variable, Variables};
+use procos_worker::{TopicConfig, WorkerConfig};
+
+use crate::support::{self, assert_eventually};
+
+fn worker_config() -> WorkerConfig {
+    WorkerConfig {
+        long_poll: Duration::from_millis(500),
+        grace_period: Duration::from_secs(5),
+        listen: "off".into(),
+        ..WorkerConfig::default()
+    }
+}
+
+async fn deploy(client: &EngineClient, prefix: &str) -> (String, String) {
+    let key = support::unique(prefix);
+    let topic = support::unique(prefix);
+    support::deploy(
+        client,
+        &format!("{key}.bpmn"),
+        &support::external_task_process(&key, &topic),
+    )
+    .await;
+    (key, topic)
+}
+
+async fn start(client: &EngineClient, key: &str, variables: Variables) -> String {
+    client
+        .start_process_instance(
+            key,
+            &StartProcessInstance {
+                variables,
+                business_key: None,
+            },
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+fn script(source: &str) -> Variables {
+    [("script".to_owned(), Variable::String(source.to_owned()))].into()
+}
+
+async fn incident_of(client: &EngineClient, instance: &str, within: Duration) -> Incident {
+    assert_eventually("an incident", within, || async {
+        client
+            .incidents(Some(instance))
+            .await
+            .ok()?
+            .into_iter()
+            .next()
+    })
+    .await
+}
+
+async fn completed(client: &EngineClient, instance: &str, within: Duration) {
+    assert_eventually("the instance to complete", within, || async {
+        let h = client.historic_process_instance(instance).await.ok()?;
+        (h.state == "COMPLETED").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_script_turns_inputs_into_process_variables() {
+    let client = support::engine();
+    let (key, topic) = deploy(&client, "py-ok").await;
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        worker_config(),
+        support::topics(&[(&topic, TopicConfig::new("python"))]),
+    );
+    let mut variables = script(
+        "outputs['total'] = inputs['a'] + inputs['b']\noutputs['greeting'] = 'hello ' + inputs['name']",
+    );
+    variables.insert("a".into(), Variable::Integer(2));
+    variables.insert("b".into(), Variable::Integer(40));
+    variables.insert("name".into(), Variable::String("ProcOS".into()));
+    let instance = start(&client, &key, variables).await;
+    completed(&client, &instance, Duration::from_secs(60)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let vars = client.historic_variables(&instance).await.unwrap();
+    assert_eq!(vars["total"], Variable::Integer(42));
+    assert_eq!(vars["greeting"], Variable::String("hello ProcOS".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raising_script_ends_in_an_incident_with_its_traceback() {
+    let client = support::engine();
+    let (key, topic) = deploy(&client, "py-raise").await;
+    let mut python = TopicConfig::new("python");
+    python.retries = 2;
+    python.retry_backoff = Duration::from_secs(1);
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        worker_config(),
+        support::topics(&[(&topic, python)]),
+    );
+    let instance = start(
+        &client,
+        &key,
+        script(
+            "def check(x):\n    raise ValueError('the ledger says no: ' + x)\n\ncheck('INV-7')\n",
+        ),
+    )
+    .await;
+    let incident = incident_of(&client, &instance, Duration::from_secs(60)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let message = incident.incident_message.unwrap_or_default();
+    assert!(
+        message.contains("ValueError: the ledger says no: INV-7"),
+        "the message names the exception: {message}"
+    );
+    let details = client
+        .external_task_error_details(incident.configuration.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        details.contains("Traceback") && details.contains("line 2, in check"),
+        "the details hold the traceback: {details}"
+    );
+    let failures = support::task_log(
+        &client,
+        camunda_client::ExternalTaskLogQuery {
+            process_instance_id: Some(instance.clone()),
+            failure_log: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(failures.len(), 2, "two attempts, then the incident");
+}
+
+/// Each of these is stopped by a guard and reported as the task's failure; the worker goes on
+/// and runs a well-behaved script afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_scripts_are_contained_and_reported() {
+    let client = support::engine();
+    let (key, topic) = deploy(&client, "py-contain").await;
+    let host_secret = std::env::temp_dir().join(support::unique("procos-host-secret"));
+    std::fs::write(&host_secret, "the host's secret").unwrap();
+    let mut python = TopicConfig::new("python");
+    python.retries = 1;
+    python.settings = toml::from_str(
+        "[sandbox]\ntimeout = '5s'\nmemory_mb = 64\npids_limit = 32\nmax_output_kb = 64",
+    )
+    .unwrap();
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        worker_config(),
+        support::topics(&[(&topic, python)]),
+    );
+
+    let cases: BTreeMap<&str, (String, &[&str])> = BTreeMap::from([
+        (
+            "fork bomb",
+            (
+                "import os\nwhile True:\n    os.fork()\n".to_owned(),
+                // Whichever limit it meets first: processes, memory or time; with many processes
+                // dying at once, the exception line may be any of theirs.
+                &[
+                    "BlockingIOError",
+                    "Resource temporarily unavailable",
+                    "out of memory",
+                    "timed out",
+                    "exited with code",
+                ][..],
+            ),
+        ),
+        (
+            "memory bomb",
+            (
+                "hog = bytearray(1024 * 1024 * 1024)\n".to_owned(),
+                &["MemoryError", "out of memory"][..],
+            ),
+        ),
+        (
+            "endless loop",
+            (
+                "while True:\n    pass\n".to_owned(),
+                &["timed out after 5s"][..],
+            ),
+        ),
+        (
+            "network egress",
+            (
+                "import socket\nsocket.create_connection(('192.0.2.1', 80), timeout=3)\n"
+                    .to_owned(),
+                &["OSError", "unreachable", "timed out"][..],
+            ),
+        ),
+        (
+            "write outside the workspace",
+            (
+                "open('/etc/procos-was-here', 'w').write('x')\n".to_owned(),
+                &["Read-only file system", "Permission denied"][..],
+            ),
+        ),
+        (
+            "read a host file",
+            (
+                format!(
+                    "print(open({:?}).read())\n",
+                    host_secret.display().to_string()
+                ),
+                &["FileNotFoundError"][..],
+            ),
+        ),
+        (
+            "output over the size limit",
+            (
+                "outputs['big'] = 'x' * 200000\n".to_owned(),
+                &["size limit"][..],
+            ),
+        ),
+    ]);
+    let mut instances = Vec::new();
+    for (name, (source, _)) in &cases {
+        instances.push((*name, start(&client, &key, script(source)).await));
+    }
+    for (name, instance) in &instances {
+        let incident = incident_of(&client, instance, Duration::from_secs(90)).await;
+        let message = incident.incident_message.unwrap_or_default();
+        let expected = cases[name].1;
+        assert!(
+            expected.iter().any(|e| message.contains(e)),
+            "{name}: the incident says why ({expected:?}): {message}"
+        );
+    }
+    let fine = start(&client, &key, script("outputs['ok'] = True\n")).await;
+    completed(&client, &fine, Duration::from_secs(60)).await;
+    assert!(!worker.is_finished(), "the worker kept running");
+    stop.cancel();
+    worker.await.unwrap();
+    std::fs::remove_file(&host_secret).ok();
+    let leftovers = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.procos.topic={topic}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&leftovers.stdout).trim().is_empty(),
+        "every container was removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docker_adapter_runs_an_image_and_refuses_one_outside_the_allowlist() {
+    let client = support::engine();
+    let (key, topic) = deploy(&client, "docker").await;
+    let mut docker = TopicConfig::new("docker");
+    docker.retries = 1;
+    docker.settings = toml::from_str(
+        r#"command = ["python3", "-c", "import json; n = json.load(open('/in/input.json'))['n']; print('working'); print(json.dumps({'doubled': n * 2}))"]"#,
+    )
+    .unwrap();
+    // No image in the settings: each task names its own, and the allowlist decides.
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        worker_config(),
+        support::topics(&[(&topic, docker)]),
+    );
+    let mut allowed: Variables = [("n".to_owned(), Variable::Integer(21))].into();
+    allowed.insert(
+        "image".into(),
+        Variable::String("procos/python-sandbox:latest".into()),
+    );
+    let ok = start(&client, &key, allowed).await;
+    let mut refused: Variables = [("n".to_owned(), Variable::Integer(1))].into();
+    refused.insert("image".into(), Variable::String("evil/miner:1".into()));
+    let bad = start(&client, &key, refused).await;
+
+    completed(&client, &ok, Duration::from_secs(60)).await;
+    assert_eq!(
+        client.historic_variables(&ok).await.unwrap()["doubled"],
+        Variable::Integer(42)
+    );
+    let incident = incident_of(&client, &bad, Duration::from_secs(30)).await;
+    assert!(
+        incident
+            .incident_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("`evil/miner:1` is not in the worker's allowed images"),
+        "{incident:?}"
+    );
+    stop.cancel();
+    worker.await.unwrap();
+
+    // An image named in the settings is checked before the worker starts at all.
+    let mut pinned = TopicConfig::new("docker");
+    pinned.settings = toml::from_str("image = 'evil/miner:1'").unwrap();
+    let err = procos_worker::Worker::new(
+        client.clone(),
+        worker_config(),
+        &support::topics(&[("pinned", pinned)]),
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "topics.pinned.settings");
+    assert!(err.problem.contains("allowed images"), "{err}");
+}
