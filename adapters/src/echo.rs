@@ -90,8 +90,13 @@ mod tests {
 
     #[tokio::test]
     async fn returns_inputs_as_outputs() {
-        let adapter =
-            crate::build("echo", &toml::Table::new(), &crate::BuildContext::default()).unwrap();
+        let adapter = crate::build(
+            "echo",
+            "t",
+            &toml::Table::new(),
+            &crate::BuildContext::default(),
+        )
+        .unwrap();
         let expected = task().inputs;
         assert_eq!(
             adapter.run(task(), CancellationToken::new()).await,
@@ -102,7 +107,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waits_its_delay_unless_cancelled() {
         let settings: toml::Table = toml::from_str("delay = '10s'").unwrap();
-        let adapter = crate::build("echo", &settings, &crate::BuildContext::default()).unwrap();
+        let adapter =
+            crate::build("echo", "t", &settings, &crate::BuildContext::default()).unwrap();
         let started = tokio::time::Instant::now();
         let outcome = adapter.run(task(), CancellationToken::new()).await;
         assert!(matches!(outcome, Outcome::Complete(_)));
@@ -117,7 +123,8 @@ mod tests {
     #[tokio::test]
     async fn rehearses_failures_and_bpmn_errors_when_configured_to() {
         let settings: toml::Table = toml::from_str("fail = 'disk full'").unwrap();
-        let adapter = crate::build("echo", &settings, &crate::BuildContext::default()).unwrap();
+        let adapter =
+            crate::build("echo", "t", &settings, &crate::BuildContext::default()).unwrap();
         match adapter.run(task(), CancellationToken::new()).await {
             Outcome::Failure(f) => {
                 assert_eq!(f.message, "disk full");
@@ -127,7 +134,8 @@ mod tests {
             other => panic!("expected a failure, got {other:?}"),
         }
         let settings: toml::Table = toml::from_str("bpmn_error = 'NO_STOCK'").unwrap();
-        let adapter = crate::build("echo", &settings, &crate::BuildContext::default()).unwrap();
+        let adapter =
+            crate::build("echo", "t", &settings, &crate::BuildContext::default()).unwrap();
         match adapter.run(task(), CancellationToken::new()).await {
             Outcome::BpmnError { code, outputs, .. } => {
                 assert_eq!(code, "NO_STOCK");
@@ -140,13 +148,18 @@ mod tests {
     #[test]
     fn unknown_settings_and_adapters_are_refused() {
         let settings: toml::Table = toml::from_str("colour = 'red'").unwrap();
-        let err = crate::build("echo", &settings, &crate::BuildContext::default())
+        let err = crate::build("echo", "t", &settings, &crate::BuildContext::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("colour"), "{err}");
-        let err = crate::build("nope", &toml::Table::new(), &crate::BuildContext::default())
-            .unwrap_err()
-            .to_string();
+        let err = crate::build(
+            "nope",
+            "t",
+            &toml::Table::new(),
+            &crate::BuildContext::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("known adapters: echo, docker, python"),
             "{err}"

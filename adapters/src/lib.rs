@@ -44,6 +44,10 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     /// Does the work. Must return soon after `cancel` fires (the lock is gone or the worker is
     /// shutting down); what it returns then is discarded.
     async fn run(&self, task: AdapterTask, cancel: CancellationToken) -> Outcome;
+
+    /// Releases what the adapter keeps between tasks (warm containers); the worker calls it once
+    /// its last task has ended.
+    async fn close(&self) {}
 }
 
 /// What an adapter is given: the task's identity, for naming and logs, and its inputs.
@@ -111,10 +115,11 @@ pub enum AdapterConfigError {
     },
 }
 
-/// Builds the adapter `name` from its settings table. A sandbox guard turned off in the settings
-/// is allowed, and said in the log.
+/// Builds the adapter `name` for `topic` from its settings table. A sandbox guard turned off in
+/// the settings is allowed, and said in the log.
 pub fn build(
     name: &str,
+    topic: &str,
     settings: &toml::Table,
     context: &BuildContext,
 ) -> Result<Arc<dyn Adapter>, AdapterConfigError> {
@@ -123,7 +128,7 @@ pub fn build(
     };
     let warn_relaxed = |adapter: &str, relaxed: Vec<&'static str>| {
         for guard in relaxed {
-            tracing::warn!(adapter, "sandbox guard off: {guard}");
+            tracing::warn!(adapter, topic, "sandbox guard off: {guard}");
         }
     };
     match name {
@@ -140,6 +145,7 @@ pub fn build(
         "python" => {
             let adapter = python::PythonAdapter::new(
                 parse_settings("python", settings)?,
+                topic,
                 &context.allowed_images,
             )
             .map_err(invalid("python"))?;

@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::{ContainerSpec, Guards, ImageAllowlist, Sandbox};
+use crate::sandbox::{ContainerSpec, Guards, ImageAllowlist, Sandbox, WarmPool};
 use crate::{Adapter, AdapterTask, Failure, Outcome, Retry, async_trait};
 
 /// The runner's exit code for a `BpmnError` (see `docker/python-sandbox/runner.py`).
@@ -30,9 +31,25 @@ pub(crate) struct PythonSettings {
     /// The sandbox image.
     #[serde(default = "default_image")]
     image: String,
+    /// Containers kept started and waiting, so a task does not wait for one to start (0: none).
+    /// Each still runs one task only.
+    #[serde(default = "default_warm")]
+    warm: usize,
+    /// How long a waiting container waits for a task before it gives up (it is replaced when
+    /// a task needs one).
+    #[serde(default = "default_warm_idle", with = "humantime_serde")]
+    warm_idle: Duration,
     /// The container's guards.
     #[serde(default)]
     sandbox: Guards,
+}
+
+fn default_warm() -> usize {
+    2
+}
+
+fn default_warm_idle() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_scripts_dir() -> PathBuf {
@@ -47,11 +64,13 @@ fn default_image() -> String {
 pub(crate) struct PythonAdapter {
     settings: PythonSettings,
     sandbox: Sandbox,
+    warm: Option<WarmPool>,
 }
 
 impl PythonAdapter {
     pub(crate) fn new(
         settings: PythonSettings,
+        topic: &str,
         allowlist: &ImageAllowlist,
     ) -> Result<Self, String> {
         if !allowlist.allows(&settings.image) {
@@ -65,7 +84,19 @@ impl PythonAdapter {
             ));
         }
         let sandbox = Sandbox::connect(&settings.sandbox)?;
-        Ok(Self { settings, sandbox })
+        let warm = (settings.warm > 0).then(|| {
+            WarmPool::new(
+                sandbox.clone(),
+                container_spec(&settings, topic, Vec::new(), String::new()),
+                settings.warm,
+                settings.warm_idle,
+            )
+        });
+        Ok(Self {
+            settings,
+            sandbox,
+            warm,
+        })
     }
 
     pub(crate) fn relaxed_guards(&self) -> Vec<&'static str> {
@@ -109,22 +140,44 @@ impl Adapter for PythonAdapter {
         let mut inputs = task.inputs;
         inputs.remove("script");
         let input = serde_json::to_vec(&Value::Object(inputs)).unwrap_or_default();
-        let spec = ContainerSpec {
-            task_id: task.task_id,
-            topic: task.topic,
-            image: self.settings.image.clone(),
-            command: Some(vec![
-                "python3".to_owned(),
-                "/opt/procos/runner.py".to_owned(),
-            ]),
-            env: vec![format!("PROCOS_SCRIPT_NAME={script_name}")],
-            files: vec![
-                ("input.json".to_owned(), input),
-                ("script.py".to_owned(), source.into_bytes()),
-            ],
-            bpmn_error_exit_codes: BTreeMap::from([(BPMN_ERROR_EXIT, String::new())]),
-            guards: self.settings.sandbox.clone(),
-        };
-        self.sandbox.run(&spec, &cancel).await
+        let files = vec![
+            ("input.json".to_owned(), input),
+            ("script.py".to_owned(), source.into_bytes()),
+            // The runner reads the name from here: a warm container's environment was fixed
+            // before the task was known.
+            ("script-name".to_owned(), script_name.into_bytes()),
+        ];
+        let spec = container_spec(&self.settings, &task.topic, files, task.task_id);
+        match &self.warm {
+            Some(pool) => pool.run(&spec, &cancel).await,
+            None => self.sandbox.run(&spec, &cancel).await,
+        }
+    }
+
+    async fn close(&self) {
+        if let Some(pool) = &self.warm {
+            pool.close().await;
+        }
+    }
+}
+
+fn container_spec(
+    settings: &PythonSettings,
+    topic: &str,
+    files: Vec<(String, Vec<u8>)>,
+    task_id: String,
+) -> ContainerSpec {
+    ContainerSpec {
+        task_id,
+        topic: topic.to_owned(),
+        image: settings.image.clone(),
+        command: Some(vec![
+            "python3".to_owned(),
+            "/opt/procos/runner.py".to_owned(),
+        ]),
+        env: Vec::new(),
+        files,
+        bpmn_error_exit_codes: BTreeMap::from([(BPMN_ERROR_EXIT, String::new())]),
+        guards: settings.sandbox.clone(),
     }
 }

@@ -7,8 +7,9 @@
 //! the container and its volumes are removed on every path, including timeouts, cancellation and
 //! Docker errors.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Read as _;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -21,6 +22,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Failure, Outcome, Retry};
@@ -248,6 +250,14 @@ impl Sandbox {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+        self.create_labelled(spec, None).await
+    }
+
+    async fn create_labelled(
+        &self,
+        spec: &ContainerSpec,
+        warm: Option<&str>,
+    ) -> Result<String, DockerError> {
         let g = &spec.guards;
         let memory = i64::try_from(g.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
         let volume = |target: &str| Mount {
@@ -279,10 +289,15 @@ impl Sandbox {
             user: Some(g.user.clone()).filter(|u| !u.trim().is_empty()),
             working_dir: Some("/tmp".to_owned()),
             network_disabled: Some(!g.network),
-            labels: Some(HashMap::from([
-                ("io.procos.task".to_owned(), spec.task_id.clone()),
-                ("io.procos.topic".to_owned(), spec.topic.clone()),
-            ])),
+            labels: Some(
+                [
+                    ("io.procos.task".to_owned(), spec.task_id.clone()),
+                    ("io.procos.topic".to_owned(), spec.topic.clone()),
+                ]
+                .into_iter()
+                .chain(warm.map(|key| (WARM_LABEL.to_owned(), key.to_owned())))
+                .collect(),
+            ),
             host_config: Some(host_config),
             ..Default::default()
         };
@@ -300,28 +315,42 @@ impl Sandbox {
         Ok(created.id)
     }
 
-    /// Uploads the inputs, starts, waits (bounded by the timeout and `cancel`), and collects
-    /// exit status, logs and the output file.
+    /// Uploads the inputs, starts, and finishes.
     async fn drive(
         &self,
         id: &str,
         spec: &ContainerSpec,
         cancel: &CancellationToken,
     ) -> Result<Ended, Failure> {
-        let failed = |what: &str, e: DockerError| docker_failure(what, &spec.image, &e);
         self.upload(id, "/in", &spec.files)
             .await
-            .map_err(|e| failed("hand the inputs to the container", e))?;
+            .map_err(|e| docker_failure("hand the inputs to the container", &spec.image, &e))?;
+        self.prepare_and_start(id, &spec.image).await?;
+        self.finish(id, spec, cancel).await
+    }
+
+    /// Makes `/out/output.json` writable for the command and starts the container.
+    async fn prepare_and_start(&self, id: &str, image: &str) -> Result<(), Failure> {
         // Pre-created and world-writable, so a non-root command can write it into the
         // root-owned volume.
         self.upload(id, "/out", &[("output.json".to_owned(), Vec::new())])
             .await
-            .map_err(|e| failed("prepare /out", e))?;
+            .map_err(|e| docker_failure("prepare /out", image, &e))?;
         self.docker
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
             .await
-            .map_err(|e| failed("start the container", e))?;
+            .map_err(|e| docker_failure("start the container", image, &e))
+    }
 
+    /// Waits for the started container's end (bounded by the timeout and `cancel`) and collects
+    /// exit status, logs and the output file.
+    async fn finish(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+        cancel: &CancellationToken,
+    ) -> Result<Ended, Failure> {
+        let failed = |what: &str, e: DockerError| docker_failure(what, &spec.image, &e);
         let mut wait = self.docker.wait_container(id, None::<WaitContainerOptions>);
         let limit = spec.guards.timeout;
         tokio::select! {
@@ -482,6 +511,151 @@ impl Sandbox {
         if let Err(e) = self.docker.remove_container(id, Some(options)).await {
             tracing::warn!(container = id, error = %e, "could not remove the task's container");
         }
+    }
+}
+
+/// Label of a warm container, with the pool's key (topic and image) as its value.
+const WARM_LABEL: &str = "io.procos.warm";
+/// The file whose arrival in `/in` hands a task to a waiting warm container.
+const GO_FILE: &str = "go";
+
+/// Started containers of one spec, each waiting for the one task it will run: a short script
+/// pays for its container's start ahead of time, and still gets a container of its own. A
+/// waiting container gives up after `idle` by itself (the runner's `PROCOS_WAIT_SECONDS`).
+#[derive(Debug)]
+pub(crate) struct WarmPool {
+    sandbox: Sandbox,
+    template: ContainerSpec,
+    size: usize,
+    ready: Arc<Mutex<VecDeque<String>>>,
+    filling: Mutex<JoinSet<()>>,
+}
+
+impl WarmPool {
+    /// `template`'s command must wait for `/in/go` (the Python runner does when
+    /// `PROCOS_WAIT_FOR_INPUT` is set, which this adds).
+    pub(crate) fn new(
+        sandbox: Sandbox,
+        mut template: ContainerSpec,
+        size: usize,
+        idle: Duration,
+    ) -> Self {
+        template.env.push("PROCOS_WAIT_FOR_INPUT=1".to_owned());
+        template
+            .env
+            .push(format!("PROCOS_WAIT_SECONDS={}", idle.as_secs().max(1)));
+        template.files.clear();
+        template.task_id = "warm".to_owned();
+        Self {
+            sandbox,
+            template,
+            size,
+            ready: Arc::default(),
+            filling: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    fn key(&self) -> String {
+        format!("{}:{}", self.template.topic, self.template.image)
+    }
+
+    /// Runs `spec` in a waiting container when one is ready, else in a cold one; tops the pool
+    /// up either way.
+    pub(crate) async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
+        let warm = self.take_running().await;
+        self.top_up();
+        let Some(id) = warm else {
+            return self.sandbox.run(spec, cancel).await;
+        };
+        let mut files = spec.files.clone();
+        files.push((GO_FILE.to_owned(), Vec::new()));
+        let ended = match self.sandbox.upload(&id, "/in", &files).await {
+            Ok(()) => self.sandbox.finish(&id, spec, cancel).await,
+            Err(e) => Err(docker_failure(
+                "hand the inputs to the container",
+                &spec.image,
+                &e,
+            )),
+        };
+        self.sandbox.remove(&id).await;
+        match ended {
+            Ok(ended) => outcome(spec, ended),
+            Err(failure) => Outcome::Failure(failure),
+        }
+    }
+
+    /// A waiting container that still waits: one that gave up (idle too long) is removed.
+    async fn take_running(&self) -> Option<String> {
+        loop {
+            let id = lock(&self.ready).pop_front()?;
+            if self.sandbox.is_running(&id).await {
+                return Some(id);
+            }
+            self.sandbox.remove(&id).await;
+        }
+    }
+
+    /// Starts as many containers as the pool lacks (counting those already starting).
+    fn top_up(&self) {
+        let mut filling = lock(&self.filling);
+        while filling.try_join_next().is_some() {}
+        let missing = self
+            .size
+            .saturating_sub(lock(&self.ready).len() + filling.len());
+        for _ in 0..missing {
+            let sandbox = self.sandbox.clone();
+            let mut spec = self.template.clone();
+            spec.task_id = format!("warm-{}", rand_suffix());
+            let ready = Arc::clone(&self.ready);
+            let key = self.key();
+            filling.spawn(async move {
+                match sandbox.start_waiting(&spec, &key).await {
+                    Ok(id) => lock(&ready).push_back(id),
+                    Err(failure) => tracing::warn!(image = %spec.image, error = %failure.message, "could not start a warm container; tasks start cold meanwhile"),
+                }
+            });
+        }
+    }
+
+    /// Removes the waiting containers and stops starting new ones.
+    pub(crate) async fn close(&self) {
+        let mut filling = std::mem::take(&mut *lock(&self.filling));
+        filling.shutdown().await;
+        let waiting: Vec<String> = lock(&self.ready).drain(..).collect();
+        for id in waiting {
+            self.sandbox.remove(&id).await;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain values inside; a panic elsewhere cannot leave them half-written.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Sandbox {
+    async fn is_running(&self, id: &str) -> bool {
+        self.docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.running)
+            .unwrap_or(false)
+    }
+
+    /// Creates and starts a container that waits for its task.
+    async fn start_waiting(&self, spec: &ContainerSpec, key: &str) -> Result<String, Failure> {
+        self.ensure_image(&spec.image).await?;
+        let id = self
+            .create_labelled(spec, Some(key))
+            .await
+            .map_err(|e| docker_failure("create a warm container", &spec.image, &e))?;
+        if let Err(failure) = self.prepare_and_start(&id, &spec.image).await {
+            self.remove(&id).await;
+            return Err(failure);
+        }
+        Ok(id)
     }
 }
 

@@ -7,12 +7,19 @@ The script sees:
 
 Exit codes: 0 done, 3 BPMN error (/out/output.json holds errorCode, errorMessage, outputs),
 1 any other exception (the traceback goes to stderr and into the incident's details).
+
+A warm container (PROCOS_WAIT_FOR_INPUT set) is started before its task is known: it waits
+for /in/go, which the worker writes after the task's files, and gives up with exit code 75
+after PROCOS_WAIT_SECONDS without a task.
 """
 
 import json
 import os
 import sys
+import time
 import traceback
+
+GAVE_UP_WAITING = 75
 
 
 class BpmnError(Exception):
@@ -31,8 +38,23 @@ def write_output(document):
         out.write(text)
 
 
+def wait_for_task():
+    deadline = time.monotonic() + float(os.environ.get("PROCOS_WAIT_SECONDS", "600"))
+    while not os.path.exists("/in/go"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
 def main():
-    name = os.environ.get("PROCOS_SCRIPT_NAME", "script.py")
+    if os.environ.get("PROCOS_WAIT_FOR_INPUT") and not wait_for_task():
+        return GAVE_UP_WAITING
+    try:
+        with open("/in/script-name", encoding="utf-8") as f:
+            name = f.read().strip() or "script.py"
+    except OSError:
+        name = "script.py"
     with open("/in/input.json", encoding="utf-8") as f:
         inputs = json.load(f)
     with open("/in/script.py", encoding="utf-8") as f:

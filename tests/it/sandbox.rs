@@ -315,3 +315,53 @@ async fn the_docker_adapter_runs_an_image_and_refuses_one_outside_the_allowlist(
     assert_eq!(err.key, "topics.pinned.settings");
     assert!(err.problem.contains("allowed images"), "{err}");
 }
+
+/// With warm containers, each task still runs in a container of its own: nothing one task left
+/// in /tmp is there for the next, and no container serves twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_containers_serve_one_task_each() {
+    let client = support::engine();
+    let (key, topic) = deploy(&client, "py-warm").await;
+    let mut python = TopicConfig::new("python");
+    python.settings = toml::from_str("warm = 2").unwrap();
+    python.max_tasks = Some(1);
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        worker_config(),
+        support::topics(&[(&topic, python)]),
+    );
+    let source = "import os, socket\n\
+        outputs['container'] = socket.gethostname()\n\
+        outputs['inherited'] = os.path.exists('/tmp/left-behind')\n\
+        open('/tmp/left-behind', 'w').write('x')\n";
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let instance = start(&client, &key, script(source)).await;
+        completed(&client, &instance, Duration::from_secs(60)).await;
+        let vars = client.historic_variables(&instance).await.unwrap();
+        assert_eq!(vars["inherited"], Variable::Boolean(false), "a clean /tmp");
+        seen.push(vars["container"].clone());
+    }
+    let distinct: std::collections::BTreeSet<String> =
+        seen.iter().map(|v| format!("{v:?}")).collect();
+    assert_eq!(
+        distinct.len(),
+        4,
+        "four containers for four tasks: {seen:?}"
+    );
+    stop.cancel();
+    worker.await.unwrap();
+    let leftovers = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.procos.topic={topic}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&leftovers.stdout).trim().is_empty(),
+        "the worker removed its waiting containers when it stopped"
+    );
+}

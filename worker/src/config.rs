@@ -306,7 +306,7 @@ pub(crate) fn build_routes(
                     "remove it, or name the variable the outputs go to",
                 ));
             }
-            let adapter = procos_adapters::build(&config.adapter, &config.settings, context)
+            let adapter = procos_adapters::build(&config.adapter, topic, &config.settings, context)
                 .map_err(|e| {
                     let field = match e {
                         procos_adapters::AdapterConfigError::UnknownAdapter { .. } => "adapter",

@@ -243,6 +243,9 @@ impl Worker {
                 log_abnormal_end(result);
             }
         }
+        for route in self.routes.values() {
+            route.adapter.close().await;
+        }
         self.shared.telemetry.remove_worker(&self.shared.worker_id);
         info!(worker_id = %self.shared.worker_id, "worker stopped");
     }
