@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use camunda_client::{EngineClient, StartProcessInstance};
+use camunda_client::EngineClient;
 use nix::sys::signal::Signal;
 
 use crate::support::{self, WorkerProcess, assert_eventually};
@@ -18,26 +18,6 @@ fn config(topic: &str, worker: &str, topic_extra: &str, settings: &str) -> Strin
     )
 }
 
-async fn deploy_process(client: &EngineClient, prefix: &str) -> (String, String) {
-    let key = support::unique(prefix);
-    let topic = support::unique(prefix);
-    support::deploy(
-        client,
-        &format!("{key}.bpmn"),
-        &support::external_task_process(&key, &topic),
-    )
-    .await;
-    (key, topic)
-}
-
-async fn start(client: &EngineClient, key: &str) -> String {
-    client
-        .start_process_instance(key, &StartProcessInstance::default())
-        .await
-        .unwrap()
-        .id
-}
-
 /// The worker that holds the lock of `instance`'s external task, if any.
 async fn lock_holder(client: &EngineClient, instance: &str) -> Option<String> {
     let tasks = client.external_tasks(instance).await.ok()?;
@@ -47,7 +27,7 @@ async fn lock_holder(client: &EngineClient, instance: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_instances_through_three_worker_processes_complete_exactly_once() {
     let client = support::engine();
-    let (key, topic) = deploy_process(&client, "fleet").await;
+    let (key, topic) = support::deploy_process(&client, "fleet").await;
     let metrics_port = support::free_port();
     let workers: Vec<WorkerProcess> = (0..3)
         .map(|i| {
@@ -66,7 +46,7 @@ async fn five_hundred_instances_through_three_worker_processes_complete_exactly_
 
     let mut instances = BTreeSet::new();
     for _ in 0..500 {
-        instances.insert(start(&client, &key).await);
+        instances.insert(support::start(&client, &key, Default::default()).await);
     }
     let log = assert_eventually(
         "500 completions in the external-task log",
@@ -130,7 +110,7 @@ async fn five_hundred_instances_through_three_worker_processes_complete_exactly_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_of_a_killed_worker_is_completed_by_another_after_its_lock_expires() {
     let client = support::engine();
-    let (key, topic) = deploy_process(&client, "kill9").await;
+    let (key, topic) = support::deploy_process(&client, "kill9").await;
     let url = support::engine_url();
     let doomed_id = format!("{key}-doomed");
     let doomed = WorkerProcess::spawn(
@@ -138,7 +118,7 @@ async fn a_task_of_a_killed_worker_is_completed_by_another_after_its_lock_expire
         &doomed_id,
         &config(&topic, "", "lock_duration = \"3s\"", "delay = \"60s\""),
     );
-    let instance = start(&client, &key).await;
+    let instance = support::start(&client, &key, Default::default()).await;
     assert_eventually(
         "the doomed worker to lock the task",
         Duration::from_secs(30),
@@ -179,7 +159,7 @@ async fn a_task_of_a_killed_worker_is_completed_by_another_after_its_lock_expire
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_running_tasks_finish_and_exits_zero() {
     let client = support::engine();
-    let (key, topic) = deploy_process(&client, "drain").await;
+    let (key, topic) = support::deploy_process(&client, "drain").await;
     let url = support::engine_url();
     let draining_id = format!("{key}-draining");
     let draining = WorkerProcess::spawn(
@@ -194,7 +174,7 @@ async fn sigterm_lets_running_tasks_finish_and_exits_zero() {
     );
     let mut instances = Vec::new();
     for _ in 0..4 {
-        instances.push(start(&client, &key).await);
+        instances.push(support::start(&client, &key, Default::default()).await);
     }
     let locked = assert_eventually("two tasks locked", Duration::from_secs(30), || async {
         let mut locked = Vec::new();
@@ -241,7 +221,7 @@ async fn sigterm_lets_running_tasks_finish_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_outliving_the_grace_period_is_unlocked_for_other_workers() {
     let client = support::engine();
-    let (key, topic) = deploy_process(&client, "grace").await;
+    let (key, topic) = support::deploy_process(&client, "grace").await;
     let url = support::engine_url();
     let id = format!("{key}-short-grace");
     let worker = WorkerProcess::spawn(
@@ -254,7 +234,7 @@ async fn a_task_outliving_the_grace_period_is_unlocked_for_other_workers() {
             "delay = \"10m\"",
         ),
     );
-    let instance = start(&client, &key).await;
+    let instance = support::start(&client, &key, Default::default()).await;
     assert_eventually("the task to be locked", Duration::from_secs(30), || async {
         (lock_holder(&client, &instance).await.as_deref() == Some(id.as_str())).then_some(())
     })
@@ -284,7 +264,7 @@ async fn workers_survive_an_engine_outage_and_lose_no_task() {
     let data = tempfile::tempdir().unwrap();
     let (client, first) = support::boot_engine(port, data.path(), vec![]).await;
     let url = client.base_url().to_owned();
-    let (key, topic) = deploy_process(&client, "outage").await;
+    let (key, topic) = support::deploy_process(&client, "outage").await;
     let metrics_port = support::free_port();
     let mut worker = WorkerProcess::spawn(
         &url,
@@ -298,7 +278,7 @@ async fn workers_survive_an_engine_outage_and_lose_no_task() {
     );
     let mut instances = Vec::new();
     for _ in 0..4 {
-        instances.push(start(&client, &key).await);
+        instances.push(support::start(&client, &key, Default::default()).await);
     }
     let readyz = format!("http://127.0.0.1:{metrics_port}/readyz");
     let ready_status = || async {

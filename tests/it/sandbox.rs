@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use camunda_client::{EngineClient, Incident, StartProcessInstance, Variable, Variables};
+use camunda_client::{EngineClient, Incident, Variable, Variables};
 use procos_worker::{TopicConfig, WorkerConfig};
 
 use crate::support::{self, assert_eventually};
@@ -21,30 +21,18 @@ fn worker_config() -> WorkerConfig {
     }
 }
 
-async fn deploy(client: &EngineClient, prefix: &str) -> (String, String) {
-    let key = support::unique(prefix);
-    let topic = support::unique(prefix);
-    support::deploy(
-        client,
-        &format!("{key}.bpmn"),
-        &support::external_task_process(&key, &topic),
-    )
-    .await;
-    (key, topic)
-}
-
-async fn start(client: &EngineClient, key: &str, variables: Variables) -> String {
-    client
-        .start_process_instance(
-            key,
-            &StartProcessInstance {
-                variables,
-                business_key: None,
-            },
-        )
-        .await
-        .unwrap()
-        .id
+/// The ids of the containers, running or not, that the sandbox made for `topic`.
+fn containers_of(topic: &str) -> String {
+    let listing = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.procos.topic={topic}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listing.stdout).trim().to_owned()
 }
 
 fn script(source: &str) -> Variables {
@@ -63,18 +51,10 @@ async fn incident_of(client: &EngineClient, instance: &str, within: Duration) ->
     .await
 }
 
-async fn completed(client: &EngineClient, instance: &str, within: Duration) {
-    assert_eventually("the instance to complete", within, || async {
-        let h = client.historic_process_instance(instance).await.ok()?;
-        (h.state == "COMPLETED").then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_script_turns_inputs_into_process_variables() {
     let client = support::engine();
-    let (key, topic) = deploy(&client, "py-ok").await;
+    let (key, topic) = support::deploy_process(&client, "py-ok").await;
     let (stop, worker) = support::start_worker_with(
         &client,
         worker_config(),
@@ -86,8 +66,8 @@ async fn a_python_script_turns_inputs_into_process_variables() {
     variables.insert("a".into(), Variable::Integer(2));
     variables.insert("b".into(), Variable::Integer(40));
     variables.insert("name".into(), Variable::String("ProcOS".into()));
-    let instance = start(&client, &key, variables).await;
-    completed(&client, &instance, Duration::from_secs(60)).await;
+    let instance = support::start(&client, &key, variables).await;
+    support::wait_completed(&client, &instance, Duration::from_secs(60)).await;
     stop.cancel();
     worker.await.unwrap();
     let vars = client.historic_variables(&instance).await.unwrap();
@@ -98,7 +78,7 @@ async fn a_python_script_turns_inputs_into_process_variables() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raising_script_ends_in_an_incident_with_its_traceback() {
     let client = support::engine();
-    let (key, topic) = deploy(&client, "py-raise").await;
+    let (key, topic) = support::deploy_process(&client, "py-raise").await;
     let mut python = TopicConfig::new("python");
     python.retries = 2;
     python.retry_backoff = Duration::from_secs(1);
@@ -107,7 +87,7 @@ async fn a_raising_script_ends_in_an_incident_with_its_traceback() {
         worker_config(),
         support::topics(&[(&topic, python)]),
     );
-    let instance = start(
+    let instance = support::start(
         &client,
         &key,
         script(
@@ -148,7 +128,7 @@ async fn a_raising_script_ends_in_an_incident_with_its_traceback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_scripts_are_contained_and_reported() {
     let client = support::engine();
-    let (key, topic) = deploy(&client, "py-contain").await;
+    let (key, topic) = support::deploy_process(&client, "py-contain").await;
     let host_secret = std::env::temp_dir().join(support::unique("procos-host-secret"));
     std::fs::write(&host_secret, "the host's secret").unwrap();
     let mut python = TopicConfig::new("python");
@@ -228,7 +208,7 @@ async fn misbehaving_scripts_are_contained_and_reported() {
     ]);
     let mut instances = Vec::new();
     for (name, (source, _)) in &cases {
-        instances.push((*name, start(&client, &key, script(source)).await));
+        instances.push((*name, support::start(&client, &key, script(source)).await));
     }
     for (name, instance) in &instances {
         let incident = incident_of(&client, instance, Duration::from_secs(90)).await;
@@ -239,31 +219,19 @@ async fn misbehaving_scripts_are_contained_and_reported() {
             "{name}: the incident says why ({expected:?}): {message}"
         );
     }
-    let fine = start(&client, &key, script("outputs['ok'] = True\n")).await;
-    completed(&client, &fine, Duration::from_secs(60)).await;
+    let fine = support::start(&client, &key, script("outputs['ok'] = True\n")).await;
+    support::wait_completed(&client, &fine, Duration::from_secs(60)).await;
     assert!(!worker.is_finished(), "the worker kept running");
     stop.cancel();
     worker.await.unwrap();
     std::fs::remove_file(&host_secret).ok();
-    let leftovers = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.procos.topic={topic}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&leftovers.stdout).trim().is_empty(),
-        "every container was removed"
-    );
+    assert_eq!(containers_of(&topic), "", "every container was removed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docker_adapter_runs_an_image_and_refuses_one_outside_the_allowlist() {
     let client = support::engine();
-    let (key, topic) = deploy(&client, "docker").await;
+    let (key, topic) = support::deploy_process(&client, "docker").await;
     let mut docker = TopicConfig::new("docker");
     docker.retries = 1;
     docker.settings = toml::from_str(
@@ -281,12 +249,12 @@ async fn the_docker_adapter_runs_an_image_and_refuses_one_outside_the_allowlist(
         "image".into(),
         Variable::String("procos/python-sandbox:latest".into()),
     );
-    let ok = start(&client, &key, allowed).await;
+    let ok = support::start(&client, &key, allowed).await;
     let mut refused: Variables = [("n".to_owned(), Variable::Integer(1))].into();
     refused.insert("image".into(), Variable::String("evil/miner:1".into()));
-    let bad = start(&client, &key, refused).await;
+    let bad = support::start(&client, &key, refused).await;
 
-    completed(&client, &ok, Duration::from_secs(60)).await;
+    support::wait_completed(&client, &ok, Duration::from_secs(60)).await;
     assert_eq!(
         client.historic_variables(&ok).await.unwrap()["doubled"],
         Variable::Integer(42)
@@ -321,7 +289,7 @@ async fn the_docker_adapter_runs_an_image_and_refuses_one_outside_the_allowlist(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_containers_serve_one_task_each() {
     let client = support::engine();
-    let (key, topic) = deploy(&client, "py-warm").await;
+    let (key, topic) = support::deploy_process(&client, "py-warm").await;
     let mut python = TopicConfig::new("python");
     python.settings = toml::from_str("warm = 2").unwrap();
     python.max_tasks = Some(1);
@@ -336,8 +304,8 @@ async fn warm_containers_serve_one_task_each() {
         open('/tmp/left-behind', 'w').write('x')\n";
     let mut seen = Vec::new();
     for _ in 0..4 {
-        let instance = start(&client, &key, script(source)).await;
-        completed(&client, &instance, Duration::from_secs(60)).await;
+        let instance = support::start(&client, &key, script(source)).await;
+        support::wait_completed(&client, &instance, Duration::from_secs(60)).await;
         let vars = client.historic_variables(&instance).await.unwrap();
         assert_eq!(vars["inherited"], Variable::Boolean(false), "a clean /tmp");
         seen.push(vars["container"].clone());
@@ -351,17 +319,9 @@ async fn warm_containers_serve_one_task_each() {
     );
     stop.cancel();
     worker.await.unwrap();
-    let leftovers = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.procos.topic={topic}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&leftovers.stdout).trim().is_empty(),
+    assert_eq!(
+        containers_of(&topic),
+        "",
         "the worker removed its waiting containers when it stopped"
     );
 }

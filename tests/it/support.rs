@@ -311,3 +311,45 @@ pub fn subscription() -> camunda_client::TopicSubscription {
         include_extension_properties: false,
     }
 }
+
+/// Deploys start → external task → end as a process and a topic of their own, named after
+/// `prefix`.
+pub async fn deploy_process(client: &EngineClient, prefix: &str) -> (String, String) {
+    let key = unique(prefix);
+    let topic = unique(prefix);
+    deploy(
+        client,
+        &format!("{key}.bpmn"),
+        &external_task_process(&key, &topic),
+    )
+    .await;
+    (key, topic)
+}
+
+/// Starts an instance of the latest version of `key`; its id.
+pub async fn start(
+    client: &EngineClient,
+    key: &str,
+    variables: camunda_client::Variables,
+) -> String {
+    client
+        .start_process_instance(
+            key,
+            &camunda_client::StartProcessInstance {
+                variables,
+                business_key: None,
+            },
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+/// Waits until history shows `instance` completed.
+pub async fn wait_completed(client: &EngineClient, instance: &str, within: Duration) {
+    assert_eventually("the instance to complete", within, || async {
+        let h = client.historic_process_instance(instance).await.ok()?;
+        (h.state == "COMPLETED").then_some(())
+    })
+    .await;
+}

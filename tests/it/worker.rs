@@ -121,25 +121,7 @@ async fn deploy_and_start(
     variables: Variables,
 ) -> String {
     support::deploy(client, &format!("{key}.bpmn"), xml).await;
-    client
-        .start_process_instance(
-            key,
-            &StartProcessInstance {
-                variables,
-                business_key: None,
-            },
-        )
-        .await
-        .unwrap()
-        .id
-}
-
-async fn wait_completed(client: &EngineClient, instance: &str, within: Duration) {
-    assert_eventually("the instance to complete", within, || async {
-        let h = client.historic_process_instance(instance).await.ok()?;
-        (h.state == "COMPLETED").then_some(())
-    })
-    .await;
+    support::start(client, key, variables).await
 }
 
 fn fast_polling() -> WorkerConfig {
@@ -256,7 +238,7 @@ async fn an_adapters_business_error_is_caught_by_the_boundary_error_event() {
     let mut raising = TopicConfig::new("echo");
     raising.settings = toml::from_str("bpmn_error = 'NO_STOCK'").unwrap();
     let (stop, worker) = support::start_worker(&client, support::topics(&[(&topic, raising)]));
-    wait_completed(&client, &instance, Duration::from_secs(30)).await;
+    support::wait_completed(&client, &instance, Duration::from_secs(30)).await;
     stop.cancel();
     worker.await.unwrap();
 
@@ -335,7 +317,7 @@ async fn outputs_are_written_back_with_their_camunda_types() {
         &client,
         support::topics(&[(&topic, TopicConfig::new("echo"))]),
     );
-    wait_completed(&client, &instance, Duration::from_secs(30)).await;
+    support::wait_completed(&client, &instance, Duration::from_secs(30)).await;
     stop.cancel();
     worker.await.unwrap();
 
