@@ -325,3 +325,63 @@ async fn warm_containers_serve_one_task_each() {
         "the worker removed its waiting containers when it stopped"
     );
 }
+
+/// `raise BpmnError(...)` in a script ends on the model's boundary error event, with the
+/// error's variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripts_bpmn_error_is_caught_by_the_boundary_event() {
+    let client = support::engine();
+    let key = support::unique("py-bpmn");
+    let topic = support::unique("py-bpmn");
+    support::deploy(
+        &client,
+        &format!("{key}.bpmn"),
+        &support::model_with_error_boundary(&key, &topic),
+    )
+    .await;
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        worker_config(),
+        support::topics(&[(&topic, TopicConfig::new("python"))]),
+    );
+    let mut variables =
+        script("raise BpmnError('NO_STOCK', 'none left of ' + inputs['sku'], {'reorder': True})");
+    variables.insert("sku".into(), Variable::String("A-1".into()));
+    let instance = support::start(&client, &key, variables).await;
+    support::wait_completed(&client, &instance, Duration::from_secs(60)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let vars = client.historic_variables(&instance).await.unwrap();
+    assert_eq!(
+        vars["reorder"],
+        Variable::Boolean(true),
+        "the error's variables"
+    );
+    support::assert_caught_by_boundary(&client, &instance).await;
+}
+
+/// An image that is not on the Docker engine and cannot be pulled fails the task, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_fails_the_task_naming_it() {
+    let client = support::engine();
+    let (key, topic) = support::deploy_process(&client, "docker-missing").await;
+    let mut docker = TopicConfig::new("docker");
+    docker.retries = 1;
+    docker.settings = toml::from_str("image = 'procos/no-such-image:1'").unwrap();
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        worker_config(),
+        support::topics(&[(&topic, docker)]),
+    );
+    let instance = support::start(&client, &key, Variables::new()).await;
+    let incident = incident_of(&client, &instance, Duration::from_secs(60)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let message = incident.incident_message.unwrap_or_default();
+    assert!(
+        message.contains(
+            "`procos/no-such-image:1` is not on this Docker engine and could not be pulled"
+        ),
+        "{message}"
+    );
+}

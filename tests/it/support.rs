@@ -353,3 +353,60 @@ pub async fn wait_completed(client: &EngineClient, instance: &str, within: Durat
     })
     .await;
 }
+
+/// A model without DI: start → external task `work` on `topic` (`task_extra` inside its
+/// element) → the elements `after` (one of them with id `after`) → end. It declares the error
+/// `NO_STOCK` for boundary events.
+pub fn model(key: &str, topic: &str, task_extra: &str, after: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/test">
+  <bpmn:error id="no-stock" name="No stock" errorCode="NO_STOCK"/>
+  <bpmn:process id="{key}" isExecutable="true">
+    <bpmn:startEvent id="start"/>
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work"/>
+    <bpmn:serviceTask id="work" camunda:type="external" camunda:topic="{topic}">{task_extra}</bpmn:serviceTask>
+    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="after"/>
+    {after}
+    <bpmn:sequenceFlow id="f3" sourceRef="after" targetRef="end"/>
+    <bpmn:endEvent id="end"/>
+  </bpmn:process>
+</bpmn:definitions>
+"#
+    )
+}
+
+/// start → external task `work` on `topic` → end `after`; a boundary error event `no_stock`
+/// (code `NO_STOCK`) on the task leads to the end `backorder`.
+pub fn model_with_error_boundary(key: &str, topic: &str) -> String {
+    model(
+        key,
+        topic,
+        "",
+        r#"<bpmn:endEvent id="after"/>
+    <bpmn:boundaryEvent id="no_stock" attachedToRef="work"><bpmn:errorEventDefinition errorRef="no-stock"/></bpmn:boundaryEvent>
+    <bpmn:sequenceFlow id="f4" sourceRef="no_stock" targetRef="backorder"/>
+    <bpmn:endEvent id="backorder"/>"#,
+    )
+    .replace(r#"<bpmn:sequenceFlow id="f3" sourceRef="after" targetRef="end"/>"#, "")
+    .replace(r#"<bpmn:endEvent id="end"/>"#, "")
+}
+
+/// `instance` (of [`model_with_error_boundary`]) completed through the boundary event, with
+/// no incident.
+pub async fn assert_caught_by_boundary(client: &EngineClient, instance: &str) {
+    let passed: Vec<String> = client
+        .historic_activity_instances(instance)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.activity_id)
+        .collect();
+    assert!(
+        passed.contains(&"no_stock".to_owned()) && passed.contains(&"backorder".to_owned()),
+        "the boundary event caught the error: {passed:?}"
+    );
+    assert!(!passed.contains(&"after".to_owned()), "{passed:?}");
+    assert!(client.incidents(Some(instance)).await.unwrap().is_empty());
+}

@@ -91,29 +91,6 @@ async fn a_task_running_three_times_its_lock_keeps_it_and_completes_once() {
     worker_b.await.unwrap();
 }
 
-/// A model with no DI: start → external task `work` on `topic` (with `extra` inside the task
-/// element) → `after` → end. `after` is another external task on `{topic}-after` when
-/// `wait_after` is set, so the instance stays open for inspection.
-fn model(key: &str, topic: &str, task_extra: &str, after: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
-    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/test">
-  <bpmn:error id="no-stock" name="No stock" errorCode="NO_STOCK"/>
-  <bpmn:process id="{key}" isExecutable="true">
-    <bpmn:startEvent id="start"/>
-    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work"/>
-    <bpmn:serviceTask id="work" camunda:type="external" camunda:topic="{topic}">{task_extra}</bpmn:serviceTask>
-    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="after"/>
-    {after}
-    <bpmn:sequenceFlow id="f3" sourceRef="after" targetRef="end"/>
-    <bpmn:endEvent id="end"/>
-  </bpmn:process>
-</bpmn:definitions>
-"#
-    )
-}
-
 async fn deploy_and_start(
     client: &EngineClient,
     key: &str,
@@ -216,17 +193,7 @@ async fn an_adapters_business_error_is_caught_by_the_boundary_error_event() {
     let client = support::engine();
     let key = support::unique("bpmn-error");
     let topic = support::unique("reserve");
-    let xml = model(
-        &key,
-        &topic,
-        "",
-        r#"<bpmn:endEvent id="after"/>
-    <bpmn:boundaryEvent id="no_stock" attachedToRef="work"><bpmn:errorEventDefinition errorRef="no-stock"/></bpmn:boundaryEvent>
-    <bpmn:sequenceFlow id="f4" sourceRef="no_stock" targetRef="backorder"/>
-    <bpmn:endEvent id="backorder"/>"#,
-    )
-    .replace(r#"<bpmn:sequenceFlow id="f3" sourceRef="after" targetRef="end"/>"#, "")
-    .replace(r#"<bpmn:endEvent id="end"/>"#, "");
+    let xml = support::model_with_error_boundary(&key, &topic);
     let instance = deploy_and_start(
         &client,
         &key,
@@ -242,18 +209,7 @@ async fn an_adapters_business_error_is_caught_by_the_boundary_error_event() {
     stop.cancel();
     worker.await.unwrap();
 
-    let passed: Vec<String> = client
-        .historic_activity_instances(&instance)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.activity_id)
-        .collect();
-    assert!(
-        passed.contains(&"no_stock".to_owned()) && passed.contains(&"backorder".to_owned()),
-        "the boundary event caught the error: {passed:?}"
-    );
-    assert!(!passed.contains(&"after".to_owned()), "{passed:?}");
+    support::assert_caught_by_boundary(&client, &instance).await;
     assert!(incident_free(&client, &instance).await);
 }
 
@@ -343,7 +299,7 @@ async fn local_outputs_feed_the_models_output_mapping_and_stay_out_of_the_proces
     let client = support::engine();
     let key = support::unique("local");
     let topic = support::unique("local");
-    let xml = model(
+    let xml = support::model(
         &key,
         &topic,
         r#"<bpmn:extensionElements><camunda:inputOutput>
