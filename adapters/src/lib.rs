@@ -12,11 +12,13 @@
 //! - `echo`: inputs back as outputs (and rehearsals of failures and BPMN errors).
 //! - `docker`: an image per task in a locked-down container (`sandbox.rs` holds the guards).
 //! - `python`: a script in ProcOS's Python sandbox image, on the same sandbox.
+//! - `scilab`: a Scilab script in ProcOS's Scilab sandbox image, on the same sandbox.
 
 mod docker;
 mod echo;
 mod python;
 mod sandbox;
+mod scilab;
 
 use std::fmt;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ pub use async_trait::async_trait;
 pub use sandbox::ImageAllowlist;
 
 /// The adapters this build knows, by the name a topic configuration uses.
-pub const ADAPTERS: &[&str] = &["echo", "docker", "python"];
+pub const ADAPTERS: &[&str] = &["echo", "docker", "python", "scilab"];
 
 /// What adapters may depend on beyond their own settings: the worker's policy.
 #[derive(Debug, Clone, Default)]
@@ -149,6 +151,15 @@ pub fn build(
                 &context.allowed_images,
             )
             .map_err(invalid("python"))?;
+            warn_relaxed(name, adapter.relaxed_guards());
+            Ok(Arc::new(adapter))
+        }
+        "scilab" => {
+            let adapter = scilab::ScilabAdapter::new(
+                parse_settings("scilab", settings)?,
+                &context.allowed_images,
+            )
+            .map_err(invalid("scilab"))?;
             warn_relaxed(name, adapter.relaxed_guards());
             Ok(Arc::new(adapter))
         }

@@ -11,8 +11,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::{ContainerSpec, Guards, ImageAllowlist, Sandbox, WarmPool};
-use crate::{Adapter, AdapterTask, Failure, Outcome, Retry, async_trait};
+use crate::sandbox::{
+    ContainerSpec, Guards, ImageAllowlist, Sandbox, WarmPool, check_script_name, script_source,
+};
+use crate::{Adapter, AdapterTask, Outcome, async_trait};
 
 /// The runner's exit code for a `BpmnError` (see `docker/python-sandbox/runner.py`).
 const BPMN_ERROR_EXIT: i64 = 3;
@@ -76,13 +78,7 @@ impl PythonAdapter {
         if !allowlist.allows(&settings.image) {
             return Err(allowlist.refusal(&settings.image).message);
         }
-        if let Some(name) = &settings.script
-            && (name.contains('/') || name.contains(".."))
-        {
-            return Err(format!(
-                "script `{name}` must be a file name inside scripts_dir, not a path"
-            ));
-        }
+        check_script_name(settings.script.as_deref())?;
         let sandbox = Sandbox::connect(&settings.sandbox)?;
         let warm = (settings.warm > 0).then(|| {
             WarmPool::new(
@@ -102,38 +98,17 @@ impl PythonAdapter {
     pub(crate) fn relaxed_guards(&self) -> Vec<&'static str> {
         self.settings.sandbox.relaxed()
     }
-
-    /// The script's source and a name for messages.
-    async fn script(&self, task: &AdapterTask) -> Result<(String, String), Failure> {
-        if let Some(Value::String(source)) = task.inputs.get("script") {
-            return Ok(("the model's `script` input".to_owned(), source.clone()));
-        }
-        let Some(name) = &self.settings.script else {
-            return Err(Failure::new(
-                "no script to run",
-                "Give the task an input `script` with the source (an input parameter in Camunda Modeler), or set `script` in the topic's settings to a file in scripts_dir.",
-                Retry::Never,
-            ));
-        };
-        let path = self.settings.scripts_dir.join(name);
-        match tokio::fs::read_to_string(&path).await {
-            Ok(source) => Ok((name.clone(), source)),
-            Err(e) => Err(Failure::new(
-                format!("cannot read the script {}: {e}", path.display()),
-                format!(
-                    "The topic's settings name the script `{name}` in scripts_dir {}.",
-                    self.settings.scripts_dir.display()
-                ),
-                Retry::Later,
-            )),
-        }
-    }
 }
 
 #[async_trait]
 impl Adapter for PythonAdapter {
     async fn run(&self, task: AdapterTask, cancel: CancellationToken) -> Outcome {
-        let (script_name, source) = match self.script(&task).await {
+        let script = script_source(
+            &task.inputs,
+            self.settings.script.as_deref(),
+            &self.settings.scripts_dir,
+        );
+        let (script_name, source) = match script.await {
             Ok(script) => script,
             Err(failure) => return Outcome::Failure(failure),
         };

@@ -9,6 +9,7 @@ mod fleet;
 mod init_dir;
 mod orchestration;
 mod sandbox;
+mod scilab;
 mod support;
 mod up;
 mod worker;
