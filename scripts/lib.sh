@@ -12,6 +12,17 @@ ENGINE_JAR="$ROOT/docker/camunda/target/procos-camunda-engine.jar"
 export PROCOS_ENGINE_JAR="${PROCOS_ENGINE_JAR:-$ENGINE_JAR}"
 
 say() { printf '==> %s\n' "$*" >&2; }
+
+# Cleanups run at exit, last registered first: `on_exit "kill 123"`.
+exit_actions=()
+run_exit_actions() {
+  local i
+  for ((i = ${#exit_actions[@]} - 1; i >= 0; i--)); do eval "${exit_actions[$i]}" || true; done
+}
+on_exit() {
+  exit_actions+=("$1")
+  trap run_exit_actions EXIT
+}
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 as_root() {
@@ -81,7 +92,7 @@ start_scratch_engine() {
   say "starting an engine on port $port"
   (cd "$engine_dir" && SERVER_PORT=$port exec java -jar "$PROCOS_ENGINE_JAR" >"$engine_dir/engine.log" 2>&1) &
   engine_pid=$!
-  trap stop_scratch_engine EXIT
+  on_exit stop_scratch_engine
   for _ in $(seq 1 180); do
     curl -fs "http://127.0.0.1:$port/engine-rest/engine" >/dev/null 2>&1 && break
     kill -0 "$engine_pid" 2>/dev/null || { tail -40 "$engine_dir/engine.log"; die "the engine exited while booting"; }
@@ -95,4 +106,33 @@ stop_scratch_engine() {
   kill "$engine_pid" 2>/dev/null || true
   wait "$engine_pid" 2>/dev/null || true
   rm -rf "$engine_dir"
+}
+
+# Waits until `url` answers, or dies naming `what` and its log.
+wait_for_url() {
+  local url=$1 what=$2 log=$3
+  for _ in $(seq 1 120); do
+    curl -fs "$url" >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  tail -30 "$log" >&2 || true
+  die "$what did not answer at $url within 120 s"
+}
+
+# A real model for the LLM adapter's tests: SmolLM2 behind llama-cpp-python's OpenAI-compatible
+# server, and the same model behind ProcOS's small Ollama-API server. Exports LLM_URL and
+# OLLAMA_URL; both are stopped at exit.
+start_model_servers() {
+  local port ollama_port pid
+  port=$(free_port)
+  pid=$(bash "$ROOT/scripts/llm-server.sh" start "$port")
+  on_exit "kill $pid 2>/dev/null"
+  wait_for_url "http://127.0.0.1:$port/v1/models" "the model server" "$PROCOS_CACHE/logs/llm-server.log"
+  ollama_port=$(free_port)
+  python3 "$ROOT/scripts/ollama_api.py" --port "$ollama_port" --upstream "http://127.0.0.1:$port/v1" \
+    >"$PROCOS_CACHE/logs/ollama-api.log" 2>&1 &
+  on_exit "kill $! 2>/dev/null"
+  wait_for_url "http://127.0.0.1:$ollama_port/api/tags" "the Ollama-API test server" "$PROCOS_CACHE/logs/ollama-api.log"
+  export LLM_URL="http://127.0.0.1:$port/v1" OLLAMA_URL="http://127.0.0.1:$ollama_port"
+  say "model servers ready: $LLM_URL (OpenAI API), $OLLAMA_URL (Ollama API)"
 }

@@ -19,6 +19,8 @@ cargo clippy --locked --workspace --all-targets --quiet -- -D warnings
 # that are about booting start engines of their own.
 start_scratch_engine
 export PROCOS_TEST_ENGINE_URL="$ENGINE_URL"
+start_model_servers
+export PROCOS_TEST_LLM_URL="$LLM_URL" PROCOS_TEST_OLLAMA_URL="$OLLAMA_URL"
 
 say "cargo test"
 cargo test --locked --workspace --no-fail-fast

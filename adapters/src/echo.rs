@@ -161,7 +161,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("known adapters: echo, docker, python, scilab"),
+            err.contains("known adapters: echo, docker, python, scilab, llm"),
             "{err}"
         );
     }

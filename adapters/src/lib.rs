@@ -13,9 +13,11 @@
 //! - `docker`: an image per task in a locked-down container (`sandbox.rs` holds the guards).
 //! - `python`: a script in ProcOS's Python sandbox image, on the same sandbox.
 //! - `scilab`: a Scilab script in ProcOS's Scilab sandbox image, on the same sandbox.
+//! - `llm`: a language model behind an OpenAI-compatible server or Ollama.
 
 mod docker;
 mod echo;
+mod llm;
 mod python;
 mod sandbox;
 mod scilab;
@@ -31,7 +33,7 @@ pub use async_trait::async_trait;
 pub use sandbox::ImageAllowlist;
 
 /// The adapters this build knows, by the name a topic configuration uses.
-pub const ADAPTERS: &[&str] = &["echo", "docker", "python", "scilab"];
+pub const ADAPTERS: &[&str] = &["echo", "docker", "python", "scilab", "llm"];
 
 /// What adapters may depend on beyond their own settings: the worker's policy.
 #[derive(Debug, Clone, Default)]
@@ -163,6 +165,9 @@ pub fn build(
             warn_relaxed(name, adapter.relaxed_guards());
             Ok(Arc::new(adapter))
         }
+        "llm" => Ok(Arc::new(
+            llm::LlmAdapter::new(parse_settings("llm", settings)?).map_err(invalid("llm"))?,
+        )),
         other => Err(AdapterConfigError::UnknownAdapter {
             name: other.to_owned(),
         }),

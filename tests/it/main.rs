@@ -7,6 +7,7 @@ mod docker;
 mod end_to_end;
 mod fleet;
 mod init_dir;
+mod llm;
 mod orchestration;
 mod sandbox;
 mod scilab;

@@ -1,0 +1,265 @@
+//! The `llm` adapter against a real model (SmolLM2-135M) that `scripts/test.sh` serves through
+//! llama-cpp-python's OpenAI-compatible server and through ProcOS's Ollama-API test server. The
+//! model is small and often wrong: these tests assert structure, never wording.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use camunda_client::{EngineClient, Variable, Variables};
+use procos_worker::{TopicConfig, WorkerConfig};
+use serde_json::Value;
+
+use crate::support::{self, assert_eventually};
+
+fn openai_url() -> String {
+    std::env::var("PROCOS_TEST_LLM_URL")
+        .expect("PROCOS_TEST_LLM_URL is not set: scripts/test.sh starts the model server")
+}
+
+fn ollama_url() -> String {
+    std::env::var("PROCOS_TEST_OLLAMA_URL")
+        .expect("PROCOS_TEST_OLLAMA_URL is not set: scripts/test.sh starts the Ollama-API server")
+}
+
+fn worker_config() -> WorkerConfig {
+    WorkerConfig {
+        long_poll: Duration::from_millis(500),
+        grace_period: Duration::from_secs(5),
+        listen: "off".into(),
+        ..WorkerConfig::default()
+    }
+}
+
+const YES_NO: &str = r#"{"type": "object", "required": ["answer"], "additionalProperties": false, "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}}}"#;
+
+/// An `llm` topic from TOML settings, with `{url}` replaced by `url`.
+fn llm_topic(settings: &str, url: &str) -> TopicConfig {
+    let mut topic = TopicConfig::new("llm");
+    topic.retries = 1;
+    topic.settings = toml::from_str(&settings.replace("{url}", url)).unwrap();
+    topic
+}
+
+/// Runs one instance through a worker serving `topic` with `config`; its variables, or the
+/// incident message when it ends in one.
+async fn run_one(config: TopicConfig, variables: Variables) -> Result<Variables, String> {
+    let client = support::engine();
+    let (key, topic) = support::deploy_process(&client, "llm").await;
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        worker_config(),
+        support::topics(&[(&topic, config)]),
+    );
+    let instance = support::start(&client, &key, variables).await;
+    let result = settle(&client, &instance).await;
+    stop.cancel();
+    worker.await.unwrap();
+    result
+}
+
+async fn settle(client: &EngineClient, instance: &str) -> Result<Variables, String> {
+    assert_eventually(
+        "the instance to complete or fail",
+        Duration::from_secs(120),
+        || async {
+            if let Some(incident) = client
+                .incidents(Some(instance))
+                .await
+                .ok()?
+                .into_iter()
+                .next()
+            {
+                return Some(Err(incident.incident_message.unwrap_or_default()));
+            }
+            let h = client.historic_process_instance(instance).await.ok()?;
+            if h.state == "COMPLETED" {
+                return Some(Ok(client.historic_variables(instance).await.ok()?));
+            }
+            None
+        },
+    )
+    .await
+}
+
+fn json_of(variable: &Variable) -> Value {
+    variable.to_json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_answer_reports_usage_model_latency_and_a_length_stop() {
+    let config = llm_topic(
+        "base_url = '{url}'\nmodel = 'smollm2'\nsystem = 'You are terse.'\nprompt = 'Say hello to {{name}}.'\nmax_tokens = 3\nseed = 1",
+        &openai_url(),
+    );
+    let vars = run_one(
+        config,
+        [("name".to_owned(), Variable::String("ProcOS".into()))].into(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&vars["answer"], Variable::String(s) if !s.is_empty()),
+        "{:?}",
+        vars["answer"]
+    );
+    let usage = json_of(&vars["usage"]);
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 0, "{usage}");
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 0, "{usage}");
+    assert_eq!(
+        vars["finish_reason"],
+        Variable::String("length".into()),
+        "cut at max_tokens"
+    );
+    assert_eq!(vars["model"], Variable::String("smollm2".into()));
+    assert!(matches!(
+        vars["latency_ms"],
+        Variable::Integer(_) | Variable::Long(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_answers_satisfy_the_schema_on_both_providers() {
+    for (provider, url) in [("openai", openai_url()), ("ollama", ollama_url())] {
+        let config = llm_topic(
+            &format!(
+                "provider = '{provider}'\nbase_url = '{{url}}'\nmodel = 'smollm2'\nprompt = 'Is {{{{n}}}} a prime number?'\nmax_tokens = 40\nseed = 3\nschema = {}",
+                toml_inline(YES_NO)
+            ),
+            &url,
+        );
+        let vars = run_one(config, [("n".to_owned(), Variable::Integer(7))].into())
+            .await
+            .unwrap_or_else(|e| panic!("{provider}: {e}"));
+        let answer = json_of(&vars["answer"]);
+        assert!(
+            answer["answer"] == "yes" || answer["answer"] == "no",
+            "{provider}: schema-valid: {answer}"
+        );
+        assert!(json_of(&vars["usage"])["total_tokens"].as_u64().unwrap() > 0);
+    }
+}
+
+/// A JSON schema as a TOML inline table.
+fn toml_inline(json_text: &str) -> String {
+    let value: Value = serde_json::from_str(json_text).unwrap();
+    let toml_value: toml::Value = serde_json::from_value(value).unwrap();
+    toml_value.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_vote_reproduces() {
+    let settings = format!(
+        "base_url = '{{url}}'\nmodel = 'smollm2'\nprompt = 'Is {{{{n}}}} prime? Answer yes or no.'\nmax_tokens = 40\ntemperature = 0.9\nseed = 11\nschema = {}\n[probabilistic]\nsamples = 5\nwindow = 3\nmin_confidence = 0.0",
+        toml_inline(YES_NO)
+    );
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let vars = run_one(
+            llm_topic(&settings, &openai_url()),
+            [("n".to_owned(), Variable::Integer(9))].into(),
+        )
+        .await
+        .unwrap();
+        let samples = json_of(&vars["samples"]).as_u64().unwrap();
+        assert!(
+            (3..=5).contains(&samples),
+            "stops early or at the budget: {samples}"
+        );
+        let confidence = json_of(&vars["confidence"]).as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&confidence));
+        runs.push((
+            json_of(&vars["outcome"]),
+            json_of(&vars["distribution"]),
+            samples,
+        ));
+    }
+    assert_eq!(runs[0], runs[1], "the same seeds give the same vote");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_retried_then_an_incident() {
+    let down = format!("http://127.0.0.1:{}/v1", support::free_port());
+    let mut config = llm_topic(
+        "base_url = '{url}'\nmodel = 'smollm2'\nprompt = 'hi'",
+        &down,
+    );
+    config.retries = 2;
+    config.retry_backoff = Duration::from_secs(1);
+    let message = run_one(config, Variables::new()).await.unwrap_err();
+    assert!(
+        message.contains(&format!("the model server at {down} did not answer")),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_is_honoured() {
+    let config = llm_topic(
+        "base_url = '{url}'\nmodel = 'smollm2'\nprompt = 'Write a long story about {{topic}}.'\nmax_tokens = 400\ntimeout = '100ms'",
+        &openai_url(),
+    );
+    let message = run_one(
+        config,
+        [("topic".to_owned(), Variable::String("ships".into()))].into(),
+    )
+    .await
+    .unwrap_err();
+    assert!(message.contains("did not answer within 100ms"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_prompt_variable_fails_naming_it() {
+    let config = llm_topic(
+        "base_url = '{url}'\nmodel = 'smollm2'\nprompt = 'Summarise {{document}}.'",
+        &openai_url(),
+    );
+    let message = run_one(config, Variables::new()).await.unwrap_err();
+    assert!(
+        message.contains("the prompt needs the variable `document`"),
+        "{message}"
+    );
+}
+
+/// Samples that do not agree enough end in the configured BPMN error, which the model routes
+/// through its boundary event, with the vote's distribution as variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_consensus_is_a_bpmn_error_the_model_routes() {
+    let client = support::engine();
+    let key = support::unique("llm-vote");
+    let topic = support::unique("llm-vote");
+    support::deploy(
+        &client,
+        &format!("{key}.bpmn"),
+        &support::model_with_error_boundary(&key, &topic),
+    )
+    .await;
+    // Free text at a high temperature: five seeds, five different answers.
+    let config = llm_topic(
+        "base_url = '{url}'\nmodel = 'smollm2'\nprompt = 'Invent a name for a ship.'\nmax_tokens = 8\ntemperature = 1.5\nseed = 5\n[probabilistic]\nsamples = 5\nwindow = 5\nmin_confidence = 1.0\nno_consensus_error = 'NO_STOCK'",
+        &openai_url(),
+    );
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        worker_config(),
+        support::topics(&[(&topic, config)]),
+    );
+    let instance = support::start(&client, &key, Variables::new()).await;
+    support::wait_completed(&client, &instance, Duration::from_secs(120)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    support::assert_caught_by_boundary(&client, &instance).await;
+    let vars = client.historic_variables(&instance).await.unwrap();
+    let distribution = json_of(&vars["distribution"]);
+    let counted: u64 = distribution
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        counted, 5,
+        "all five samples are in the distribution: {distribution}"
+    );
+    assert!(json_of(&vars["confidence"]).as_f64().unwrap() < 1.0);
+}
