@@ -617,10 +617,11 @@ impl WarmPool {
         }
     }
 
-    /// Removes the waiting containers and stops starting new ones.
+    /// Lets the containers being started finish starting (aborting one halfway would leave it
+    /// behind), then removes every waiting container.
     pub(crate) async fn close(&self) {
         let mut filling = std::mem::take(&mut *lock(&self.filling));
-        filling.shutdown().await;
+        while filling.join_next().await.is_some() {}
         let waiting: Vec<String> = lock(&self.ready).drain(..).collect();
         for id in waiting {
             self.sandbox.remove(&id).await;

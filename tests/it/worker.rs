@@ -376,7 +376,11 @@ async fn a_topics_own_max_tasks_bounds_its_concurrency() {
     unbounded.settings = toml::from_str("delay = '1s'").unwrap();
     let (stop, worker) = support::start_worker_with(
         &client,
-        fast_polling(),
+        WorkerConfig {
+            // The default long poll: a topic at its limit must not wait it out.
+            long_poll: Duration::from_secs(30),
+            ..fast_polling()
+        },
         support::topics(&[(&serial, one_at_a_time), (&parallel, unbounded)]),
     );
     let done = |key: String| {
@@ -398,6 +402,11 @@ async fn a_topics_own_max_tasks_bounds_its_concurrency() {
     assert!(
         spread(&serial_log) >= chrono::Duration::milliseconds(1900),
         "one at a time: the third ended {} after the first",
+        spread(&serial_log)
+    );
+    assert!(
+        spread(&serial_log) < chrono::Duration::seconds(8),
+        "each next task of the limited topic starts soon after a slot frees, not a long poll later: {}",
         spread(&serial_log)
     );
     assert!(

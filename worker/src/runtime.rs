@@ -21,6 +21,9 @@ use crate::task::{self, Shared, Slots};
 /// workers back within seconds, long enough that a fleet does not hammer an engine that is down.
 const FETCH_BACKOFF_CAP: Duration = Duration::from_secs(10);
 
+/// The long poll while some topic sits out at its own `max_tasks`.
+const SITTING_OUT_POLL_MS: u64 = 1_000;
+
 /// A worker, configured and ready to run.
 #[derive(Debug)]
 pub struct Worker {
@@ -137,11 +140,18 @@ impl Worker {
             }
             let room: usize = open.iter().map(|r| r.room().unwrap_or(permits.len())).sum();
             permits.truncate(room.max(1));
+            // A topic left out because it is at its limit must not wait a whole long poll for
+            // its next task once a slot frees: poll briefly while any topic sits out.
+            let poll = if open.len() < self.routes.len() {
+                poll_ms.min(SITTING_OUT_POLL_MS)
+            } else {
+                poll_ms
+            };
             let request = FetchAndLock {
                 worker_id: worker_id.to_owned(),
                 max_tasks: u32::try_from(permits.len()).unwrap_or(u32::MAX),
                 use_priority: true,
-                async_response_timeout: Some(poll_ms),
+                async_response_timeout: Some(poll),
                 topics: open
                     .iter()
                     .filter_map(|r| self.subscriptions.get(&r.topic).cloned())
