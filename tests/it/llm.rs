@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use camunda_client::{EngineClient, Variable, Variables};
-use procos_worker::{TopicConfig, WorkerConfig};
+use procos_worker::TopicConfig;
 use serde_json::Value;
 
 use crate::support::{self, assert_eventually};
@@ -20,15 +20,6 @@ fn openai_url() -> String {
 fn ollama_url() -> String {
     std::env::var("PROCOS_TEST_OLLAMA_URL")
         .expect("PROCOS_TEST_OLLAMA_URL is not set: scripts/test.sh starts the Ollama-API server")
-}
-
-fn worker_config() -> WorkerConfig {
-    WorkerConfig {
-        long_poll: Duration::from_millis(500),
-        grace_period: Duration::from_secs(5),
-        listen: "off".into(),
-        ..WorkerConfig::default()
-    }
 }
 
 const YES_NO: &str = r#"{"type": "object", "required": ["answer"], "additionalProperties": false, "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}}}"#;
@@ -48,7 +39,7 @@ async fn run_one(config: TopicConfig, variables: Variables) -> Result<Variables,
     let (key, topic) = support::deploy_process(&client, "llm").await;
     let (stop, worker) = support::start_worker_with(
         &client,
-        worker_config(),
+        support::quick_worker_config(),
         support::topics(&[(&topic, config)]),
     );
     let instance = support::start(&client, &key, variables).await;
@@ -226,14 +217,7 @@ async fn a_missing_prompt_variable_fails_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_consensus_is_a_bpmn_error_the_model_routes() {
     let client = support::engine();
-    let key = support::unique("llm-vote");
-    let topic = support::unique("llm-vote");
-    support::deploy(
-        &client,
-        &format!("{key}.bpmn"),
-        &support::model_with_error_boundary(&key, &topic),
-    )
-    .await;
+    let (key, topic) = support::deploy_boundary_process(&client, "llm-vote").await;
     // Free text at a high temperature: five seeds, five different answers.
     let config = llm_topic(
         "base_url = '{url}'\nmodel = 'smollm2'\nprompt = 'Invent a name for a ship.'\nmax_tokens = 8\ntemperature = 1.5\nseed = 5\n[probabilistic]\nsamples = 5\nwindow = 5\nmin_confidence = 1.0\nno_consensus_error = 'NO_STOCK'",
@@ -241,7 +225,7 @@ async fn no_consensus_is_a_bpmn_error_the_model_routes() {
     );
     let (stop, worker) = support::start_worker_with(
         &client,
-        worker_config(),
+        support::quick_worker_config(),
         support::topics(&[(&topic, config)]),
     );
     let instance = support::start(&client, &key, Variables::new()).await;

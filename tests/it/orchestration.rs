@@ -7,9 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use camunda_client::{
-    CompleteTask, FailureReport, FetchAndLock, StartProcessInstance, TopicSubscription,
-};
+use camunda_client::{CompleteTask, FailureReport, StartProcessInstance};
 use serde_json::{Value, json};
 
 use crate::support::{self, assert_eventually};
@@ -34,19 +32,7 @@ async fn the_health_check_hands_an_incident_to_error_recovery_and_a_person_retri
         .start_process_instance(&key, &StartProcessInstance::default())
         .await
         .unwrap();
-    let locked = client
-        .fetch_and_lock(&FetchAndLock {
-            worker_id: "test".into(),
-            max_tasks: 1,
-            use_priority: false,
-            async_response_timeout: None,
-            topics: vec![TopicSubscription {
-                topic_name: "doomed".into(),
-                ..support::subscription()
-            }],
-        })
-        .await
-        .unwrap();
+    let locked = support::lock_tasks(&client, "doomed", 1, None).await;
     let task = &locked[0];
     client
         .report_failure(
@@ -109,19 +95,7 @@ async fn the_health_check_hands_an_incident_to_error_recovery_and_a_person_retri
     assert_eq!(retried[0].retries, Some(1), "one more attempt");
 
     // The task can now be fetched and completed.
-    let again = client
-        .fetch_and_lock(&FetchAndLock {
-            worker_id: "test".into(),
-            max_tasks: 1,
-            use_priority: false,
-            async_response_timeout: None,
-            topics: vec![TopicSubscription {
-                topic_name: "doomed".into(),
-                ..support::subscription()
-            }],
-        })
-        .await
-        .unwrap();
+    let again = support::lock_tasks(&client, "doomed", 1, None).await;
     assert_eq!(again.len(), 1);
     client
         .complete(

@@ -8,18 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use camunda_client::{EngineClient, Incident, Variable, Variables};
-use procos_worker::{TopicConfig, WorkerConfig};
+use procos_worker::TopicConfig;
 
 use crate::support::{self, assert_eventually};
-
-fn worker_config() -> WorkerConfig {
-    WorkerConfig {
-        long_poll: Duration::from_millis(500),
-        grace_period: Duration::from_secs(5),
-        listen: "off".into(),
-        ..WorkerConfig::default()
-    }
-}
 
 /// The ids of the containers, running or not, that the sandbox made for `topic`.
 fn containers_of(topic: &str) -> String {
@@ -57,7 +48,7 @@ async fn a_python_script_turns_inputs_into_process_variables() {
     let (key, topic) = support::deploy_process(&client, "py-ok").await;
     let (stop, worker) = support::start_worker_with(
         &client,
-        worker_config(),
+        support::quick_worker_config(),
         support::topics(&[(&topic, TopicConfig::new("python"))]),
     );
     let mut variables = script(
@@ -84,7 +75,7 @@ async fn a_raising_script_ends_in_an_incident_with_its_traceback() {
     python.retry_backoff = Duration::from_secs(1);
     let (stop, worker) = support::start_worker_with(
         &client,
-        worker_config(),
+        support::quick_worker_config(),
         support::topics(&[(&topic, python)]),
     );
     let instance = support::start(
@@ -139,7 +130,7 @@ async fn misbehaving_scripts_are_contained_and_reported() {
     .unwrap();
     let (stop, worker) = support::start_worker_with(
         &client,
-        worker_config(),
+        support::quick_worker_config(),
         support::topics(&[(&topic, python)]),
     );
 
@@ -241,7 +232,7 @@ async fn the_docker_adapter_runs_an_image_and_refuses_one_outside_the_allowlist(
     // No image in the settings: each task names its own, and the allowlist decides.
     let (stop, worker) = support::start_worker_with(
         &client,
-        worker_config(),
+        support::quick_worker_config(),
         support::topics(&[(&topic, docker)]),
     );
     let mut allowed: Variables = [("n".to_owned(), Variable::Integer(21))].into();
@@ -276,7 +267,7 @@ async fn the_docker_adapter_runs_an_image_and_refuses_one_outside_the_allowlist(
     pinned.settings = toml::from_str("image = 'evil/miner:1'").unwrap();
     let err = procos_worker::Worker::new(
         client.clone(),
-        worker_config(),
+        support::quick_worker_config(),
         &support::topics(&[("pinned", pinned)]),
     )
     .unwrap_err();
@@ -295,7 +286,7 @@ async fn warm_containers_serve_one_task_each() {
     python.max_tasks = Some(1);
     let (stop, worker) = support::start_worker_with(
         &client,
-        worker_config(),
+        support::quick_worker_config(),
         support::topics(&[(&topic, python)]),
     );
     let source = "import os, socket\n\
@@ -331,17 +322,10 @@ async fn warm_containers_serve_one_task_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripts_bpmn_error_is_caught_by_the_boundary_event() {
     let client = support::engine();
-    let key = support::unique("py-bpmn");
-    let topic = support::unique("py-bpmn");
-    support::deploy(
-        &client,
-        &format!("{key}.bpmn"),
-        &support::model_with_error_boundary(&key, &topic),
-    )
-    .await;
+    let (key, topic) = support::deploy_boundary_process(&client, "py-bpmn").await;
     let (stop, worker) = support::start_worker_with(
         &client,
-        worker_config(),
+        support::quick_worker_config(),
         support::topics(&[(&topic, TopicConfig::new("python"))]),
     );
     let mut variables =
@@ -370,7 +354,7 @@ async fn a_missing_image_fails_the_task_naming_it() {
     docker.settings = toml::from_str("image = 'procos/no-such-image:1'").unwrap();
     let (stop, worker) = support::start_worker_with(
         &client,
-        worker_config(),
+        support::quick_worker_config(),
         support::topics(&[(&topic, docker)]),
     );
     let instance = support::start(&client, &key, Variables::new()).await;

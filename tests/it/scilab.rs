@@ -7,19 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use camunda_client::{EngineClient, Variable, Variables};
-use procos_worker::{TopicConfig, WorkerConfig};
+use procos_worker::TopicConfig;
 use serde_json::json;
 
 use crate::support::{self, assert_eventually};
-
-fn worker_config() -> WorkerConfig {
-    WorkerConfig {
-        long_poll: Duration::from_millis(500),
-        grace_period: Duration::from_secs(5),
-        listen: "off".into(),
-        ..WorkerConfig::default()
-    }
-}
 
 fn scilab_topic(outputs: &[&str]) -> TopicConfig {
     let mut topic = TopicConfig::new("scilab");
@@ -57,7 +48,7 @@ async fn matrices_numbers_and_strings_round_trip_through_scilab() {
     let (key, topic) = support::deploy_process(&client, "scilab-ok").await;
     let (stop, worker) = support::start_worker_with(
         &client,
-        worker_config(),
+        support::quick_worker_config(),
         support::topics(&[(
             &topic,
             scilab_topic(&["total", "doubled", "echo", "flags", "third"]),
@@ -100,7 +91,7 @@ async fn each_way_a_scilab_script_fails_is_reported() {
     let (key, topic) = support::deploy_process(&client, "scilab-fail").await;
     let (stop, worker) = support::start_worker_with(
         &client,
-        worker_config(),
+        support::quick_worker_config(),
         support::topics(&[(&topic, scilab_topic(&["x"]))]),
     );
     let cases: BTreeMap<&str, (&str, &str)> = BTreeMap::from([
@@ -153,17 +144,10 @@ async fn each_way_a_scilab_script_fails_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scilab_bpmn_error_is_caught_by_the_boundary_event() {
     let client = support::engine();
-    let key = support::unique("scilab-bpmn");
-    let topic = support::unique("scilab-bpmn");
-    support::deploy(
-        &client,
-        &format!("{key}.bpmn"),
-        &support::model_with_error_boundary(&key, &topic),
-    )
-    .await;
+    let (key, topic) = support::deploy_boundary_process(&client, "scilab-bpmn").await;
     let (stop, worker) = support::start_worker_with(
         &client,
-        worker_config(),
+        support::quick_worker_config(),
         support::topics(&[(&topic, scilab_topic(&[]))]),
     );
     let script = "if 1 > 0 then\n  procos_bpmn_error(\"NO_STOCK\", \"none left\");\nend\n";

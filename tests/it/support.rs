@@ -410,3 +410,50 @@ pub async fn assert_caught_by_boundary(client: &EngineClient, instance: &str) {
     assert!(!passed.contains(&"after".to_owned()), "{passed:?}");
     assert!(client.incidents(Some(instance)).await.unwrap().is_empty());
 }
+
+/// A worker that polls briefly, drains quickly and serves no HTTP endpoint: for tests.
+pub fn quick_worker_config() -> WorkerConfig {
+    WorkerConfig {
+        long_poll: Duration::from_millis(500),
+        grace_period: Duration::from_secs(5),
+        listen: "off".into(),
+        ..WorkerConfig::default()
+    }
+}
+
+/// Deploys [`model_with_error_boundary`] as a process and topic of their own.
+pub async fn deploy_boundary_process(client: &EngineClient, prefix: &str) -> (String, String) {
+    let key = unique(prefix);
+    let topic = unique(prefix);
+    deploy(
+        client,
+        &format!("{key}.bpmn"),
+        &model_with_error_boundary(&key, &topic),
+    )
+    .await;
+    (key, topic)
+}
+
+/// Fetch-and-locks up to `max_tasks` tasks of `topic` (of process `key`, when given) for the
+/// worker id `test`, as a worker would, without waiting.
+pub async fn lock_tasks(
+    client: &EngineClient,
+    topic: &str,
+    max_tasks: u32,
+    key: Option<&str>,
+) -> Vec<camunda_client::LockedExternalTask> {
+    client
+        .fetch_and_lock(&camunda_client::FetchAndLock {
+            worker_id: "test".into(),
+            max_tasks,
+            use_priority: false,
+            async_response_timeout: None,
+            topics: vec![camunda_client::TopicSubscription {
+                topic_name: topic.to_owned(),
+                process_definition_key_in: key.map(|k| vec![k.to_owned()]),
+                ..subscription()
+            }],
+        })
+        .await
+        .unwrap()
+}

@@ -310,21 +310,7 @@ async fn an_edited_init_file_is_a_new_version_within_5_s_and_running_instances_k
     std::fs::write(init.path().join("late.bpmn"), "<definitions").unwrap();
     up.wait_for_line("late.bpmn", Duration::from_secs(5)).await;
 
-    let locked = client
-        .fetch_and_lock(&camunda_client::FetchAndLock {
-            worker_id: "hot-test".into(),
-            max_tasks: 2,
-            use_priority: false,
-            async_response_timeout: None,
-            topics: vec![camunda_client::TopicSubscription {
-                topic_name: "hot-wait".into(),
-                lock_duration: 60_000,
-                process_definition_key_in: Some(vec![key.clone()]),
-                ..support::subscription()
-            }],
-        })
-        .await
-        .unwrap();
+    let locked = support::lock_tasks(client, "hot-wait", 2, Some(&key)).await;
     let old_task = locked
         .iter()
         .find(|t| t.process_instance_id.as_deref() == Some(old.id.as_str()))
@@ -333,7 +319,7 @@ async fn an_edited_init_file_is_a_new_version_within_5_s_and_running_instances_k
         .complete(
             &old_task.id,
             &camunda_client::CompleteTask {
-                worker_id: "hot-test".into(),
+                worker_id: "test".into(),
                 variables: Default::default(),
                 local_variables: Default::default(),
             },

@@ -102,13 +102,11 @@ async fn deploy_and_start(
 }
 
 fn fast_polling() -> WorkerConfig {
+    // The engine re-checks waiting fetches for elapsed retry timeouts only every 30 s; short
+    // polls make retry timing visible.
     WorkerConfig {
-        // The engine re-checks waiting fetches for elapsed retry timeouts only every 30 s; short
-        // polls make retry timing visible.
         long_poll: Duration::from_millis(300),
-        grace_period: Duration::from_secs(5),
-        listen: "off".into(),
-        ..WorkerConfig::default()
+        ..support::quick_worker_config()
     }
 }
 
