@@ -424,6 +424,12 @@ fn print_report(report: &DeployReport) {
     for problem in &report.problems {
         eprintln!("procos: not deployed: {problem}");
     }
+    for (file, process) in &report.without_history_ttl {
+        eprintln!(
+            "procos: note: {}: process `{process}` has no camunda:historyTimeToLive, so the engine's default applies (ProcOS's engine: P180D; an engine without a default refuses it); set \"History cleanup › Time to live\" in Camunda Modeler to choose",
+            file.display()
+        );
+    }
 }
 
 fn print_welcome(client: &EngineClient, engine: &EngineSettings) {

@@ -25,6 +25,8 @@ pub struct DeployReport {
     pub problems: Vec<FileProblem>,
     /// External-task topics the deployed models use, by file.
     pub topics: Vec<(PathBuf, Vec<String>)>,
+    /// Processes without `camunda:historyTimeToLive`, by file: they get the engine's default.
+    pub without_history_ttl: Vec<(PathBuf, String)>,
 }
 
 /// A file that could not be deployed: where, what, and how to fix it.
@@ -126,7 +128,14 @@ pub async fn deploy_files(client: &EngineClient, files: &[PathBuf]) -> DeployRep
     let mut report = DeployReport::default();
     for file in files {
         match deploy_one(client, file).await {
-            Ok((definitions, topics)) => {
+            Ok((definitions, summary)) => {
+                let topics = summary.topics;
+                report.without_history_ttl.extend(
+                    summary
+                        .without_history_ttl
+                        .into_iter()
+                        .map(|process| (file.clone(), process)),
+                );
                 if definitions.is_empty() {
                     info!(file = %file.display(), "unchanged; no new version");
                     report.unchanged.push(file.clone());
@@ -150,7 +159,7 @@ pub async fn deploy_files(client: &EngineClient, files: &[PathBuf]) -> DeployRep
 async fn deploy_one(
     client: &EngineClient,
     file: &Path,
-) -> Result<(Vec<String>, Vec<String>), FileProblem> {
+) -> Result<(Vec<String>, validate::ModelSummary), FileProblem> {
     let name = file
         .file_name()
         .and_then(|n| n.to_str())
@@ -199,5 +208,5 @@ async fn deploy_one(
         .into_iter()
         .map(|d: &DeployedResource| format!("{}:{}", d.key, d.version))
         .collect();
-    Ok((definitions, summary.topics))
+    Ok((definitions, summary))
 }

@@ -24,6 +24,9 @@ pub(crate) struct ModelSummary {
     pub(crate) processes: Vec<String>,
     /// Topics of the external tasks, in document order, without repeats.
     pub(crate) topics: Vec<String>,
+    /// Executable processes without `camunda:historyTimeToLive`: the engine's default applies,
+    /// and an engine without one refuses them.
+    pub(crate) without_history_ttl: Vec<String>,
 }
 
 /// The kinds of file the init directory deploys.
@@ -115,9 +118,16 @@ fn check_bpmn(doc: &Document) -> Result<ModelSummary, Finding> {
             topics.push(topic.to_owned());
         }
     }
+    let without_history_ttl = processes
+        .iter()
+        .filter(|p| p.attribute("isExecutable") == Some("true"))
+        .filter(|p| p.attribute((CAMUNDA_NS, "historyTimeToLive")).is_none())
+        .map(|p| p.attribute("id").unwrap_or_default().to_owned())
+        .collect();
     Ok(ModelSummary {
         processes: executable,
         topics,
+        without_history_ttl,
     })
 }
 
@@ -172,6 +182,21 @@ mod tests {
         let summary = check("x.bpmn", GOOD.as_bytes()).unwrap();
         assert_eq!(summary.processes, ["p"]);
         assert_eq!(summary.topics, ["echo", "python"]);
+        assert_eq!(
+            summary.without_history_ttl,
+            ["p"],
+            "no historyTimeToLive on it"
+        );
+        let with_ttl = GOOD.replace(
+            r#"isExecutable="true""#,
+            r#"isExecutable="true" camunda:historyTimeToLive="P30D""#,
+        );
+        assert!(
+            check("x.bpmn", with_ttl.as_bytes())
+                .unwrap()
+                .without_history_ttl
+                .is_empty()
+        );
     }
 
     #[test]

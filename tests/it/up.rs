@@ -222,6 +222,15 @@ async fn up_serves_cockpit_with_the_init_models_and_ctrl_c_leaves_no_java() {
         "names the file and the fix: {}",
         topic[0]
     );
+    let ttl = line_with("has no camunda:historyTimeToLive");
+    assert!(
+        ttl.iter().any(|l| l.contains("unserved-topic.bpmn")),
+        "a process without a history time-to-live is noted:\n{stderr}"
+    );
+    assert!(
+        !ttl.iter().any(|l| l.contains("hello.bpmn")),
+        "hello.bpmn sets one"
+    );
 }
 
 /// A second boot on the same database deploys nothing new and starts no second root instance.
