@@ -14,6 +14,8 @@ say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo clippy"
 cargo clippy --locked --workspace --all-targets --quiet -- -D warnings
+say "Camunda Modeler element templates"
+bash "$ROOT/scripts/check-element-templates.sh"
 
 # One engine shared by the integration tests (each test uses its own process keys); the tests
 # that are about booting start engines of their own.

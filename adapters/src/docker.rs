@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::{ContainerSpec, Guards, ImageAllowlist, Sandbox};
+use crate::sandbox::{ContainerSpec, Guards, ImageAllowlist, Sandbox, json_input};
 use crate::{Adapter, AdapterTask, Failure, Outcome, Retry, async_trait};
 
 /// `[topics.NAME.settings]` for `docker`.
@@ -97,7 +97,7 @@ impl Adapter for DockerAdapter {
         if !self.allowlist.allows(&image) {
             return Outcome::Failure(self.allowlist.refusal(&image));
         }
-        let command = match (&self.settings.command, task.inputs.get("command")) {
+        let command = match (&self.settings.command, json_input(&task.inputs, "command")) {
             (Some(command), _) => Some(command.clone()),
             (None, Some(value)) => match serde_json::from_value::<Vec<String>>(value.clone()) {
                 Ok(command) => Some(command),

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::sandbox::json_input;
 use crate::{Adapter, AdapterTask, Failure, Outcome, Retry, async_trait};
 
 /// `[topics.NAME.settings]` for `llm`.
@@ -498,11 +499,8 @@ impl LlmAdapter {
             Ok(system) => system,
             Err(failure) => return Outcome::Failure(failure),
         };
-        let schema = task
-            .inputs
-            .get("schema")
-            .cloned()
-            .or_else(|| self.schema.clone());
+        // A Modeler text field gives the schema as JSON text.
+        let schema = json_input(&task.inputs, "schema").or_else(|| self.schema.clone());
         let started = Instant::now();
         let Some(vote) = &self.settings.probabilistic else {
             return match self

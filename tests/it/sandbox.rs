@@ -369,3 +369,39 @@ async fn a_missing_image_fails_the_task_naming_it() {
         "{message}"
     );
 }
+
+/// The shape `bpmn/element-templates/python.json` gives a task in Camunda Modeler: the script as
+/// the task's input parameter `script`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_from_the_models_input_parameter_runs() {
+    let client = support::engine();
+    let key = support::unique("py-template");
+    let topic = support::unique("py-template");
+    let xml = support::model(
+        &key,
+        &topic,
+        r#"<bpmn:extensionElements><camunda:inputOutput>
+          <camunda:inputParameter name="script">outputs['doubled'] = inputs['n'] * 2</camunda:inputParameter>
+        </camunda:inputOutput></bpmn:extensionElements>"#,
+        r#"<bpmn:endEvent id="after"/>"#,
+    )
+    .replace(r#"<bpmn:sequenceFlow id="f3" sourceRef="after" targetRef="end"/>"#, "")
+    .replace(r#"<bpmn:endEvent id="end"/>"#, "");
+    support::deploy(&client, &format!("{key}.bpmn"), &xml).await;
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        support::quick_worker_config(),
+        support::topics(&[(&topic, TopicConfig::new("python"))]),
+    );
+    let instance = support::start(
+        &client,
+        &key,
+        [("n".to_owned(), Variable::Integer(21))].into(),
+    )
+    .await;
+    support::wait_completed(&client, &instance, Duration::from_secs(60)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let vars = client.historic_variables(&instance).await.unwrap();
+    assert_eq!(vars["doubled"], Variable::Integer(42));
+}
