@@ -790,14 +790,21 @@ fn outcome(spec: &ContainerSpec, ended: Ended) -> Outcome {
         Err(failure) => return Outcome::Failure(failure),
     };
     let stderr_tail = tail(&ended.stderr);
-    if ended.oom_killed {
+    // SIGKILL that the sandbox did not send (its timeout returns earlier): the kernel's OOM
+    // killer at the memory limit. Docker flags OOMKilled only when it hit the container's first
+    // process, not a child of its init.
+    const SIGKILLED: i64 = 128 + 9;
+    if ended.oom_killed || ended.exit_code == SIGKILLED {
+        let how = if ended.oom_killed {
+            "ran out of memory"
+        } else {
+            "was killed (SIGKILL), most likely for running out of memory"
+        };
         return Outcome::Failure(Failure::new(
+            format!("the container {how} (limit {} MiB)", spec.guards.memory_mb),
             format!(
-                "the container ran out of memory (limit {} MiB) and was killed",
-                spec.guards.memory_mb
-            ),
-            format!(
-                "Raise sandbox.memory_mb if the work needs more. The end of its stderr:\n{stderr_tail}"
+                "Raise sandbox.memory_mb if the work needs more. Exit code {}. The end of its stderr:\n{stderr_tail}",
+                ended.exit_code
             ),
             Retry::Later,
         ));
@@ -972,6 +979,11 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let killed = outcome(&spec(), ended(137, "", None));
+        assert!(
+            matches!(killed, Outcome::Failure(ref f) if f.message.contains("out of memory (limit 256 MiB)")),
+            "{killed:?}"
+        );
         let not_object = outcome(&spec(), ended(0, "", Some("[1]")));
         assert!(matches!(not_object, Outcome::Failure(ref f) if f.retry == Retry::Never));
     }
