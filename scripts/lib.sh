@@ -90,8 +90,12 @@ start_scratch_engine() {
   engine_dir=$(mktemp -d)
   port=$(free_port)
   say "starting an engine on port $port"
-  (cd "$engine_dir" && SERVER_PORT=$port exec java -jar "$PROCOS_ENGINE_JAR" >"$engine_dir/engine.log" 2>&1) &
+  # Started from its directory (H2 keeps its files there) without a subshell, so that $! is
+  # java itself and the cleanup stops the engine, not a shell around it.
+  pushd "$engine_dir" >/dev/null
+  SERVER_PORT=$port java -jar "$PROCOS_ENGINE_JAR" >"$engine_dir/engine.log" 2>&1 &
   engine_pid=$!
+  popd >/dev/null
   on_exit stop_scratch_engine
   for _ in $(seq 1 180); do
     curl -fs "http://127.0.0.1:$port/engine-rest/engine" >/dev/null 2>&1 && break

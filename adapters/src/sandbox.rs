@@ -529,6 +529,8 @@ pub(crate) struct WarmPool {
     size: usize,
     ready: Arc<Mutex<VecDeque<String>>>,
     filling: Mutex<JoinSet<()>>,
+    /// Whether the warm containers of dead workers have been cleared away yet.
+    swept: std::sync::atomic::AtomicBool,
 }
 
 impl WarmPool {
@@ -552,6 +554,7 @@ impl WarmPool {
             size,
             ready: Arc::default(),
             filling: Mutex::new(JoinSet::new()),
+            swept: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -562,6 +565,9 @@ impl WarmPool {
     /// Runs `spec` in a waiting container when one is ready, else in a cold one; tops the pool
     /// up either way.
     pub(crate) async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
+        if !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.sandbox.remove_given_up_warm_containers().await;
+        }
         let warm = self.take_running().await;
         self.top_up();
         let Some(id) = warm else {
@@ -635,6 +641,26 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Sandbox {
+    /// Removes warm containers that stopped waiting: a worker that was killed, or whose last
+    /// task never came, leaves them behind (exited with code 75). A stopped warm container never
+    /// runs a task, so any worker may clear them.
+    async fn remove_given_up_warm_containers(&self) {
+        let filters = HashMap::from([
+            ("label", vec![WARM_LABEL.to_owned()]),
+            ("status", vec!["exited".to_owned()]),
+        ]);
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let Ok(stopped) = self.docker.list_containers(Some(options)).await else {
+            return;
+        };
+        for id in stopped.into_iter().filter_map(|c| c.id) {
+            self.remove(&id).await;
+        }
+    }
+
     async fn is_running(&self, id: &str) -> bool {
         self.docker
             .inspect_container(id, None)
