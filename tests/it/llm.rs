@@ -37,11 +37,7 @@ fn llm_topic(settings: &str, url: &str) -> TopicConfig {
 async fn run_one(config: TopicConfig, variables: Variables) -> Result<Variables, String> {
     let client = support::engine();
     let (key, topic) = support::deploy_process(&client, "llm").await;
-    let (stop, worker) = support::start_worker_with(
-        &client,
-        support::quick_worker_config(),
-        support::topics(&[(&topic, config)]),
-    );
+    let (stop, worker) = support::start_quick_worker(&client, &topic, config);
     let instance = support::start(&client, &key, variables).await;
     let result = settle(&client, &instance).await;
     stop.cancel();
@@ -223,11 +219,7 @@ async fn no_consensus_is_a_bpmn_error_the_model_routes() {
         "base_url = '{url}'\nmodel = 'smollm2'\nprompt = 'Invent a name for a ship.'\nmax_tokens = 8\ntemperature = 1.5\nseed = 5\n[probabilistic]\nsamples = 5\nwindow = 5\nmin_confidence = 1.0\nno_consensus_error = 'NO_STOCK'",
         &openai_url(),
     );
-    let (stop, worker) = support::start_worker_with(
-        &client,
-        support::quick_worker_config(),
-        support::topics(&[(&topic, config)]),
-    );
+    let (stop, worker) = support::start_quick_worker(&client, &topic, config);
     let instance = support::start(&client, &key, Variables::new()).await;
     support::wait_completed(&client, &instance, Duration::from_secs(120)).await;
     stop.cancel();

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use camunda_client::{EngineClient, Incident, Variable, Variables};
+use camunda_client::{Variable, Variables};
 use procos_worker::TopicConfig;
 
-use crate::support::{self, assert_eventually};
+use crate::support;
 
 /// The ids of the containers, running or not, that the sandbox made for `topic`.
 fn containers_of(topic: &str) -> String {
@@ -26,32 +26,12 @@ fn containers_of(topic: &str) -> String {
     String::from_utf8_lossy(&listing.stdout).trim().to_owned()
 }
 
-fn script(source: &str) -> Variables {
-    [("script".to_owned(), Variable::String(source.to_owned()))].into()
-}
-
-async fn incident_of(client: &EngineClient, instance: &str, within: Duration) -> Incident {
-    assert_eventually("an incident", within, || async {
-        client
-            .incidents(Some(instance))
-            .await
-            .ok()?
-            .into_iter()
-            .next()
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_script_turns_inputs_into_process_variables() {
     let client = support::engine();
     let (key, topic) = support::deploy_process(&client, "py-ok").await;
-    let (stop, worker) = support::start_worker_with(
-        &client,
-        support::quick_worker_config(),
-        support::topics(&[(&topic, TopicConfig::new("python"))]),
-    );
-    let mut variables = script(
+    let (stop, worker) = support::start_quick_worker(&client, &topic, TopicConfig::new("python"));
+    let mut variables = support::script(
         "outputs['total'] = inputs['a'] + inputs['b']\noutputs['greeting'] = 'hello ' + inputs['name']",
     );
     variables.insert("a".into(), Variable::Integer(2));
@@ -73,20 +53,16 @@ async fn a_raising_script_ends_in_an_incident_with_its_traceback() {
     let mut python = TopicConfig::new("python");
     python.retries = 2;
     python.retry_backoff = Duration::from_secs(1);
-    let (stop, worker) = support::start_worker_with(
-        &client,
-        support::quick_worker_config(),
-        support::topics(&[(&topic, python)]),
-    );
+    let (stop, worker) = support::start_quick_worker(&client, &topic, python);
     let instance = support::start(
         &client,
         &key,
-        script(
+        support::script(
             "def check(x):\n    raise ValueError('the ledger says no: ' + x)\n\ncheck('INV-7')\n",
         ),
     )
     .await;
-    let incident = incident_of(&client, &instance, Duration::from_secs(60)).await;
+    let incident = support::incident(&client, &instance, Duration::from_secs(60)).await;
     stop.cancel();
     worker.await.unwrap();
     let message = incident.incident_message.unwrap_or_default();
@@ -128,11 +104,7 @@ async fn misbehaving_scripts_are_contained_and_reported() {
         "[sandbox]\ntimeout = '5s'\nmemory_mb = 64\npids_limit = 32\nmax_output_kb = 64",
     )
     .unwrap();
-    let (stop, worker) = support::start_worker_with(
-        &client,
-        support::quick_worker_config(),
-        support::topics(&[(&topic, python)]),
-    );
+    let (stop, worker) = support::start_quick_worker(&client, &topic, python);
 
     let cases: BTreeMap<&str, (String, &[&str])> = BTreeMap::from([
         (
@@ -199,10 +171,13 @@ async fn misbehaving_scripts_are_contained_and_reported() {
     ]);
     let mut instances = Vec::new();
     for (name, (source, _)) in &cases {
-        instances.push((*name, support::start(&client, &key, script(source)).await));
+        instances.push((
+            *name,
+            support::start(&client, &key, support::script(source)).await,
+        ));
     }
     for (name, instance) in &instances {
-        let incident = incident_of(&client, instance, Duration::from_secs(90)).await;
+        let incident = support::incident(&client, instance, Duration::from_secs(90)).await;
         let message = incident.incident_message.unwrap_or_default();
         let expected = cases[name].1;
         assert!(
@@ -210,7 +185,7 @@ async fn misbehaving_scripts_are_contained_and_reported() {
             "{name}: the incident says why ({expected:?}): {message}"
         );
     }
-    let fine = support::start(&client, &key, script("outputs['ok'] = True\n")).await;
+    let fine = support::start(&client, &key, support::script("outputs['ok'] = True\n")).await;
     support::wait_completed(&client, &fine, Duration::from_secs(60)).await;
     assert!(!worker.is_finished(), "the worker kept running");
     stop.cancel();
@@ -230,11 +205,7 @@ async fn the_docker_adapter_runs_an_image_and_refuses_one_outside_the_allowlist(
     )
     .unwrap();
     // No image in the settings: each task names its own, and the allowlist decides.
-    let (stop, worker) = support::start_worker_with(
-        &client,
-        support::quick_worker_config(),
-        support::topics(&[(&topic, docker)]),
-    );
+    let (stop, worker) = support::start_quick_worker(&client, &topic, docker);
     let mut allowed: Variables = [("n".to_owned(), Variable::Integer(21))].into();
     allowed.insert(
         "image".into(),
@@ -250,7 +221,7 @@ async fn the_docker_adapter_runs_an_image_and_refuses_one_outside_the_allowlist(
         client.historic_variables(&ok).await.unwrap()["doubled"],
         Variable::Integer(42)
     );
-    let incident = incident_of(&client, &bad, Duration::from_secs(30)).await;
+    let incident = support::incident(&client, &bad, Duration::from_secs(30)).await;
     assert!(
         incident
             .incident_message
@@ -284,18 +255,14 @@ async fn warm_containers_serve_one_task_each() {
     let mut python = TopicConfig::new("python");
     python.settings = toml::from_str("warm = 2").unwrap();
     python.max_tasks = Some(1);
-    let (stop, worker) = support::start_worker_with(
-        &client,
-        support::quick_worker_config(),
-        support::topics(&[(&topic, python)]),
-    );
+    let (stop, worker) = support::start_quick_worker(&client, &topic, python);
     let source = "import os, socket\n\
         outputs['container'] = socket.gethostname()\n\
         outputs['inherited'] = os.path.exists('/tmp/left-behind')\n\
         open('/tmp/left-behind', 'w').write('x')\n";
     let mut seen = Vec::new();
     for _ in 0..4 {
-        let instance = support::start(&client, &key, script(source)).await;
+        let instance = support::start(&client, &key, support::script(source)).await;
         support::wait_completed(&client, &instance, Duration::from_secs(60)).await;
         let vars = client.historic_variables(&instance).await.unwrap();
         assert_eq!(vars["inherited"], Variable::Boolean(false), "a clean /tmp");
@@ -323,13 +290,10 @@ async fn warm_containers_serve_one_task_each() {
 async fn a_scripts_bpmn_error_is_caught_by_the_boundary_event() {
     let client = support::engine();
     let (key, topic) = support::deploy_boundary_process(&client, "py-bpmn").await;
-    let (stop, worker) = support::start_worker_with(
-        &client,
-        support::quick_worker_config(),
-        support::topics(&[(&topic, TopicConfig::new("python"))]),
+    let (stop, worker) = support::start_quick_worker(&client, &topic, TopicConfig::new("python"));
+    let mut variables = support::script(
+        "raise BpmnError('NO_STOCK', 'none left of ' + inputs['sku'], {'reorder': True})",
     );
-    let mut variables =
-        script("raise BpmnError('NO_STOCK', 'none left of ' + inputs['sku'], {'reorder': True})");
     variables.insert("sku".into(), Variable::String("A-1".into()));
     let instance = support::start(&client, &key, variables).await;
     support::wait_completed(&client, &instance, Duration::from_secs(60)).await;
@@ -352,13 +316,9 @@ async fn a_missing_image_fails_the_task_naming_it() {
     let mut docker = TopicConfig::new("docker");
     docker.retries = 1;
     docker.settings = toml::from_str("image = 'procos/no-such-image:1'").unwrap();
-    let (stop, worker) = support::start_worker_with(
-        &client,
-        support::quick_worker_config(),
-        support::topics(&[(&topic, docker)]),
-    );
+    let (stop, worker) = support::start_quick_worker(&client, &topic, docker);
     let instance = support::start(&client, &key, Variables::new()).await;
-    let incident = incident_of(&client, &instance, Duration::from_secs(60)).await;
+    let incident = support::incident(&client, &instance, Duration::from_secs(60)).await;
     stop.cancel();
     worker.await.unwrap();
     let message = incident.incident_message.unwrap_or_default();
@@ -388,11 +348,7 @@ async fn a_script_from_the_models_input_parameter_runs() {
     .replace(r#"<bpmn:sequenceFlow id="f3" sourceRef="after" targetRef="end"/>"#, "")
     .replace(r#"<bpmn:endEvent id="end"/>"#, "");
     support::deploy(&client, &format!("{key}.bpmn"), &xml).await;
-    let (stop, worker) = support::start_worker_with(
-        &client,
-        support::quick_worker_config(),
-        support::topics(&[(&topic, TopicConfig::new("python"))]),
-    );
+    let (stop, worker) = support::start_quick_worker(&client, &topic, TopicConfig::new("python"));
     let instance = support::start(
         &client,
         &key,

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use camunda_client::{EngineClient, Variable, Variables};
+use camunda_client::{Variable, Variables};
 use procos_worker::TopicConfig;
 use serde_json::json;
 
-use crate::support::{self, assert_eventually};
+use crate::support;
 
 fn scilab_topic(outputs: &[&str]) -> TopicConfig {
     let mut topic = TopicConfig::new("scilab");
@@ -24,35 +24,14 @@ fn scilab_topic(outputs: &[&str]) -> TopicConfig {
     topic
 }
 
-fn with_script(source: &str, mut variables: Variables) -> Variables {
-    variables.insert("script".into(), Variable::String(source.into()));
-    variables
-}
-
-async fn incident_message(client: &EngineClient, instance: &str) -> String {
-    assert_eventually("an incident", Duration::from_secs(90), || async {
-        client
-            .incidents(Some(instance))
-            .await
-            .ok()?
-            .into_iter()
-            .next()
-            .and_then(|i| i.incident_message)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrices_numbers_and_strings_round_trip_through_scilab() {
     let client = support::engine();
     let (key, topic) = support::deploy_process(&client, "scilab-ok").await;
-    let (stop, worker) = support::start_worker_with(
+    let (stop, worker) = support::start_quick_worker(
         &client,
-        support::quick_worker_config(),
-        support::topics(&[(
-            &topic,
-            scilab_topic(&["total", "doubled", "echo", "flags", "third"]),
-        )]),
+        &topic,
+        scilab_topic(&["total", "doubled", "echo", "flags", "third"]),
     );
     let tricky = "it's \"quoted\"\nsecond line\twith a tab and a \\ backslash";
     let variables: Variables = [
@@ -62,7 +41,15 @@ async fn matrices_numbers_and_strings_round_trip_through_scilab() {
     ]
     .into();
     let script = "total = a * 21;\ndoubled = m * 2;\necho = s;\nflags = m > 2;\nthird = 1/3;\n";
-    let instance = support::start(&client, &key, with_script(script, variables)).await;
+    let instance = support::start(
+        &client,
+        &key,
+        variables
+            .into_iter()
+            .chain(support::script(script))
+            .collect(),
+    )
+    .await;
     support::wait_completed(&client, &instance, Duration::from_secs(90)).await;
     stop.cancel();
     worker.await.unwrap();
@@ -89,11 +76,7 @@ async fn matrices_numbers_and_strings_round_trip_through_scilab() {
 async fn each_way_a_scilab_script_fails_is_reported() {
     let client = support::engine();
     let (key, topic) = support::deploy_process(&client, "scilab-fail").await;
-    let (stop, worker) = support::start_worker_with(
-        &client,
-        support::quick_worker_config(),
-        support::topics(&[(&topic, scilab_topic(&["x"]))]),
-    );
+    let (stop, worker) = support::start_quick_worker(&client, &topic, scilab_topic(&["x"]));
     let cases: BTreeMap<&str, (&str, &str)> = BTreeMap::from([
         (
             "error()",
@@ -118,11 +101,14 @@ async fn each_way_a_scilab_script_fails_is_reported() {
     ]);
     let mut instances = Vec::new();
     for (name, (script, _)) in &cases {
-        let instance = support::start(&client, &key, with_script(script, Variables::new())).await;
+        let instance = support::start(&client, &key, support::script(script)).await;
         instances.push((*name, instance));
     }
     for (name, instance) in &instances {
-        let message = incident_message(&client, instance).await;
+        let message = support::incident(&client, instance, Duration::from_secs(90))
+            .await
+            .incident_message
+            .unwrap_or_default();
         let expected = cases[name].1;
         if *name == "a hang" {
             // input() with no terminal either hangs until the timeout or fails at once.
@@ -145,13 +131,9 @@ async fn each_way_a_scilab_script_fails_is_reported() {
 async fn a_scilab_bpmn_error_is_caught_by_the_boundary_event() {
     let client = support::engine();
     let (key, topic) = support::deploy_boundary_process(&client, "scilab-bpmn").await;
-    let (stop, worker) = support::start_worker_with(
-        &client,
-        support::quick_worker_config(),
-        support::topics(&[(&topic, scilab_topic(&[]))]),
-    );
+    let (stop, worker) = support::start_quick_worker(&client, &topic, scilab_topic(&[]));
     let script = "if 1 > 0 then\n  procos_bpmn_error(\"NO_STOCK\", \"none left\");\nend\n";
-    let instance = support::start(&client, &key, with_script(script, Variables::new())).await;
+    let instance = support::start(&client, &key, support::script(script)).await;
     support::wait_completed(&client, &instance, Duration::from_secs(90)).await;
     stop.cancel();
     worker.await.unwrap();

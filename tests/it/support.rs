@@ -457,3 +457,38 @@ pub async fn lock_tasks(
         .await
         .unwrap()
 }
+
+/// A quick worker ([`quick_worker_config`]) serving `topic` with `config`.
+pub fn start_quick_worker(
+    client: &EngineClient,
+    topic: &str,
+    config: TopicConfig,
+) -> (CancellationToken, JoinHandle<()>) {
+    start_worker_with(client, quick_worker_config(), topics(&[(topic, config)]))
+}
+
+/// The variable `script` holding `source`, as a model's input parameter would give it.
+pub fn script(source: &str) -> camunda_client::Variables {
+    [(
+        "script".to_owned(),
+        camunda_client::Variable::String(source.to_owned()),
+    )]
+    .into()
+}
+
+/// The first incident of `instance`, once there is one.
+pub async fn incident(
+    client: &EngineClient,
+    instance: &str,
+    within: Duration,
+) -> camunda_client::Incident {
+    assert_eventually("an incident", within, || async {
+        client
+            .incidents(Some(instance))
+            .await
+            .ok()?
+            .into_iter()
+            .next()
+    })
+    .await
+}
