@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::{
-    ContainerSpec, Guards, ImageAllowlist, Sandbox, check_script_name, script_source,
+    ContainerSpec, Guards, ImageAllowlist, Sandbox, check_script_name, json_input, script_source,
 };
 use crate::{Adapter, AdapterTask, Failure, Outcome, Retry, async_trait};
 
@@ -32,7 +32,9 @@ pub(crate) struct ScilabSettings {
     /// Where `script` files are looked up.
     #[serde(default = "default_scripts_dir")]
     scripts_dir: PathBuf,
-    /// The Scilab variables handed back as outputs after the script ran.
+    /// The Scilab variables handed back as outputs after the script ran. Empty: the task's
+    /// input `outputs` names them (a list, or names separated by commas or spaces), so one
+    /// generic topic serves every script a model holds.
     #[serde(default)]
     outputs: Vec<String>,
     /// The inputs handed to Scilab; each must exist and be a Scilab value. Absent: every input
@@ -109,6 +111,10 @@ impl Adapter for ScilabAdapter {
             Ok(script) => script,
             Err(failure) => return Outcome::Failure(failure),
         };
+        let outputs = match outputs_of(&self.settings.outputs, &task.inputs) {
+            Ok(outputs) => outputs,
+            Err(failure) => return Outcome::Failure(failure),
+        };
         let assignments = match scilab_inputs(&task.inputs, self.settings.inputs.as_deref()) {
             Ok(text) => text,
             Err(failure) => return Outcome::Failure(failure),
@@ -122,16 +128,48 @@ impl Adapter for ScilabAdapter {
             files: vec![
                 ("inputs.sce".to_owned(), assignments.into_bytes()),
                 ("script.sce".to_owned(), source.into_bytes()),
-                (
-                    "outputs.txt".to_owned(),
-                    self.settings.outputs.join("\n").into_bytes(),
-                ),
+                ("outputs.txt".to_owned(), outputs.join("\n").into_bytes()),
             ],
             bpmn_error_exit_codes: BTreeMap::from([(BPMN_ERROR_EXIT, String::new())]),
             guards: self.settings.sandbox.clone(),
         };
         self.sandbox.run(&spec, &cancel).await
     }
+}
+
+/// The outputs of a task: the topic's (`configured`), else those its input `outputs` names.
+fn outputs_of(configured: &[String], inputs: &Map<String, Value>) -> Result<Vec<String>, Failure> {
+    if !configured.is_empty() {
+        return Ok(configured.to_vec());
+    }
+    let names: Vec<String> = match json_input(inputs, "outputs") {
+        None => return Ok(Vec::new()),
+        Some(Value::String(text)) => text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned).ok_or(()))
+            .collect::<Result<_, _>>()
+            .map_err(|()| outputs_refused("is a list with something other than names in it"))?,
+        Some(_) => return Err(outputs_refused("is neither a list of names nor text")),
+    };
+    if let Some(bad) = names.iter().find(|name| !is_identifier(name)) {
+        return Err(outputs_refused(&format!(
+            "names `{bad}`, which is not a Scilab variable name"
+        )));
+    }
+    Ok(names)
+}
+
+fn outputs_refused(what: &str) -> Failure {
+    Failure::new(
+        format!("the input `outputs` {what}"),
+        "Name the Scilab variables to hand back, e.g. `total, mean` (letters, digits and _, not starting with a digit, no keyword), in the task's input `outputs` or the topic's settings.",
+        Retry::Never,
+    )
 }
 
 /// Scilab's keywords, which no variable may be named.
@@ -303,6 +341,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_task_names_its_outputs_when_the_topic_does_not() {
+        let inputs = |value: Value| json!({ "outputs": value }).as_object().cloned().unwrap();
+        let configured = vec!["x".to_owned()];
+        assert_eq!(outputs_of(&configured, &inputs(json!("y"))).unwrap(), ["x"]);
+        assert_eq!(
+            outputs_of(&[], &inputs(json!("total, mean  n"))).unwrap(),
+            ["total", "mean", "n"]
+        );
+        assert_eq!(
+            outputs_of(&[], &inputs(json!("[\"a\", \"b\"]"))).unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(outputs_of(&[], &inputs(json!(["a"]))).unwrap(), ["a"]);
+        assert!(outputs_of(&[], &Map::new()).unwrap().is_empty());
+        let refused = outputs_of(&[], &inputs(json!("total, 2x"))).unwrap_err();
+        assert!(refused.message.contains("`2x`"), "{}", refused.message);
+        assert!(outputs_of(&[], &inputs(json!([1]))).is_err());
+        assert!(outputs_of(&[], &inputs(json!("end"))).is_err());
+    }
 
     #[test]
     fn json_values_become_scilab_expressions() {
