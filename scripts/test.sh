@@ -16,6 +16,8 @@ say "cargo clippy"
 cargo clippy --locked --workspace --all-targets --quiet -- -D warnings
 say "Camunda Modeler element templates"
 bash "$ROOT/scripts/check-element-templates.sh"
+say "bpmnlint"
+bash "$ROOT/scripts/lint-bpmn.sh"
 
 # One engine shared by the integration tests (each test uses its own process keys); the tests
 # that are about booting start engines of their own.

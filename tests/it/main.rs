@@ -5,6 +5,7 @@
 mod cli;
 mod docker;
 mod end_to_end;
+mod examples;
 mod fleet;
 mod init_dir;
 mod llm;
