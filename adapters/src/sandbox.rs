@@ -196,7 +196,7 @@ impl Sandbox {
     /// Connects (lazily) to the local Docker engine, or the one `DOCKER_HOST` names.
     pub(crate) fn connect(guards: &Guards) -> Result<Self, String> {
         guards.check()?;
-        let docker = Docker::connect_with_local_defaults()
+        let docker = Docker::connect_with_defaults()
             .map_err(|e| format!("cannot use the Docker engine: {e}"))?;
         Ok(Self { docker })
     }

@@ -11,6 +11,7 @@ mod init_dir;
 mod llm;
 mod orchestration;
 mod sandbox;
+mod sandbox_proxy;
 mod scilab;
 mod support;
 mod up;
