@@ -28,4 +28,7 @@ export PROCOS_TEST_LLM_URL="$LLM_URL" PROCOS_TEST_OLLAMA_URL="$OLLAMA_URL"
 
 say "cargo test"
 cargo test --locked --workspace --no-fail-fast
+
+# The compose fleet: images, `compose up`, scaling, a killed replica, an incident in Cockpit.
+bash "$ROOT/scripts/compose-test.sh"
 say "all checks passed in $(( $(date +%s) - started )) s"

@@ -3,6 +3,7 @@
 //! `PROCOS_TEST_ENGINE_URL`; tests about booting start engines of their own.
 
 mod cli;
+mod compose;
 mod docker;
 mod end_to_end;
 mod examples;

@@ -1,0 +1,493 @@
+//! The compose fleet (`compose.yaml`) under load: 300 instances across the adapters with 1, 3
+//! and 6 worker replicas, one replica `docker kill`ed mid-run, and a failing task that becomes
+//! an incident a person can act on in Cockpit.
+//!
+//! Ignored in the ordinary run: `scripts/compose-test.sh` brings the fleet up with `docker
+//! compose`, runs this test against it, and takes it down. It passes the fleet in
+//! `PROCOS_TEST_COMPOSE` (the compose command with its project and file), `PROCOS_TEST_COMPOSE_URL`
+//! (the engine's base URL on loopback), `PROCOS_ENGINE_USER`/`PROCOS_ENGINE_PASSWORD`, and where
+//! the Cockpit screenshot goes (`PROCOS_TEST_ARTIFACTS`, `PROCOS_TEST_PLAYWRIGHT`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use camunda_client::{
+    Auth, EngineClient, ExternalTaskLogQuery, StartProcessInstance, Variable, Variables,
+};
+use tokio::task::JoinSet;
+
+use crate::support::{self, assert_eventually};
+
+/// Instances per round, spread over the adapters as `kind` says.
+const INSTANCES: usize = 300;
+/// Worker replicas per round.
+const ROUNDS: [usize; 3] = [1, 3, 6];
+
+/// What an instance of each adapter computes from its `n`, and where to find it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Echo,
+    Python,
+    Docker,
+    Scilab,
+}
+
+impl Kind {
+    /// Half the instances echo (the worker's own cost), the rest start a container each.
+    fn of(i: usize) -> Self {
+        match i % 10 {
+            0..=4 => Kind::Echo,
+            5 | 6 => Kind::Python,
+            7 | 8 => Kind::Docker,
+            _ => Kind::Scilab,
+        }
+    }
+
+    fn topic(self) -> &'static str {
+        match self {
+            Kind::Echo => "echo",
+            Kind::Python => "python",
+            Kind::Docker => "docker",
+            Kind::Scilab => "scilab",
+        }
+    }
+
+    /// The task's input parameters, as the element templates write them.
+    fn inputs(self) -> &'static str {
+        match self {
+            Kind::Echo => {
+                r#"<camunda:inputParameter name="next">${n + 1}</camunda:inputParameter>"#
+            }
+            Kind::Python => {
+                r#"<camunda:inputParameter name="script">outputs["square"] = inputs["n"] ** 2</camunda:inputParameter>"#
+            }
+            Kind::Docker => {
+                r#"<camunda:inputParameter name="image">procos/python-sandbox:latest</camunda:inputParameter>
+        <camunda:inputParameter name="command">["python3", "-c", "import json; n = json.load(open('/in/input.json'))['n']; print(json.dumps({'cube': n ** 3}))"]</camunda:inputParameter>"#
+            }
+            Kind::Scilab => {
+                r#"<camunda:inputParameter name="script">half = n / 2;</camunda:inputParameter>
+        <camunda:inputParameter name="outputs">half</camunda:inputParameter>"#
+            }
+        }
+    }
+
+    /// The result variable and its expected value for input `n`.
+    fn expected(self, n: i64) -> (&'static str, f64) {
+        match self {
+            Kind::Echo => ("next", (n + 1) as f64),
+            Kind::Python => ("square", (n * n) as f64),
+            Kind::Docker => ("cube", (n * n * n) as f64),
+            Kind::Scilab => ("half", n as f64 / 2.0),
+        }
+    }
+}
+
+const KINDS: [Kind; 4] = [Kind::Echo, Kind::Python, Kind::Docker, Kind::Scilab];
+
+struct Fleet {
+    compose: Vec<String>,
+    client: EngineClient,
+    base_url: String,
+    user: String,
+}
+
+impl Fleet {
+    fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: scripts/compose-test.sh runs this test")
+            })
+        };
+        let base_url = var("PROCOS_TEST_COMPOSE_URL");
+        let user = var("PROCOS_ENGINE_USER");
+        let client = EngineClient::new(
+            &format!("{base_url}/engine-rest"),
+            Auth::Basic {
+                user: user.clone(),
+                password: var("PROCOS_ENGINE_PASSWORD"),
+            },
+        )
+        .unwrap();
+        let compose = var("PROCOS_TEST_COMPOSE")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        Self {
+            compose,
+            client,
+            base_url,
+            user,
+        }
+    }
+
+    fn compose(&self, args: &[&str]) -> String {
+        let output = Command::new(&self.compose[0])
+            .args(&self.compose[1..])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "compose {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn workers(&self) -> Vec<String> {
+        self.compose(&["ps", "-q", "worker"])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Scales the workers to `replicas` and waits until each answers `/readyz`.
+    async fn scale(&self, replicas: usize) {
+        self.compose(&[
+            "up",
+            "-d",
+            "--no-build",
+            "--scale",
+            &format!("worker={replicas}"),
+            "worker",
+        ]);
+        assert_eventually(
+            &format!("{replicas} healthy worker replicas"),
+            Duration::from_secs(120),
+            || async {
+                let workers = self.workers();
+                let healthy = workers
+                    .iter()
+                    .filter(|id| {
+                        docker(&["inspect", "-f", "{{.State.Health.Status}}", id]).trim()
+                            == "healthy"
+                    })
+                    .count();
+                (workers.len() == replicas && healthy == replicas).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn model(key: &str, kind: Kind) -> String {
+    support::model(
+        key,
+        kind.topic(),
+        &format!(
+            "<bpmn:extensionElements><camunda:inputOutput>{}</camunda:inputOutput></bpmn:extensionElements>",
+            kind.inputs()
+        ),
+        r#"<bpmn:endEvent id="after"/>"#,
+    )
+    .replace(r#"<bpmn:sequenceFlow id="f3" sourceRef="after" targetRef="end"/>"#, "")
+    .replace(r#"<bpmn:endEvent id="end"/>"#, "")
+    .replace(
+        r#"<bpmn:process id="#,
+        r#"<bpmn:process camunda:historyTimeToLive="P1D" id="#,
+    )
+}
+
+/// A one-task Python process whose script fails; with DI, so Cockpit draws the incident on the
+/// task.
+fn failing_model(key: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:bpmndi="http://www.omg.org/spec/BPMN/20100524/DI" xmlns:dc="http://www.omg.org/spec/DD/20100524/DC"
+    xmlns:di="http://www.omg.org/spec/DD/20100524/DI" xmlns:camunda="http://camunda.org/schema/1.0/bpmn"
+    id="defs-{key}" targetNamespace="https://procos.io/test">
+  <bpmn:process id="{key}" name="Invoice total" isExecutable="true" camunda:historyTimeToLive="P1D">
+    <bpmn:startEvent id="start" name="Invoice received"/>
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="total"/>
+    <bpmn:serviceTask id="total" name="Compute the total" camunda:type="external" camunda:topic="python">
+      <bpmn:extensionElements><camunda:inputOutput>
+        <camunda:inputParameter name="script">raise ValueError(f"invoice {{inputs['n']}} has no total")</camunda:inputParameter>
+      </camunda:inputOutput></bpmn:extensionElements>
+    </bpmn:serviceTask>
+    <bpmn:sequenceFlow id="f2" sourceRef="total" targetRef="end"/>
+    <bpmn:endEvent id="end" name="Total known"/>
+  </bpmn:process>
+  <bpmndi:BPMNDiagram id="diagram">
+    <bpmndi:BPMNPlane id="plane" bpmnElement="{key}">
+      <bpmndi:BPMNShape id="start_di" bpmnElement="start"><dc:Bounds x="152" y="102" width="36" height="36"/></bpmndi:BPMNShape>
+      <bpmndi:BPMNShape id="total_di" bpmnElement="total"><dc:Bounds x="240" y="80" width="100" height="80"/></bpmndi:BPMNShape>
+      <bpmndi:BPMNShape id="end_di" bpmnElement="end"><dc:Bounds x="392" y="102" width="36" height="36"/></bpmndi:BPMNShape>
+      <bpmndi:BPMNEdge id="f1_di" bpmnElement="f1"><di:waypoint x="188" y="120"/><di:waypoint x="240" y="120"/></bpmndi:BPMNEdge>
+      <bpmndi:BPMNEdge id="f2_di" bpmnElement="f2"><di:waypoint x="340" y="120"/><di:waypoint x="392" y="120"/></bpmndi:BPMNEdge>
+    </bpmndi:BPMNPlane>
+  </bpmndi:BPMNDiagram>
+</bpmn:definitions>
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the compose fleet: scripts/compose-test.sh runs it"]
+async fn the_compose_fleet_scales_survives_a_killed_replica_and_reports_incidents() {
+    support::init_logging();
+    let fleet = Fleet::from_env();
+    let client = &fleet.client;
+
+    // The kernel deployed bpmn/init and started the root orchestrator.
+    assert_eventually(
+        "the kernel's root orchestrator",
+        Duration::from_secs(120),
+        || async {
+            (!client
+                .process_instances("procos-root")
+                .await
+                .ok()?
+                .is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+
+    let keys: BTreeMap<Kind, String> = KINDS
+        .iter()
+        .map(|&kind| (kind, support::unique(&format!("compose-{}", kind.topic()))))
+        .collect();
+    for (&kind, key) in &keys {
+        support::deploy(client, &format!("{key}.bpmn"), &model(key, kind)).await;
+    }
+
+    // A failing task first: its retries run while the rounds do.
+    let failing = support::unique("compose-incident");
+    let failing_model = failing_model(&failing);
+    support::deploy(client, &format!("{failing}.bpmn"), &failing_model).await;
+    let failing_instance = start(client, &failing, 42, "invoice-42").await;
+
+    for (round, replicas) in ROUNDS.into_iter().enumerate() {
+        fleet.scale(replicas).await;
+        let started = Instant::now();
+        let instances = start_round(client, &keys, round).await;
+        if replicas > 1 {
+            // Mid-run: once a third has completed, one replica dies without a word.
+            assert_eventually("a third of the round", Duration::from_secs(300), || async {
+                (completed(client, &keys, &instances).await >= INSTANCES / 3).then_some(())
+            })
+            .await;
+            let victim = fleet.workers()[0].clone();
+            docker(&["kill", &victim]);
+            eprintln!("round {round}: killed worker container {victim}");
+        }
+        assert_eventually(
+            &format!("all {INSTANCES} instances of round {round} completed"),
+            Duration::from_secs(600),
+            || async { (completed(client, &keys, &instances).await == INSTANCES).then_some(()) },
+        )
+        .await;
+        let workers = assert_exactly_once(client, &keys, &instances).await;
+        eprintln!(
+            "round {round}: {INSTANCES} instances with {replicas} replica(s) in {:.1} s, completed by {} worker id(s)",
+            started.elapsed().as_secs_f64(),
+            workers.len()
+        );
+        assert!(
+            workers.len() >= replicas,
+            "round {round}: only {} worker ids completed tasks with {replicas} replicas",
+            workers.len()
+        );
+    }
+
+    // The failing task: an incident with the script's error, and its traceback in the details.
+    let incident = support::incident(client, &failing_instance, Duration::from_secs(120)).await;
+    let message = incident.incident_message.clone().unwrap_or_default();
+    assert!(
+        message.contains("invoice 42 has no total"),
+        "incident message: {message}"
+    );
+    let task_id = incident.configuration.clone().unwrap();
+    let details = client.external_task_error_details(&task_id).await.unwrap();
+    assert!(
+        details.contains("Traceback") && details.contains("ValueError"),
+        "incident details: {details}"
+    );
+    screenshot_incident(&fleet, &failing_instance, "invoice 42 has no total");
+}
+
+async fn start(client: &EngineClient, key: &str, n: i64, business_key: &str) -> String {
+    client
+        .start_process_instance(
+            key,
+            &StartProcessInstance {
+                variables: Variables::from([("n".to_owned(), Variable::Long(n))]),
+                business_key: Some(business_key.to_owned()),
+            },
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+/// Starts the round's instances, 16 requests at a time; instance id → (kind, n).
+async fn start_round(
+    client: &EngineClient,
+    keys: &BTreeMap<Kind, String>,
+    round: usize,
+) -> HashMap<String, (Kind, i64)> {
+    let mut starting = JoinSet::new();
+    let mut instances = HashMap::new();
+    for i in 0..INSTANCES {
+        if starting.len() >= 16 {
+            let (id, kind, n) = starting.join_next().await.unwrap().unwrap();
+            instances.insert(id, (kind, n));
+        }
+        let client = client.clone();
+        let kind = Kind::of(i);
+        let key = keys[&kind].clone();
+        let n = i as i64 + 1;
+        starting.spawn(async move {
+            let id = start(&client, &key, n, &format!("round-{round}-{i}")).await;
+            (id, kind, n)
+        });
+    }
+    while let Some(started) = starting.join_next().await {
+        let (id, kind, n) = started.unwrap();
+        instances.insert(id, (kind, n));
+    }
+    instances
+}
+
+/// How many of `instances` history shows completed.
+async fn completed(
+    client: &EngineClient,
+    keys: &BTreeMap<Kind, String>,
+    instances: &HashMap<String, (Kind, i64)>,
+) -> usize {
+    let mut done = 0;
+    for key in keys.values() {
+        let Ok(log) = client
+            .external_task_log(&ExternalTaskLogQuery {
+                process_definition_key: Some(key.clone()),
+                success_log: Some(true),
+                ..Default::default()
+            })
+            .await
+        else {
+            return 0;
+        };
+        done += log
+            .iter()
+            .filter(|entry| {
+                entry
+                    .process_instance_id
+                    .as_ref()
+                    .is_some_and(|id| instances.contains_key(id))
+            })
+            .count();
+    }
+    done
+}
+
+/// Every instance completed, its task succeeded exactly once, and its result is right; the
+/// worker ids that completed tasks.
+async fn assert_exactly_once(
+    client: &EngineClient,
+    keys: &BTreeMap<Kind, String>,
+    instances: &HashMap<String, (Kind, i64)>,
+) -> BTreeSet<String> {
+    let mut successes: HashMap<String, usize> = HashMap::new();
+    let mut workers = BTreeSet::new();
+    for key in keys.values() {
+        let log = client
+            .external_task_log(&ExternalTaskLogQuery {
+                process_definition_key: Some(key.clone()),
+                success_log: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for entry in log {
+            let Some(id) = entry
+                .process_instance_id
+                .filter(|id| instances.contains_key(id))
+            else {
+                continue;
+            };
+            *successes.entry(id).or_default() += 1;
+            workers.extend(entry.worker_id);
+        }
+    }
+    let mut checks = JoinSet::new();
+    for (id, &(kind, n)) in instances {
+        assert_eq!(
+            successes.get(id),
+            Some(&1),
+            "instance {id} ({kind:?}, n = {n}): successful completions of its task"
+        );
+        let client = client.clone();
+        let id = id.clone();
+        checks.spawn(async move {
+            let history = client.historic_process_instance(&id).await.unwrap();
+            assert_eq!(history.state, "COMPLETED", "instance {id} ({kind:?})");
+            let variables = client.historic_variables(&id).await.unwrap();
+            let (name, expected) = kind.expected(n);
+            let got = variables.get(name).and_then(number);
+            assert_eq!(
+                got,
+                Some(expected),
+                "instance {id} ({kind:?}, n = {n}): `{name}` is {:?}",
+                variables.get(name)
+            );
+        });
+        if checks.len() >= 16 {
+            checks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(check) = checks.join_next().await {
+        check.unwrap();
+    }
+    workers
+}
+
+fn number(variable: &Variable) -> Option<f64> {
+    match variable {
+        Variable::Short(n) => Some(f64::from(*n)),
+        Variable::Integer(n) => Some(f64::from(*n)),
+        Variable::Long(n) => Some(*n as f64),
+        Variable::Double(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// Cockpit's view of the incident, as a person would see it, kept under `PROCOS_TEST_ARTIFACTS`.
+fn screenshot_incident(fleet: &Fleet, instance: &str, expected: &str) {
+    let artifacts = PathBuf::from(
+        std::env::var("PROCOS_TEST_ARTIFACTS").expect("PROCOS_TEST_ARTIFACTS is not set"),
+    );
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let out = artifacts.join("cockpit-incident.png");
+    let _ = std::fs::remove_file(&out);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/cockpit-screenshot.mjs");
+    let status = Command::new("node")
+        .arg(script)
+        .arg(std::env::var("PROCOS_TEST_PLAYWRIGHT").expect("PROCOS_TEST_PLAYWRIGHT is not set"))
+        .args([&fleet.base_url, &fleet.user, instance, expected])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "Cockpit did not show the incident");
+    let size = std::fs::metadata(&out).unwrap().len();
+    assert!(
+        size > 10_000,
+        "the screenshot {} has only {size} bytes",
+        out.display()
+    );
+}
