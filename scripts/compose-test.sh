@@ -3,7 +3,8 @@
 # free loopback port, a random password, one worker replica), runs the ignored test
 # `compose::` against it (300 instances with 1, 3 and 6 replicas, a replica killed mid-run, an
 # incident checked through the REST API and photographed in Cockpit), and takes it all down.
-# The Cockpit screenshot is kept in test-artifacts/.
+# The Cockpit screenshot is kept in test-artifacts/. Then the same with the `postgres` profile:
+# the engine on PostgreSQL, with the kernel's deployment in its tables.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_toolchain
@@ -58,3 +59,34 @@ if ! cargo test --locked --test it compose:: -- --ignored --nocapture; then
   die "the compose fleet test failed"
 fi
 say "compose fleet test passed; Cockpit screenshot: test-artifacts/cockpit-incident.png"
+stop_fleet
+
+# The `postgres` profile: the engine on PostgreSQL, the kernel's deployment and root instance in
+# its tables. The official postgres image cannot be pulled here; a Debian PostgreSQL image with
+# the same variables stands in (tests/docker/postgres).
+if ! docker image inspect postgres:17 >/dev/null 2>&1; then
+  docker build -q -t procos-test/postgres:15 "$ROOT/tests/docker/postgres" >"$PROCOS_CACHE/logs/build-postgres.log" 2>&1 \
+    || { tail -20 "$PROCOS_CACHE/logs/build-postgres.log"; die "building the PostgreSQL stand-in failed"; }
+  export POSTGRES_IMAGE=procos-test/postgres:15
+fi
+POSTGRES_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')
+export COMPOSE_PROFILES=postgres POSTGRES_PASSWORD DB_PASSWORD="$POSTGRES_PASSWORD" \
+  DB_DRIVER=org.postgresql.Driver DB_URL=jdbc:postgresql://postgres:5432/procos DB_USERNAME=procos
+project="procos-test-pg-$$"
+compose="$compose_cmd --project-name $project --file $ROOT/compose.yaml"
+log="$PROCOS_CACHE/logs/compose-test-postgres.log"
+say "compose up with the postgres profile (project $project)"
+$compose up -d --no-build >/dev/null 2>&1 || { $compose up -d --no-build; die "compose up (postgres) failed"; }
+wait_for_url "http://127.0.0.1:$port/engine-rest/engine" "the compose engine on PostgreSQL" "$log"
+root=""
+for _ in $(seq 1 60); do
+  root=$(curl -fs -u "$PROCOS_ENGINE_USER:$PROCOS_ENGINE_PASSWORD" \
+    "http://127.0.0.1:$port/engine-rest/process-instance?processDefinitionKey=procos-root" || true)
+  [ -n "$root" ] && [ "$root" != "[]" ] && break
+  sleep 2
+done
+[ -n "$root" ] && [ "$root" != "[]" ] || { $compose logs --no-color --tail 40; die "no root orchestrator on the PostgreSQL engine"; }
+rows=$($compose exec -T postgres psql -U procos -d procos -tAc \
+  "select count(*) from act_ru_execution e join act_re_procdef d on d.id_ = e.proc_def_id_ where d.key_ = 'procos-root'")
+[ "${rows:-0}" -ge 1 ] || die "the root orchestrator is not in PostgreSQL's tables (rows: ${rows:-none})"
+say "postgres profile passed: the engine runs on PostgreSQL, the root orchestrator is in its tables"
