@@ -98,31 +98,9 @@ async fn stop(worker: WorkerProcess) {
 
 /// The variables of `instance` once it completed; an incident fails the test with its message.
 async fn completed(client: &EngineClient, instance: &str) -> Variables {
-    support::assert_eventually(
-        "the instance to complete",
-        Duration::from_secs(180),
-        || async {
-            if let Some(incident) = client
-                .incidents(Some(instance))
-                .await
-                .ok()?
-                .into_iter()
-                .next()
-            {
-                panic!(
-                    "the instance ended in an incident: {}",
-                    incident.incident_message.unwrap_or_default()
-                );
-            }
-            let h = client.historic_process_instance(instance).await.ok()?;
-            if h.state == "COMPLETED" {
-                client.historic_variables(instance).await.ok()
-            } else {
-                None
-            }
-        },
-    )
-    .await
+    support::settle(client, instance, Duration::from_secs(180))
+        .await
+        .unwrap_or_else(|message| panic!("the instance ended in an incident: {message}"))
 }
 
 /// The ids of the activities `instance` passed.

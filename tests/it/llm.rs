@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use camunda_client::{EngineClient, Variable, Variables};
+use camunda_client::{Variable, Variables};
 use procos_worker::TopicConfig;
 use serde_json::Value;
 
-use crate::support::{self, assert_eventually};
+use crate::support;
 
 fn openai_url() -> String {
     std::env::var("PROCOS_TEST_LLM_URL")
@@ -39,34 +39,10 @@ async fn run_one(config: TopicConfig, variables: Variables) -> Result<Variables,
     let (key, topic) = support::deploy_process(&client, "llm").await;
     let (stop, worker) = support::start_quick_worker(&client, &topic, config);
     let instance = support::start(&client, &key, variables).await;
-    let result = settle(&client, &instance).await;
+    let result = support::settle(&client, &instance, Duration::from_secs(120)).await;
     stop.cancel();
     worker.await.unwrap();
     result
-}
-
-async fn settle(client: &EngineClient, instance: &str) -> Result<Variables, String> {
-    assert_eventually(
-        "the instance to complete or fail",
-        Duration::from_secs(120),
-        || async {
-            if let Some(incident) = client
-                .incidents(Some(instance))
-                .await
-                .ok()?
-                .into_iter()
-                .next()
-            {
-                return Some(Err(incident.incident_message.unwrap_or_default()));
-            }
-            let h = client.historic_process_instance(instance).await.ok()?;
-            if h.state == "COMPLETED" {
-                return Some(Ok(client.historic_variables(instance).await.ok()?));
-            }
-            None
-        },
-    )
-    .await
 }
 
 fn json_of(variable: &Variable) -> Value {

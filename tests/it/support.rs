@@ -492,3 +492,28 @@ pub async fn incident(
     })
     .await
 }
+
+/// The variables of `instance` once it completed, or the message of the incident it ran into.
+pub async fn settle(
+    client: &EngineClient,
+    instance: &str,
+    within: Duration,
+) -> Result<camunda_client::Variables, String> {
+    assert_eventually("the instance to complete or fail", within, || async {
+        if let Some(incident) = client
+            .incidents(Some(instance))
+            .await
+            .ok()?
+            .into_iter()
+            .next()
+        {
+            return Some(Err(incident.incident_message.unwrap_or_default()));
+        }
+        let h = client.historic_process_instance(instance).await.ok()?;
+        if h.state == "COMPLETED" {
+            return Some(Ok(client.historic_variables(instance).await.ok()?));
+        }
+        None
+    })
+    .await
+}
