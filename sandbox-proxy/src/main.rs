@@ -1,6 +1,10 @@
 //! `procos-sandbox-proxy`: the Docker socket proxy of a ProcOS deployment. Parses flags and
 //! environment, sets up logging, binds, and serves until SIGTERM/SIGINT; errors become a
 //! message and exit code 1 here and only here.
+//!
+//! The signal handling and logging set-up repeat `procos`'s (src/shutdown.rs, src/main.rs) on
+//! purpose: the one process that holds the Docker socket stays a small binary that links none
+//! of the worker, kernel or adapters.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
