@@ -9,8 +9,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_toolchain
 
+# PROCOS_COMPOSE when set (e.g. "docker-compose" to test 1.29 beside a Compose v2), else
 # Compose v2 where it exists, else Debian's docker-compose (1.29); both read compose.yaml.
-if docker compose version >/dev/null 2>&1; then
+if [ -n "${PROCOS_COMPOSE:-}" ]; then
+  compose_cmd=$PROCOS_COMPOSE
+elif docker compose version >/dev/null 2>&1; then
   compose_cmd="docker compose"
 else
   command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
