@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# ProcOS benchmarks (release builds): `bench/run.sh [worker|sandbox|all] [flags…]`.
+# ProcOS benchmarks (release builds): `bench/run.sh [worker|sandbox|peers|all] [flags…]`.
 #   worker   worker throughput and pickup latency against a scratch engine booted here
 #            (flags: see `worker-throughput --help`, e.g. --workers 1 --max-tasks 64)
 #   sandbox  sandboxed step latency on the local Docker engine: docker run vs the docker
 #            adapter, python steps cold vs warm (flags: see `sandbox-latency --help`)
-#   all      both, with default flags (the default)
+#   peers    ProcOS workers against the official Java, JS and Python external task clients and
+#            the engine's ceiling, on one scratch engine; installs the peers from Maven Central,
+#            npm and PyPI, writes bench/results/peers.{md,json,png} and prints the table
+#            (flags: see `peers --help`, e.g. --instances 300 --scaling-instances 200)
+#   all      worker and sandbox, with default flags (the default)
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 cd "$ROOT"
 which="${1:-all}"
@@ -23,5 +27,25 @@ case "$which" in
     "$CARGO_TARGET_DIR/release/sandbox-latency" "$@"
     ;;
   worker) ;;
-  *) die "unknown benchmark \`$which\`: worker, sandbox or all" ;;
+  peers)
+    source "$ROOT/bench/peers/install.sh"
+    cargo build --locked --release -p procos --quiet
+    ensure_peer_tools
+    java_jar=$(install_java_peer)
+    js_worker=$(install_js_peer)
+    python=$(install_venv "$ROOT/bench/peers/python/requirements.txt" "the Python peer (camunda-external-task-client-python3)")
+    chart_python=$(install_venv "$ROOT/bench/chart/requirements.txt" "matplotlib for the chart")
+    build_engine
+    start_scratch_engine
+    # Worker configurations, logs and pickup records of the last run, for a look afterwards.
+    work_dir="$PEERS_CACHE/last-run"
+    rm -rf "$work_dir" && mkdir -p "$work_dir"
+    "$CARGO_TARGET_DIR/release/peers" --engine-url "$ENGINE_URL" --engine-pid "$engine_pid" \
+      --procos-bin "$CARGO_TARGET_DIR/release/procos" --java-jar "$java_jar" \
+      --js-worker "$js_worker" --python "$python" --python-worker "$ROOT/bench/peers/python/worker.py" \
+      --chart-python "$chart_python" --chart-script "$ROOT/bench/chart/chart.py" \
+      --work-dir "$work_dir" --results-dir "$ROOT/bench/results" --doc "$ROOT/docs/benchmarks.md" "$@"
+    say "results in peers.md, peers.json and peers.png (bench/results/ unless --results-dir says otherwise); worker logs in $work_dir"
+    ;;
+  *) die "unknown benchmark \`$which\`: worker, sandbox, peers or all" ;;
 esac

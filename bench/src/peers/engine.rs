@@ -1,0 +1,366 @@
+//! The engine's side of a run: the benchmark's two models (one external task; the same with a
+//! no-op expression instead), instances started at a fixed concurrency, and what history says
+//! afterwards (each instance's start and end, each task's creation), all on the engine's clock.
+//! Calls the typed client does not have (history of process instances, the engine's version) go
+//! through reqwest here, against the same REST API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use camunda_client::{
+    Auth, Deployment, EngineClient, ExternalTaskLogQuery, FetchAndLock, StartProcessInstance,
+    TopicSubscription,
+};
+use chrono::{DateTime, FixedOffset};
+use serde::Deserialize;
+use tokio::task::JoinSet;
+
+/// Business key of the instances that warm a worker up; they are not counted.
+pub const WARMUP: &str = "warmup";
+/// Business key of the instances started one at a time for pickup latency.
+pub const PACED: &str = "paced";
+/// Business key of the instances of the throughput measurement.
+pub const MEASURED: &str = "measured";
+
+/// What the one service task of the benchmark's process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// An external task on the run's topic, served by the worker under test.
+    ExternalTask,
+    /// `camunda:expression="${true}"`: the engine runs it itself; no worker, no round trip. The
+    /// engine's ceiling for this process shape.
+    NoOp,
+}
+
+/// One engine's REST API.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    client: EngineClient,
+    http: reqwest::Client,
+}
+
+/// A finished instance as history records it, on the engine's clock.
+#[derive(Debug, Clone)]
+pub struct FinishedInstance {
+    pub id: String,
+    pub start: DateTime<FixedOffset>,
+    pub end: DateTime<FixedOffset>,
+}
+
+impl Engine {
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        let client = EngineClient::new(url, Auth::None)?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self { client, http })
+    }
+
+    pub fn client(&self) -> &EngineClient {
+        &self.client
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.client.base_url())
+    }
+
+    /// `GET /version`: the engine's version, e.g. `7.24.0`.
+    pub async fn version(&self) -> anyhow::Result<String> {
+        #[derive(Deserialize)]
+        struct Version {
+            version: String,
+        }
+        let v: Version = self
+            .http
+            .get(self.url("version"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(v.version)
+    }
+
+    /// Deploys the process `key` with its service task as `model` says; the external task's
+    /// topic is the key too.
+    pub async fn deploy(&self, key: &str, model: Model) -> anyhow::Result<()> {
+        self.client
+            .deploy(&Deployment {
+                name: key.to_owned(),
+                source: Some("procos-bench".into()),
+                resources: vec![(format!("{key}.bpmn"), bpmn(key, model).into_bytes())],
+            })
+            .await
+            .with_context(|| format!("deploying {key}"))?;
+        Ok(())
+    }
+
+    /// Starts `count` instances of `key` with `business_key`, `concurrency` requests at a time.
+    pub async fn start_instances(
+        &self,
+        key: &str,
+        business_key: &str,
+        count: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<()> {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut starters = JoinSet::new();
+        for _ in 0..concurrency.clamp(1, count.max(1)) {
+            let client = self.client.clone();
+            let next = Arc::clone(&next);
+            let start = StartProcessInstance {
+                business_key: Some(business_key.to_owned()),
+                ..StartProcessInstance::default()
+            };
+            let key = key.to_owned();
+            starters.spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    client
+                        .start_process_instance(&key, &start)
+                        .await
+                        .with_context(|| format!("starting an instance of {key}"))?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(done) = starters.join_next().await {
+            done??;
+        }
+        Ok(())
+    }
+
+    /// Starts `count` instances of `key` with `business_key`, one every `gap` (one at a time: a
+    /// start that takes longer than `gap` delays the next).
+    pub async fn start_paced(
+        &self,
+        key: &str,
+        business_key: &str,
+        count: usize,
+        gap: Duration,
+    ) -> anyhow::Result<()> {
+        let start = StartProcessInstance {
+            business_key: Some(business_key.to_owned()),
+            ..StartProcessInstance::default()
+        };
+        let mut ticks = tokio::time::interval(gap);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for _ in 0..count {
+            ticks.tick().await;
+            self.client
+                .start_process_instance(key, &start)
+                .await
+                .with_context(|| format!("starting an instance of {key}"))?;
+        }
+        Ok(())
+    }
+
+    /// How many instances of `key` with `business_key` have ended.
+    pub async fn finished_count(&self, key: &str, business_key: &str) -> anyhow::Result<u64> {
+        #[derive(Deserialize)]
+        struct Count {
+            count: u64,
+        }
+        let count: Count = self
+            .http
+            .get(self.url("history/process-instance/count"))
+            .query(&[
+                ("processDefinitionKey", key),
+                ("processInstanceBusinessKey", business_key),
+                ("finished", "true"),
+            ])
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(count.count)
+    }
+
+    /// Waits until `expected` instances of `key` with `business_key` have ended, checking
+    /// `alive` (the workers) between looks; gives up at `deadline`.
+    pub async fn wait_finished(
+        &self,
+        key: &str,
+        business_key: &str,
+        expected: usize,
+        deadline: Instant,
+        mut alive: impl FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        loop {
+            let done = self.finished_count(key, business_key).await?;
+            if done >= expected as u64 {
+                return Ok(());
+            }
+            alive()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "only {done} of {expected} `{business_key}` instances of {key} ended in time"
+                );
+            }
+            // Often enough for a second-long run, rarely enough not to load the engine.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The ended instances of `key` with `business_key`, with their start and end times.
+    pub async fn finished_instances(
+        &self,
+        key: &str,
+        business_key: &str,
+    ) -> anyhow::Result<Vec<FinishedInstance>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Row {
+            id: String,
+            start_time: String,
+            end_time: Option<String>,
+        }
+        const PAGE: usize = 2000;
+        let mut found = Vec::new();
+        loop {
+            let first = found.len().to_string();
+            let rows: Vec<Row> = self
+                .http
+                .get(self.url("history/process-instance"))
+                .query(&[
+                    ("processDefinitionKey", key),
+                    ("processInstanceBusinessKey", business_key),
+                    ("finished", "true"),
+                    // A unique order: pages of an order with ties (many instances start in the
+                    // same millisecond) may repeat one instance and skip another.
+                    ("sortBy", "instanceId"),
+                    ("sortOrder", "asc"),
+                    ("firstResult", first.as_str()),
+                    ("maxResults", &PAGE.to_string()),
+                ])
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let last_page = rows.len() < PAGE;
+            for row in rows {
+                let Some(end) = row.end_time else { continue };
+                found.push(FinishedInstance {
+                    start: engine_time(&row.start_time)?,
+                    end: engine_time(&end)?,
+                    id: row.id,
+                });
+            }
+            if last_page {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// When each external task of `key` was created (engine clock, epoch milliseconds), with its
+    /// process instance: task id → (instance id, created).
+    pub async fn task_creations(
+        &self,
+        key: &str,
+    ) -> anyhow::Result<HashMap<String, (String, i64)>> {
+        let log = self
+            .client
+            .external_task_log(&ExternalTaskLogQuery {
+                process_definition_key: Some(key.to_owned()),
+                creation_log: Some(true),
+                ..ExternalTaskLogQuery::default()
+            })
+            .await?;
+        Ok(log
+            .into_iter()
+            .map(|e| {
+                (
+                    e.external_task_id,
+                    (
+                        e.process_instance_id.unwrap_or_default(),
+                        e.timestamp.timestamp_millis(),
+                    ),
+                )
+            })
+            .collect())
+    }
+
+    /// Withdraws the pending long poll of a stopped worker: an empty fetch under its id replaces
+    /// it (the engine runs with `fetch-and-lock-unique-worker-request`). Without this, the polls
+    /// of peers that do not withdraw their own would linger in the engine for up to their
+    /// timeout and be woken by the next contender's tasks.
+    pub async fn retract_long_poll(&self, worker_id: &str, topic: &str) {
+        let request = FetchAndLock {
+            worker_id: worker_id.to_owned(),
+            max_tasks: 0,
+            use_priority: false,
+            async_response_timeout: Some(1),
+            topics: vec![TopicSubscription {
+                topic_name: topic.to_owned(),
+                lock_duration: 1000,
+                variables: None,
+                local_variables: false,
+                business_key: None,
+                process_definition_key_in: None,
+                tenant_id_in: None,
+                without_tenant_id: false,
+                process_variables: None,
+                include_extension_properties: false,
+            }],
+        };
+        // Best effort: a poll that is already gone needs no withdrawing.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.client.fetch_and_lock(&request))
+            .await;
+    }
+}
+
+/// The REST API's dates: `2024-02-29T13:45:00.123+0100`.
+fn engine_time(text: &str) -> anyhow::Result<DateTime<FixedOffset>> {
+    DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .with_context(|| format!("unreadable engine date {text}"))
+}
+
+fn bpmn(key: &str, model: Model) -> String {
+    let task = match model {
+        Model::ExternalTask => {
+            format!(
+                r#"<bpmn:serviceTask id="work" camunda:type="external" camunda:topic="{key}"/>"#
+            )
+        }
+        Model::NoOp => r#"<bpmn:serviceTask id="work" camunda:expression="${true}"/>"#.to_owned(),
+    };
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/bench">
+  <bpmn:process id="{key}" isExecutable="true" camunda:historyTimeToLive="P1D">
+    <bpmn:startEvent id="start"/>
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work"/>
+    {task}
+    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="end"/>
+    <bpmn:endEvent id="end"/>
+  </bpmn:process>
+</bpmn:definitions>
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_dates_parse_with_their_offset() {
+        let t = engine_time("2024-02-29T13:45:00.123+0100").unwrap();
+        assert_eq!(t.timestamp_millis() % 1000, 123);
+        assert_eq!(t.offset().local_minus_utc(), 3600);
+    }
+
+    #[test]
+    fn the_two_models_differ_only_in_the_service_task() {
+        let external = bpmn("k", Model::ExternalTask);
+        let noop = bpmn("k", Model::NoOp);
+        assert!(external.contains(r#"camunda:topic="k""#));
+        assert!(noop.contains("${true}") && !noop.contains("external"));
+        assert_eq!(external.lines().count(), noop.lines().count());
+    }
+}
