@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::{ContainerSpec, Guards, ImageAllowlist, Sandbox, json_input};
-use crate::{Adapter, AdapterTask, Failure, Outcome, Retry, async_trait};
+use crate::sandbox::{ContainerSpec, Guards, Sandbox, image_refusal, json_input};
+use crate::{Adapter, AdapterTask, Failure, ImageAllowlist, Outcome, Retry, async_trait};
 
 /// `[topics.NAME.settings]` for `docker`.
 #[derive(Debug, Deserialize)]
@@ -51,7 +51,7 @@ impl DockerAdapter {
         if let Some(image) = &settings.image
             && !allowlist.allows(image)
         {
-            return Err(allowlist.refusal(image).message);
+            return Err(image_refusal(&allowlist, image).message);
         }
         let exit_codes = settings
             .bpmn_error_exit_codes
@@ -95,7 +95,7 @@ impl Adapter for DockerAdapter {
             }
         };
         if !self.allowlist.allows(&image) {
-            return Outcome::Failure(self.allowlist.refusal(&image));
+            return Outcome::Failure(image_refusal(&self.allowlist, &image));
         }
         let command = match (&self.settings.command, json_input(&task.inputs, "command")) {
             (Some(command), _) => Some(command.clone()),

@@ -12,9 +12,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::{
-    ContainerSpec, Guards, ImageAllowlist, Sandbox, WarmPool, check_script_name, script_source,
+    ContainerSpec, Guards, Sandbox, WarmPool, check_script_name, image_refusal, script_source,
 };
-use crate::{Adapter, AdapterTask, Outcome, async_trait};
+use crate::{Adapter, AdapterTask, ImageAllowlist, Outcome, async_trait};
 
 /// The runner's exit code for a `BpmnError` (see `docker/python-sandbox/runner.py`).
 const BPMN_ERROR_EXIT: i64 = 3;
@@ -76,7 +76,7 @@ impl PythonAdapter {
         allowlist: &ImageAllowlist,
     ) -> Result<Self, String> {
         if !allowlist.allows(&settings.image) {
-            return Err(allowlist.refusal(&settings.image).message);
+            return Err(image_refusal(allowlist, &settings.image).message);
         }
         check_script_name(settings.script.as_deref())?;
         let sandbox = Sandbox::connect(&settings.sandbox)?;

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Failure, Outcome, Retry};
+use crate::{Failure, ImageAllowlist, Outcome, Retry};
 
 /// `[topics.NAME.settings.sandbox]`: the container's guards. Every guard is on by default;
 /// turning one off is a setting, and the worker says so in its log at start.
@@ -103,56 +103,17 @@ impl Guards {
     }
 }
 
-/// Image names a worker may run, from `[worker] allowed_images`: exact references, or prefixes
-/// ending in `*` (`procos/*`). A reference without a tag means `:latest`.
-#[derive(Debug, Clone, Default)]
-pub struct ImageAllowlist {
-    patterns: Vec<String>,
-}
-
-impl ImageAllowlist {
-    pub fn new(patterns: impl IntoIterator<Item = String>) -> Self {
-        Self {
-            patterns: patterns.into_iter().map(|p| normalize(&p)).collect(),
-        }
-    }
-
-    pub(crate) fn allows(&self, image: &str) -> bool {
-        let image = normalize(image);
-        self.patterns.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => image.starts_with(prefix),
-            None => *p == image,
-        })
-    }
-
-    pub(crate) fn refusal(&self, image: &str) -> Failure {
-        Failure::new(
-            format!("the image `{image}` is not in the worker's allowed images"),
-            format!(
-                "The worker runs only images that [worker] allowed_images lists (now: {}). Add `{image}` (or a prefix such as `{}*`) there if it is trusted.",
-                if self.patterns.is_empty() {
-                    "none".to_owned()
-                } else {
-                    self.patterns.join(", ")
-                },
-                image.split('/').next().unwrap_or(image)
-            ),
-            Retry::Never,
-        )
-    }
-}
-
-fn normalize(image: &str) -> String {
-    let image = image.trim();
-    if image.ends_with('*') || image.contains('@') {
-        return image.to_owned();
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    if last.contains(':') {
-        image.to_owned()
-    } else {
-        format!("{image}:latest")
-    }
+/// The failure of a task whose image `list` does not allow: the image, the list, and the fix.
+pub(crate) fn image_refusal(list: &ImageAllowlist, image: &str) -> Failure {
+    Failure::new(
+        format!("the image `{image}` is not in the worker's allowed images"),
+        format!(
+            "The worker runs only images that [worker] allowed_images lists (now: {}). Add `{image}` (or a prefix such as `{}*`) there if it is trusted.",
+            list.describe(),
+            image.split('/').next().unwrap_or(image)
+        ),
+        Retry::Never,
+    )
 }
 
 /// One container run: what to run and what to hand it.
@@ -928,7 +889,7 @@ mod tests {
         assert!(list.allows("python:3.12"));
         assert!(!list.allows("python"), "python means python:latest");
         assert!(!list.allows("evil/procos"));
-        let refusal = list.refusal("evil/miner:1");
+        let refusal = image_refusal(&list, "evil/miner:1");
         assert_eq!(refusal.retry, Retry::Never);
         assert!(
             refusal.details.contains("allowed_images"),

@@ -15,9 +15,9 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::{
-    ContainerSpec, Guards, ImageAllowlist, Sandbox, check_script_name, json_input, script_source,
+    ContainerSpec, Guards, Sandbox, check_script_name, image_refusal, json_input, script_source,
 };
-use crate::{Adapter, AdapterTask, Failure, Outcome, Retry, async_trait};
+use crate::{Adapter, AdapterTask, Failure, ImageAllowlist, Outcome, Retry, async_trait};
 
 /// The runner's exit code for `procos_bpmn_error` (see `docker/scilab-sandbox/procos.sce`).
 const BPMN_ERROR_EXIT: i64 = 3;
@@ -76,7 +76,7 @@ impl ScilabAdapter {
         allowlist: &ImageAllowlist,
     ) -> Result<Self, String> {
         if !allowlist.allows(&settings.image) {
-            return Err(allowlist.refusal(&settings.image).message);
+            return Err(image_refusal(allowlist, &settings.image).message);
         }
         check_script_name(settings.script.as_deref())?;
         for name in settings

@@ -8,7 +8,6 @@
 //! `policy` decides from the request alone; `proxy` carries a decision out against the
 //! engine; `server` owns listeners, connections and shutdown.
 
-mod images;
 mod policy;
 mod proxy;
 mod server;

@@ -18,8 +18,8 @@ use serde_json::Value;
 use tokio::net::UnixStream;
 use tokio::task::JoinSet;
 
-use crate::images::ImageAllowlist;
 use crate::policy::{self, Call, ContainerOp, Refusal, Route, SANDBOX_LABEL};
+use procos_image_allowlist::ImageAllowlist;
 
 /// The body of every request and answer the proxy sends: streamed from the other side, or
 /// made here.

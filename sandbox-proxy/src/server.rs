@@ -19,8 +19,8 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::images::ImageAllowlist;
 use crate::proxy::Proxy;
+use procos_image_allowlist::ImageAllowlist;
 
 /// Where the proxy accepts Docker API clients.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,9 @@
-//! The images sandbox containers may be made from (and pulled): the same rule as the worker's
-//! `[worker] allowed_images`, so one list can be written for both. Entries are exact references
-//! or prefixes ending in `*` (`procos/*`); a reference without a tag means `:latest`.
+//! Which container images ProcOS may run: `[worker] allowed_images` for the worker's sandboxes,
+//! `--allowed-images` for the sandbox proxy. One crate, so that the two can never read the same
+//! list differently. Entries are exact references or prefixes ending in `*` (`procos/*`); a
+//! reference without a tag means `:latest`.
 
-/// Image references the proxy lets containers be created from and pulled.
+/// Image references a sandbox may be made from (and pulled).
 #[derive(Debug, Clone, Default)]
 pub struct ImageAllowlist {
     patterns: Vec<String>,
@@ -30,7 +31,7 @@ impl ImageAllowlist {
     }
 
     /// The entries, for messages.
-    pub(crate) fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         if self.patterns.is_empty() {
             "none".to_owned()
         } else {
@@ -40,7 +41,7 @@ impl ImageAllowlist {
 }
 
 /// `name` → `name:latest`; references with a tag or a digest, and patterns, stay as they are.
-pub(crate) fn normalize(image: &str) -> String {
+pub fn normalize(image: &str) -> String {
     let image = image.trim();
     if image.ends_with('*') || image.contains('@') {
         return image.to_owned();
