@@ -40,11 +40,15 @@ export PROCOS_ENGINE_PASSWORD ENGINE_PORT=$port WORKER_REPLICAS=1
 compose="$compose_cmd --project-name $project --file $ROOT/compose.yaml"
 log="$PROCOS_CACHE/logs/compose-test.log"
 
+# Sandbox containers that exist before the fleet does: not the fleet's to remove.
+sandbox_containers() { docker ps -aq --no-trunc --filter label=io.procos.task | sort; }
+sandboxes_before=$(sandbox_containers)
 stop_fleet() {
   $compose logs --no-color --timestamps >"$log" 2>&1 || true
   $compose down --volumes --remove-orphans >/dev/null 2>&1 || true
-  # Sandbox containers a killed replica left behind (the live ones remove their own).
-  docker ps -aq --filter label=io.procos.task --filter status=exited | xargs -r docker rm -f >/dev/null 2>&1 || true
+  # Sandbox containers a killed replica left behind (created, waiting warm, or exited); a
+  # replica that stops removes its own.
+  comm -13 <(printf '%s\n' "$sandboxes_before") <(sandbox_containers) | xargs -r docker rm -f >/dev/null 2>&1 || true
 }
 on_exit stop_fleet
 
