@@ -325,7 +325,7 @@ impl Sandbox {
                         "`{}` ran longer than sandbox.timeout ({}). Raise the timeout if the work needs longer, or look for an endless loop. The end of its stderr:\n{}",
                         spec.image,
                         humantime::format_duration(limit),
-                        self.logs(id).await.1
+                        self.logs(id).await.map(|(_, stderr)| stderr).unwrap_or_default()
                     ),
                     Retry::Later,
                 ));
@@ -343,7 +343,10 @@ impl Sandbox {
             .map_err(|e| failed("inspect the finished container", e))?
             .state
             .unwrap_or_default();
-        let (stdout, stderr) = self.logs(id).await;
+        let (stdout, stderr) = self
+            .logs(id)
+            .await
+            .map_err(|e| failed("read the finished container's output", e))?;
         let output_file = self
             .download(id, "/out/output.json", spec.guards.max_output_kb * 1024)
             .await?;
@@ -426,7 +429,9 @@ impl Sandbox {
         Ok(Some(content))
     }
 
-    async fn logs(&self, id: &str) -> (String, String) {
+    /// The tails of the container's stdout and stderr. An error (the container is gone, the
+    /// engine went away) is not "no output": the caller must not judge the task on it.
+    async fn logs(&self, id: &str) -> Result<(String, String), DockerError> {
         let mut stream = self.docker.logs(
             id,
             Some(LogsOptions {
@@ -437,18 +442,18 @@ impl Sandbox {
         );
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            match chunk {
+        while let Some(chunk) = stream.next().await {
+            match chunk? {
                 bollard::container::LogOutput::StdErr { message } => {
                     push_tail(&mut stderr, &message)
                 }
                 other => push_tail(&mut stdout, other.as_ref()),
             }
         }
-        (
+        Ok((
             String::from_utf8_lossy(&stdout).into_owned(),
             String::from_utf8_lossy(&stderr).into_owned(),
-        )
+        ))
     }
 
     async fn kill(&self, id: &str) {
@@ -479,6 +484,9 @@ impl Sandbox {
 const WARM_LABEL: &str = "io.procos.warm";
 /// The file whose arrival in `/in` hands a task to a waiting warm container.
 const GO_FILE: &str = "go";
+/// The exit code of a warm container whose task never came (the Python runner's
+/// `GAVE_UP_WAITING`).
+const GAVE_UP_WAITING: i64 = 75;
 
 /// Started containers of one spec, each waiting for the one task it will run: a short script
 /// pays for its container's start ahead of time, and still gets a container of its own. A
@@ -603,12 +611,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Sandbox {
     /// Removes warm containers that stopped waiting: a worker that was killed, or whose last
-    /// task never came, leaves them behind (exited with code 75). A stopped warm container never
-    /// runs a task, so any worker may clear them.
+    /// task never came, leaves them behind. Only those that exited with the runner's give-up
+    /// code: a warm container that was handed a task carries the same label, ends with the
+    /// task's code (the runner maps every script exit to 0, 1 or 3), and its worker may still be
+    /// reading its output.
     async fn remove_given_up_warm_containers(&self) {
         let filters = HashMap::from([
             ("label", vec![WARM_LABEL.to_owned()]),
             ("status", vec!["exited".to_owned()]),
+            ("exited", vec![GAVE_UP_WAITING.to_string()]),
         ]);
         let options = bollard::query_parameters::ListContainersOptionsBuilder::new()
             .all(true)

@@ -1287,12 +1287,14 @@ mod tests {
             )]
         );
         assert_eq!(
-            list(Some(r#"all=true&filters={"label":["io.procos.warm"],"status":["exited"]}"#)),
+            list(Some(
+                r#"all=true&filters={"label":["io.procos.warm"],"status":["exited"],"exited":["75"]}"#
+            )),
             vec![
                 ("all".to_owned(), "true".to_owned()),
                 (
                     "filters".to_owned(),
-                    r#"{"label":{"io.procos.task":true,"io.procos.warm":true},"status":{"exited":true}}"#.to_owned()
+                    r#"{"exited":{"75":true},"label":{"io.procos.task":true,"io.procos.warm":true},"status":{"exited":true}}"#.to_owned()
                 ),
             ]
         );

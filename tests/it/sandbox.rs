@@ -284,6 +284,68 @@ async fn warm_containers_serve_one_task_each() {
     );
 }
 
+/// A starting warm pool clears the warm containers that gave up waiting (a killed worker's), and
+/// only those: a warm container that ran a task has ended too, and another worker may still be
+/// reading its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_warm_pool_clears_only_containers_that_gave_up_waiting() {
+    let client = support::engine();
+    let (key, topic) = support::deploy_process(&client, "py-sweep").await;
+    // As a killed worker leaves them: one gave up waiting, one ended its task.
+    let leave = |name: &str, code: u8| {
+        let status = std::process::Command::new("docker")
+            .args(["run", "--name", name, "--label"])
+            .arg(format!(
+                "io.procos.warm={topic}:procos/python-sandbox:latest"
+            ))
+            .args(["--label", &format!("io.procos.topic={topic}")])
+            .args(["--label", &format!("io.procos.task=warm-{name}")])
+            .args([
+                "--entrypoint",
+                "python3",
+                "procos/python-sandbox:latest",
+                "-c",
+            ])
+            .arg(format!("raise SystemExit({code})"))
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(i32::from(code)), "docker run {name}");
+    };
+    let gave_up = support::unique("procos-gave-up");
+    let ran_a_task = support::unique("procos-ran-a-task");
+    leave(&gave_up, 75);
+    leave(&ran_a_task, 1);
+
+    let mut python = TopicConfig::new("python");
+    python.settings = toml::from_str("warm = 1").unwrap();
+    let (stop, worker) = support::start_quick_worker(&client, &topic, python);
+    let instance = support::start(&client, &key, support::script("outputs['x'] = 1")).await;
+    support::wait_completed(&client, &instance, Duration::from_secs(60)).await;
+    stop.cancel();
+    worker.await.unwrap();
+
+    let exists = |name: &str| {
+        std::process::Command::new("docker")
+            .args(["container", "inspect", name])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let (gave_up_left, ran_a_task_left) = (exists(&gave_up), exists(&ran_a_task));
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &gave_up, &ran_a_task])
+        .output();
+    assert!(
+        !gave_up_left,
+        "the container that gave up waiting is removed"
+    );
+    assert!(
+        ran_a_task_left,
+        "the container that ran a task is its worker's to remove"
+    );
+}
+
 /// `raise BpmnError(...)` in a script ends on the model's boundary error event, with the
 /// error's variables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
