@@ -96,7 +96,8 @@ async fn handle_in_span(
     };
 
     let (lock_until_tx, lock_until) = watch::channel(started + lock_duration);
-    let keeper = keep_lock(shared, route, &locked.id, lock_until_tx);
+    let run_ended = CancellationToken::new();
+    let keeper = keep_lock(shared, route, &locked.id, lock_until_tx, &run_ended);
     let mut keeper = std::pin::pin!(keeper);
     // The adapter gets a child token: a timeout cancels the adapter alone, and is reported.
     let mut run = std::pin::pin!(run_adapter(route, adapter_task, cancel.child_token()));
@@ -110,7 +111,7 @@ async fn handle_in_span(
             unlock(&shared.client, &locked.id).await;
             return "unlocked";
         }
-        lost = &mut keeper => {
+        Some(lost) = &mut keeper => {
             // Another worker may hold the task now: stop, and write nothing back.
             cancel.cancel();
             let _ = tokio::time::timeout(CANCEL_CLEANUP, run).await;
@@ -121,6 +122,11 @@ async fn handle_in_span(
         outcome = &mut run => outcome,
     };
     let elapsed = started.elapsed();
+    // An extension still in flight would race the write-back: the engine fails one of the two
+    // with an OptimisticLockingException. Let it land first; the write-back then meets its own
+    // answer (a lock that is gone is a 400 or 404 there).
+    run_ended.cancel();
+    let _ = keeper.await;
     shared
         .telemetry
         .metrics()
@@ -310,15 +316,17 @@ fn engine_message(e: &ClientError) -> String {
     }
 }
 
-/// Extends the task's lock at about 60 % of its duration for as long as the run goes on,
-/// publishing each new end of the lock. Returns only when the engine says the lock is gone
-/// (400: expired or taken; 404: the task no longer exists); transient errors are retried.
+/// Extends the task's lock at about 60 % of its duration until `run_ended`, publishing each new
+/// end of the lock. Returns the engine's answer when it says the lock is gone (400: expired or
+/// taken; 404: the task no longer exists), `None` once the run has ended and no extension is
+/// in flight; transient errors are retried.
 async fn keep_lock(
     shared: &Shared,
     route: &Route,
     task_id: &str,
     lock_until: watch::Sender<Instant>,
-) -> ClientError {
+    run_ended: &CancellationToken,
+) -> Option<ClientError> {
     let lock_duration = route.config.lock_duration;
     let extensions =
         Telemetry::topic_counter(&shared.telemetry.metrics().lock_extensions, &route.topic);
@@ -329,7 +337,10 @@ async fn keep_lock(
     );
     let mut next = Instant::now() + extend_after;
     loop {
-        tokio::time::sleep_until(next).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = run_ended.cancelled() => return None,
+        }
         match shared
             .client
             .extend_lock(task_id, &shared.worker_id, lock_duration)
@@ -351,7 +362,7 @@ async fn keep_lock(
                 warn!(error = %e, retry_in = ?delay, "could not extend the lock; trying again");
                 next = Instant::now() + delay;
             }
-            Err(e) => return e,
+            Err(e) => return Some(e),
         }
     }
 }
