@@ -60,9 +60,13 @@ export PROCOS_TEST_COMPOSE="$compose" PROCOS_TEST_COMPOSE_URL="http://127.0.0.1:
   PROCOS_TEST_ARTIFACTS="$ROOT/test-artifacts" \
   PROCOS_TEST_PLAYWRIGHT="$playwright/node_modules/playwright-core"
 say "the compose fleet test (logs of every service afterwards: $log)"
-if ! cargo test --locked --test it compose:: -- --ignored --nocapture; then
+test_log="$PROCOS_CACHE/logs/compose-test-cargo.log"
+if ! cargo test --locked --test it compose:: -- --ignored --nocapture 2>&1 | tee "$test_log"; then
   $compose ps || true
   $compose logs --no-color --tail 40 || true
+  # The reason last, where a reader of the run's end looks first.
+  say "why the compose fleet test failed (whole output: $test_log):"
+  grep -A 15 "panicked at" "$test_log" >&2 || tail -40 "$test_log" >&2
   die "the compose fleet test failed"
 fi
 say "compose fleet test passed; Cockpit screenshot: test-artifacts/cockpit-incident.png"
