@@ -5,12 +5,13 @@
 //! `/out/output.json` after it ends (or from the last stdout line when that is JSON). Both are
 //! anonymous volumes, so the root filesystem can stay read-only and nothing outlives the task:
 //! the container and its volumes are removed on every path, including timeouts, cancellation and
-//! Docker errors.
+//! Docker errors. A worker that is killed cannot do that: each container carries its deadline,
+//! and any worker clears containers well past theirs (and warm containers that gave up waiting).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Read as _;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
@@ -151,6 +152,8 @@ const LOG_TAIL: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct Sandbox {
     docker: Docker,
+    /// When this sandbox last looked for containers that dead workers left behind.
+    last_sweep: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Sandbox {
@@ -159,11 +162,15 @@ impl Sandbox {
         guards.check()?;
         let docker = Docker::connect_with_defaults()
             .map_err(|e| format!("cannot use the Docker engine: {e}"))?;
-        Ok(Self { docker })
+        Ok(Self {
+            docker,
+            last_sweep: Arc::default(),
+        })
     }
 
     /// Runs `spec` to its end and says what became of it. Never leaves a container behind.
     pub(crate) async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
+        self.sweep_if_due().await;
         if let Err(failure) = self.ensure_image(&spec.image).await {
             return Outcome::Failure(failure);
         }
@@ -214,12 +221,16 @@ impl Sandbox {
         self.create_labelled(spec, None).await
     }
 
+    /// Creates the container; `warm` is the pool's key and the longest the container waits for
+    /// its task.
     async fn create_labelled(
         &self,
         spec: &ContainerSpec,
-        warm: Option<&str>,
+        warm: Option<(&str, Duration)>,
     ) -> Result<String, DockerError> {
         let g = &spec.guards;
+        let waits = warm.map_or(Duration::ZERO, |(_, waits)| waits);
+        let deadline = unix_now().saturating_add((waits + g.timeout).as_secs());
         let memory = i64::try_from(g.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
         let volume = |target: &str| Mount {
             target: Some(target.to_owned()),
@@ -254,9 +265,10 @@ impl Sandbox {
                 [
                     ("io.procos.task".to_owned(), spec.task_id.clone()),
                     ("io.procos.topic".to_owned(), spec.topic.clone()),
+                    (DEADLINE_LABEL.to_owned(), deadline.to_string()),
                 ]
                 .into_iter()
-                .chain(warm.map(|key| (WARM_LABEL.to_owned(), key.to_owned())))
+                .chain(warm.map(|(key, _)| (WARM_LABEL.to_owned(), key.to_owned())))
                 .collect(),
             ),
             host_config: Some(host_config),
@@ -487,6 +499,15 @@ const GO_FILE: &str = "go";
 /// The exit code of a warm container whose task never came (the Python runner's
 /// `GAVE_UP_WAITING`).
 const GAVE_UP_WAITING: i64 = 75;
+/// Label with the Unix time (seconds) by which the container has ended on every path its
+/// worker drives: created, plus the longest wait for a warm container's task, plus the timeout.
+const DEADLINE_LABEL: &str = "io.procos.deadline";
+/// How far past its deadline a container must be before another worker takes it for a dead
+/// worker's: its own kills it at the deadline and removes it seconds later. Also absorbs clock
+/// skew between workers on different machines sharing one Docker engine.
+const ORPHAN_GRACE: Duration = Duration::from_secs(60);
+/// How often at most one sandbox looks for containers of dead workers (a list call or two).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Started containers of one spec, each waiting for the one task it will run: a short script
 /// pays for its container's start ahead of time, and still gets a container of its own. A
@@ -498,8 +519,8 @@ pub(crate) struct WarmPool {
     size: usize,
     ready: Arc<Mutex<VecDeque<String>>>,
     filling: Mutex<JoinSet<()>>,
-    /// Whether the warm containers of dead workers have been cleared away yet.
-    swept: std::sync::atomic::AtomicBool,
+    /// How long a warm container waits for its task before it gives up.
+    idle: Duration,
 }
 
 impl WarmPool {
@@ -523,7 +544,7 @@ impl WarmPool {
             size,
             ready: Arc::default(),
             filling: Mutex::new(JoinSet::new()),
-            swept: std::sync::atomic::AtomicBool::new(false),
+            idle: idle.max(Duration::from_secs(1)),
         }
     }
 
@@ -534,9 +555,7 @@ impl WarmPool {
     /// Runs `spec` in a waiting container when one is ready, else in a cold one; tops the pool
     /// up either way.
     pub(crate) async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
-        if !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            self.sandbox.remove_given_up_warm_containers().await;
-        }
+        self.sandbox.sweep_if_due().await;
         let warm = self.take_running().await;
         self.top_up();
         let Some(id) = warm else {
@@ -583,8 +602,9 @@ impl WarmPool {
             spec.task_id = format!("warm-{}", rand_suffix());
             let ready = Arc::clone(&self.ready);
             let key = self.key();
+            let idle = self.idle;
             filling.spawn(async move {
-                match sandbox.start_waiting(&spec, &key).await {
+                match sandbox.start_waiting(&spec, &key, idle).await {
                     Ok(id) => lock(&ready).push_back(id),
                     Err(failure) => tracing::warn!(image = %spec.image, error = %failure.message, "could not start a warm container; tasks start cold meanwhile"),
                 }
@@ -604,16 +624,37 @@ impl WarmPool {
     }
 }
 
+/// Seconds since the Unix epoch (0 for a clock set before it).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain values inside; a panic elsewhere cannot leave them half-written.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Sandbox {
-    /// Removes warm containers that stopped waiting: a worker that was killed, or whose last
-    /// task never came, leaves them behind. Only those that exited with the runner's give-up
-    /// code: a warm container that was handed a task carries the same label, ends with the
-    /// task's code (the runner maps every script exit to 0, 1 or 3), and its worker may still be
+    /// Clears away what dead workers left, at most every [`SWEEP_EVERY`]: a worker removes its
+    /// own containers on every path, but one that was killed cannot. Any worker may do it, on
+    /// rules that never touch a container a live worker still uses.
+    async fn sweep_if_due(&self) {
+        {
+            let mut last = lock(&self.last_sweep);
+            if last.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        self.remove_given_up_warm_containers().await;
+        self.remove_containers_past_their_deadline().await;
+    }
+
+    /// Warm containers that exited with the runner's give-up code: their task never came. A
+    /// warm container that was handed a task carries the same label but ends with the task's
+    /// code (the runner maps every script exit to 0, 1 or 3), and its worker may still be
     /// reading its output.
     async fn remove_given_up_warm_containers(&self) {
         let filters = HashMap::from([
@@ -621,15 +662,50 @@ impl Sandbox {
             ("status", vec!["exited".to_owned()]),
             ("exited", vec![GAVE_UP_WAITING.to_string()]),
         ]);
+        for container in self.list(&filters).await {
+            if let Some(id) = container.id {
+                self.remove(&id).await;
+            }
+        }
+    }
+
+    /// Sandbox containers, running or not, more than [`ORPHAN_GRACE`] past their deadline:
+    /// their worker would have killed them at it and removed them within seconds, so it is
+    /// gone. Containers without a deadline are left alone.
+    async fn remove_containers_past_their_deadline(&self) {
+        let filters = HashMap::from([("label", vec![DEADLINE_LABEL.to_owned()])]);
+        let cutoff = unix_now().saturating_sub(ORPHAN_GRACE.as_secs());
+        for container in self.list(&filters).await {
+            let deadline = container
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(DEADLINE_LABEL))
+                .and_then(|value| value.parse::<u64>().ok());
+            if let (Some(id), Some(deadline)) = (container.id, deadline)
+                && deadline < cutoff
+            {
+                tracing::info!(container = %id, state = ?container.state, "removing a sandbox container its worker left behind (past its deadline)");
+                self.remove(&id).await;
+            }
+        }
+    }
+
+    /// Every container, running or not, that matches `filters`; none (and a warning) when Docker
+    /// cannot say.
+    async fn list(
+        &self,
+        filters: &HashMap<&str, Vec<String>>,
+    ) -> Vec<bollard::models::ContainerSummary> {
         let options = bollard::query_parameters::ListContainersOptionsBuilder::new()
             .all(true)
-            .filters(&filters)
+            .filters(filters)
             .build();
-        let Ok(stopped) = self.docker.list_containers(Some(options)).await else {
-            return;
-        };
-        for id in stopped.into_iter().filter_map(|c| c.id) {
-            self.remove(&id).await;
+        match self.docker.list_containers(Some(options)).await {
+            Ok(containers) => containers,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list sandbox containers to clear those of dead workers; trying again in a minute");
+                Vec::new()
+            }
         }
     }
 
@@ -644,10 +720,15 @@ impl Sandbox {
     }
 
     /// Creates and starts a container that waits for its task.
-    async fn start_waiting(&self, spec: &ContainerSpec, key: &str) -> Result<String, Failure> {
+    async fn start_waiting(
+        &self,
+        spec: &ContainerSpec,
+        key: &str,
+        idle: Duration,
+    ) -> Result<String, Failure> {
         self.ensure_image(&spec.image).await?;
         let id = self
-            .create_labelled(spec, Some(key))
+            .create_labelled(spec, Some((key, idle)))
             .await
             .map_err(|e| docker_failure("create a warm container", &spec.image, &e))?;
         if let Err(failure) = self.prepare_and_start(&id, &spec.image).await {

@@ -284,55 +284,87 @@ async fn warm_containers_serve_one_task_each() {
     );
 }
 
-/// A starting warm pool clears the warm containers that gave up waiting (a killed worker's), and
-/// only those: a warm container that ran a task has ended too, and another worker may still be
-/// reading its output.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_starting_warm_pool_clears_only_containers_that_gave_up_waiting() {
-    let client = support::engine();
-    let (key, topic) = support::deploy_process(&client, "py-sweep").await;
-    // As a killed worker leaves them: one gave up waiting, one ended its task.
-    let leave = |name: &str, code: u8| {
-        let status = std::process::Command::new("docker")
-            .args(["run", "--name", name, "--label"])
-            .arg(format!(
-                "io.procos.warm={topic}:procos/python-sandbox:latest"
-            ))
-            .args(["--label", &format!("io.procos.topic={topic}")])
-            .args(["--label", &format!("io.procos.task=warm-{name}")])
-            .args([
-                "--entrypoint",
-                "python3",
-                "procos/python-sandbox:latest",
-                "-c",
-            ])
-            .arg(format!("raise SystemExit({code})"))
-            .status()
-            .unwrap();
-        assert_eq!(status.code(), Some(i32::from(code)), "docker run {name}");
-    };
-    let gave_up = support::unique("procos-gave-up");
-    let ran_a_task = support::unique("procos-ran-a-task");
-    leave(&gave_up, 75);
-    leave(&ran_a_task, 1);
+/// A container as a killed worker leaves it: labelled like the sandbox's, `labels` added, made
+/// with `docker <how>` (`run` waits for its end, `run -d` leaves it running, `create` never
+/// starts it) running `python3 -c <code>`.
+fn leave_container(name: &str, topic: &str, labels: &[String], how: &[&str], code: &str) {
+    let mut docker = std::process::Command::new("docker");
+    docker.args(how).args(["--name", name]);
+    for label in [
+        format!("io.procos.topic={topic}"),
+        format!("io.procos.task=left-{name}"),
+    ]
+    .iter()
+    .chain(labels)
+    {
+        docker.args(["--label", label]);
+    }
+    let output = docker
+        .args([
+            "--entrypoint",
+            "python3",
+            "procos/python-sandbox:latest",
+            "-c",
+            code,
+        ])
+        .output()
+        .unwrap();
+    // `docker run` answers with the container's exit code; only a failure to make it counts.
+    assert!(
+        output.status.success() || how == ["run"],
+        "docker {how:?} {name}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
 
+fn container_exists(name: &str) -> bool {
+    std::process::Command::new("docker")
+        .args(["container", "inspect", name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Runs one Python task of `topic` with a fresh worker (whose sandbox sweeps on its first run).
+async fn run_one_task(topic_settings: &str, prefix: &str) -> String {
+    let client = support::engine();
+    let (key, topic) = support::deploy_process(&client, prefix).await;
     let mut python = TopicConfig::new("python");
-    python.settings = toml::from_str("warm = 1").unwrap();
+    python.settings = toml::from_str(topic_settings).unwrap();
     let (stop, worker) = support::start_quick_worker(&client, &topic, python);
     let instance = support::start(&client, &key, support::script("outputs['x'] = 1")).await;
     support::wait_completed(&client, &instance, Duration::from_secs(60)).await;
     stop.cancel();
     worker.await.unwrap();
+    topic
+}
 
-    let exists = |name: &str| {
-        std::process::Command::new("docker")
-            .args(["container", "inspect", name])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
-    let (gave_up_left, ran_a_task_left) = (exists(&gave_up), exists(&ran_a_task));
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A starting warm pool clears the warm containers that gave up waiting (a killed worker's), and
+/// only those: a warm container that ran a task has ended too, and another worker may still be
+/// reading its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_warm_pool_clears_only_containers_that_gave_up_waiting() {
+    let topic = support::unique("py-sweep-warm");
+    let warm = [format!(
+        "io.procos.warm={topic}:procos/python-sandbox:latest"
+    )];
+    let gave_up = support::unique("procos-gave-up");
+    let ran_a_task = support::unique("procos-ran-a-task");
+    leave_container(&gave_up, &topic, &warm, &["run"], "raise SystemExit(75)");
+    leave_container(&ran_a_task, &topic, &warm, &["run"], "raise SystemExit(1)");
+
+    run_one_task("warm = 1", "py-sweep-warm").await;
+
+    let (gave_up_left, ran_a_task_left) =
+        (container_exists(&gave_up), container_exists(&ran_a_task));
     let _ = std::process::Command::new("docker")
         .args(["rm", "-f", &gave_up, &ran_a_task])
         .output();
@@ -343,6 +375,55 @@ async fn a_starting_warm_pool_clears_only_containers_that_gave_up_waiting() {
     assert!(
         ran_a_task_left,
         "the container that ran a task is its worker's to remove"
+    );
+}
+
+/// Containers a killed worker left (ended, still running, never started) are cleared by another
+/// worker once they are well past the deadline they carry; those within it, or without one,
+/// are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_of_a_killed_worker_are_cleared_once_past_their_deadline() {
+    let topic = support::unique("py-sweep-dead");
+    let deadline = |offset: i64| [format!("io.procos.deadline={}", unix_now() as i64 + offset)];
+    let name = |what: &str| support::unique(&format!("procos-left-{what}"));
+    let (ended, running, created) = (name("ended"), name("running"), name("created"));
+    let (within_grace, before_deadline, no_deadline) = (
+        name("within-grace"),
+        name("before-deadline"),
+        name("no-deadline"),
+    );
+    let long_ago = deadline(-300);
+    leave_container(&ended, &topic, &long_ago, &["run"], "pass");
+    leave_container(
+        &running,
+        &topic,
+        &long_ago,
+        &["run", "-d"],
+        "import time; time.sleep(600)",
+    );
+    leave_container(&created, &topic, &long_ago, &["create"], "pass");
+    leave_container(&within_grace, &topic, &deadline(-5), &["run"], "pass");
+    leave_container(&before_deadline, &topic, &deadline(600), &["run"], "pass");
+    leave_container(&no_deadline, &topic, &[], &["run"], "pass");
+
+    run_one_task("", "py-sweep-dead").await;
+
+    let all = [
+        &ended,
+        &running,
+        &created,
+        &within_grace,
+        &before_deadline,
+        &no_deadline,
+    ];
+    let left: Vec<bool> = all.iter().map(|name| container_exists(name)).collect();
+    let mut rm = std::process::Command::new("docker");
+    rm.args(["rm", "-f"]);
+    rm.args(all).output().unwrap();
+    assert_eq!(
+        left,
+        [false, false, false, true, true, true],
+        "left after the sweep: {all:?}"
     );
 }
 
