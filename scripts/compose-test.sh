@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The compose fleet under test: brings compose.yaml up under a project of its own (engine on a
-# free loopback port, a random password, one worker replica), runs the ignored test
-# `compose::` against it (300 instances with 1, 3 and 6 replicas, a replica killed mid-run, an
-# incident checked through the REST API and photographed in Cockpit), and takes it all down.
+# free loopback port, a random password, one worker replica, an `llm` topic on a real model),
+# runs the ignored test `compose::` against it (300 instances across the adapters with 1, 3 and
+# 6 replicas, a replica killed mid-run, an incident checked through the REST API and
+# photographed in Cockpit), and takes it all down.
 # The Cockpit screenshot is kept in test-artifacts/. Then the same with the `postgres` profile:
 # the engine on PostgreSQL, with the kernel's deployment in its tables.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -32,12 +33,24 @@ fi
 
 bash "$ROOT/scripts/compose-images.sh"
 
+# A real model for the fleet's `llm` topic (tests/compose/llm.yaml): SmolLM2 on the default
+# bridge's address, which the workers reach as host.docker.internal (host-gateway); not on
+# 0.0.0.0, so nothing beyond this host and its containers sees it.
+bridge=$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}')
+[ -n "$bridge" ] || die "the Docker engine's default bridge has no gateway address"
+PROCOS_TEST_LLM_PORT=$(free_port)
+export PROCOS_TEST_LLM_PORT
+llm_pid=$(bash "$ROOT/scripts/llm-server.sh" start "$PROCOS_TEST_LLM_PORT" "$bridge")
+on_exit "kill $llm_pid 2>/dev/null"
+wait_for_url "http://$bridge:$PROCOS_TEST_LLM_PORT/v1/models" "the model server for the fleet" \
+  "$PROCOS_CACHE/logs/llm-server-$bridge.log"
+
 project="procos-test-$$"
 port=$(free_port)
 export PROCOS_ENGINE_USER=procos
 PROCOS_ENGINE_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')
 export PROCOS_ENGINE_PASSWORD ENGINE_PORT=$port WORKER_REPLICAS=1
-compose="$compose_cmd --project-name $project --file $ROOT/compose.yaml"
+compose="$compose_cmd --project-name $project --file $ROOT/compose.yaml --file $ROOT/tests/compose/llm.yaml"
 log="$PROCOS_CACHE/logs/compose-test.log"
 
 # Sandbox containers that exist before the fleet does: not the fleet's to remove.

@@ -4,8 +4,10 @@
 # server. Installs into $PROCOS_CACHE/llm (pip caches the compiled wheel).
 #
 #   scripts/llm-server.sh install      install the server and unpack the model (idempotent)
-#   scripts/llm-server.sh start PORT   install, then serve on 127.0.0.1:PORT in the background;
-#                                      prints the PID; logs to $PROCOS_CACHE/logs/llm-server.log
+#   scripts/llm-server.sh start PORT [HOST]
+#                                      install, then serve on HOST:PORT (HOST 127.0.0.1) in the
+#                                      background; prints the PID; logs to
+#                                      $PROCOS_CACHE/logs/llm-server[-HOST].log
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LLM_DIR="$PROCOS_CACHE/llm"
@@ -39,11 +41,14 @@ install_llm() {
 case "${1:-}" in
   install) install_llm ;;
   start)
-    port="${2:?usage: llm-server.sh start PORT}"
+    port="${2:?usage: llm-server.sh start PORT [HOST]}"
+    host="${3:-127.0.0.1}"
+    log="$PROCOS_CACHE/logs/llm-server.log"
+    [ "$host" = 127.0.0.1 ] || log="$PROCOS_CACHE/logs/llm-server-$host.log"
     install_llm
-    "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --host 127.0.0.1 --port "$port" \
-      --n_ctx 2048 --model_alias smollm2 >"$PROCOS_CACHE/logs/llm-server.log" 2>&1 &
+    "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --host "$host" --port "$port" \
+      --n_ctx 2048 --model_alias smollm2 >"$log" 2>&1 &
     echo $!
     ;;
-  *) die "usage: llm-server.sh install | start PORT" ;;
+  *) die "usage: llm-server.sh install | start PORT [HOST]" ;;
 esac

@@ -1,6 +1,7 @@
-//! The compose fleet (`compose.yaml`) under load: 300 instances across the adapters with 1, 3
-//! and 6 worker replicas, one replica `docker kill`ed mid-run, and a failing task that becomes
-//! an incident a person can act on in Cockpit.
+//! The compose fleet (`compose.yaml`) under load: 300 instances across the adapters (echo,
+//! Python, Docker, Scilab, and an LLM on a real model) with 1, 3 and 6 worker replicas, one
+//! replica `docker kill`ed mid-run, and a failing task that becomes an incident a person can act
+//! on in Cockpit.
 //!
 //! Ignored in the ordinary run: `scripts/compose-test.sh` brings the fleet up with `docker
 //! compose`, runs this test against it, and takes it down. It passes the fleet in
@@ -34,13 +35,16 @@ enum Kind {
     Python,
     Docker,
     Scilab,
+    Llm,
 }
 
 impl Kind {
-    /// Half the instances echo (the worker's own cost), the rest start a container each.
+    /// Most instances echo (the worker's own cost) or start a container each; one in ten asks
+    /// the model.
     fn of(i: usize) -> Self {
         match i % 10 {
-            0..=4 => Kind::Echo,
+            0..=3 => Kind::Echo,
+            4 => Kind::Llm,
             5 | 6 => Kind::Python,
             7 | 8 => Kind::Docker,
             _ => Kind::Scilab,
@@ -53,6 +57,7 @@ impl Kind {
             Kind::Python => "python",
             Kind::Docker => "docker",
             Kind::Scilab => "scilab",
+            Kind::Llm => "llm",
         }
     }
 
@@ -73,21 +78,53 @@ impl Kind {
                 r#"<camunda:inputParameter name="script">half = n / 2;</camunda:inputParameter>
         <camunda:inputParameter name="outputs">half</camunda:inputParameter>"#
             }
+            // The prompt is the topic's (tests/compose/llm.yaml); the answer's schema the task's.
+            Kind::Llm => {
+                r#"<camunda:inputParameter name="schema">{"type": "object", "required": ["parity"], "additionalProperties": false, "properties": {"parity": {"type": "string", "enum": ["even", "odd"]}}}</camunda:inputParameter>"#
+            }
         }
     }
 
-    /// The result variable and its expected value for input `n`.
-    fn expected(self, n: i64) -> (&'static str, f64) {
+    /// Whether the instance's variables hold the right result for input `n`: the computed
+    /// number, or for the model an answer in the task's schema (whether SmolLM2-135M knows its
+    /// parities is not the fleet's to test).
+    fn check(self, n: i64, variables: &BTreeMap<String, Variable>) -> Result<(), String> {
+        let number = |name: &str, expected: f64| match variables.get(name).and_then(number) {
+            Some(got) if got == expected => Ok(()),
+            _ => Err(format!(
+                "`{name}` should be {expected}, is {:?}",
+                variables.get(name)
+            )),
+        };
         match self {
-            Kind::Echo => ("next", (n + 1) as f64),
-            Kind::Python => ("square", (n * n) as f64),
-            Kind::Docker => ("cube", (n * n * n) as f64),
-            Kind::Scilab => ("half", n as f64 / 2.0),
+            Kind::Echo => number("next", (n + 1) as f64),
+            Kind::Python => number("square", (n * n) as f64),
+            Kind::Docker => number("cube", (n * n * n) as f64),
+            Kind::Scilab => number("half", n as f64 / 2.0),
+            Kind::Llm => {
+                let answer = variables.get("answer").map(Variable::to_json);
+                let parity = answer.as_ref().and_then(|a| a.get("parity")?.as_str());
+                match (parity, variables.get("model")) {
+                    (Some("even" | "odd"), Some(Variable::String(model))) if model == "smollm2" => {
+                        Ok(())
+                    }
+                    _ => Err(format!(
+                        "`answer` should be {{\"parity\": \"even\" | \"odd\"}} from smollm2, is {answer:?} (model {:?})",
+                        variables.get("model")
+                    )),
+                }
+            }
         }
     }
 }
 
-const KINDS: [Kind; 4] = [Kind::Echo, Kind::Python, Kind::Docker, Kind::Scilab];
+const KINDS: [Kind; 5] = [
+    Kind::Echo,
+    Kind::Python,
+    Kind::Docker,
+    Kind::Scilab,
+    Kind::Llm,
+];
 
 struct Fleet {
     compose: Vec<String>,
@@ -438,14 +475,9 @@ async fn assert_exactly_once(
             let history = client.historic_process_instance(&id).await.unwrap();
             assert_eq!(history.state, "COMPLETED", "instance {id} ({kind:?})");
             let variables = client.historic_variables(&id).await.unwrap();
-            let (name, expected) = kind.expected(n);
-            let got = variables.get(name).and_then(number);
-            assert_eq!(
-                got,
-                Some(expected),
-                "instance {id} ({kind:?}, n = {n}): `{name}` is {:?}",
-                variables.get(name)
-            );
+            if let Err(wrong) = kind.check(n, &variables) {
+                panic!("instance {id} ({kind:?}, n = {n}): {wrong}");
+            }
         });
         if checks.len() >= 16 {
             checks.join_next().await.unwrap().unwrap();
