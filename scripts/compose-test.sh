@@ -33,11 +33,13 @@ fi
 
 bash "$ROOT/scripts/compose-images.sh"
 
-# A real model for the fleet's `llm` topic (tests/compose/llm.yaml): SmolLM2 on the default
-# bridge's address, which the workers reach as host.docker.internal (host-gateway); not on
-# 0.0.0.0, so nothing beyond this host and its containers sees it.
-bridge=$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}')
-[ -n "$bridge" ] || die "the Docker engine's default bridge has no gateway address"
+# A real model for the fleet's `llm` topic (tests/compose/llm.yaml): SmolLM2 on the address
+# the workers reach as host.docker.internal (`host-gateway`, the default bridge's address on
+# the host); not on 0.0.0.0, so nothing beyond this host and its containers sees it. Docker
+# itself says what `host-gateway` is: the bridge network's IPAM does not always list it.
+bridge=$(docker run --rm --network none --add-host "procos-host:host-gateway" \
+  --entrypoint getent debian:bookworm-slim hosts procos-host | awk '{print $1}')
+[ -n "$bridge" ] || die "the Docker engine could not say which host address its containers reach as host-gateway"
 PROCOS_TEST_LLM_PORT=$(free_port)
 export PROCOS_TEST_LLM_PORT
 llm_pid=$(bash "$ROOT/scripts/llm-server.sh" start "$PROCOS_TEST_LLM_PORT" "$bridge")
