@@ -89,7 +89,7 @@ impl Kind {
     /// number, or for the model an answer in the task's schema (whether SmolLM2-135M knows its
     /// parities is not the fleet's to test).
     fn check(self, n: i64, variables: &BTreeMap<String, Variable>) -> Result<(), String> {
-        let number = |name: &str, expected: f64| match variables.get(name).and_then(number) {
+        let holds = |name: &str, expected: f64| match variables.get(name).and_then(number) {
             Some(got) if got == expected => Ok(()),
             _ => Err(format!(
                 "`{name}` should be {expected}, is {:?}",
@@ -97,10 +97,10 @@ impl Kind {
             )),
         };
         match self {
-            Kind::Echo => number("next", (n + 1) as f64),
-            Kind::Python => number("square", (n * n) as f64),
-            Kind::Docker => number("cube", (n * n * n) as f64),
-            Kind::Scilab => number("half", n as f64 / 2.0),
+            Kind::Echo => holds("next", (n + 1) as f64),
+            Kind::Python => holds("square", (n * n) as f64),
+            Kind::Docker => holds("cube", (n * n * n) as f64),
+            Kind::Scilab => holds("half", n as f64 / 2.0),
             Kind::Llm => {
                 let answer = variables.get("answer").map(Variable::to_json);
                 let parity = answer.as_ref().and_then(|a| a.get("parity")?.as_str());
