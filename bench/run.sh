@@ -44,7 +44,7 @@ case "$which" in
       --procos-bin "$CARGO_TARGET_DIR/release/procos" --java-jar "$java_jar" \
       --js-worker "$js_worker" --python "$python" --python-worker "$ROOT/bench/peers/python/worker.py" \
       --chart-python "$chart_python" --chart-script "$ROOT/bench/chart/chart.py" \
-      --work-dir "$work_dir" --results-dir "$ROOT/bench/results" --doc "$ROOT/docs/benchmarks.md" "$@"
+      --work-dir "$work_dir" --results-dir "$ROOT/bench/results" --doc "$ROOT/bench/README.md" "$@"
     say "results in peers.md, peers.json and peers.png (bench/results/ unless --results-dir says otherwise); worker logs in $work_dir"
     ;;
   *) die "unknown benchmark \`$which\`: worker, sandbox, peers or all" ;;

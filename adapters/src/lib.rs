@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 pub use async_trait::async_trait;
-pub use procos_image_allowlist::ImageAllowlist;
+pub use procos_sandbox_contract::ImageAllowlist;
 
 /// The adapters this build knows, by the name a topic configuration uses.
 pub const ADAPTERS: &[&str] = &["echo", "docker", "python", "scilab", "llm"];

@@ -8,7 +8,7 @@
 // limit, and the benchmark's common lock duration. `interval` is the pause after every fetch
 // (default 300 ms, which alone caps a worker at maxTasks per 300 ms) and the re-check period
 // while all slots are busy; with long polling the pause only delays the next fetch, so it is
-// PEER_JS_INTERVAL_MS (0 by default; see docs/benchmarks.md).
+// PEER_JS_INTERVAL_MS (0 by default; see bench/README.md).
 import { readFileSync, writeFileSync } from "node:fs";
 
 import { Client } from "camunda-external-task-client-js";

@@ -96,7 +96,7 @@ struct Args {
     /// The task body in the scaling scenario.
     #[arg(long, default_value = "50ms")]
     scaling_delay: humantime::Duration,
-    /// The JS client's `interval` in milliseconds (see docs/benchmarks.md).
+    /// The JS client's `interval` in milliseconds (see bench/README.md).
     #[arg(long, default_value_t = 0)]
     js_interval_ms: u64,
     /// ProcOS's log filter. Its pickup latency is read from the `camunda_client=trace` lines;

@@ -19,7 +19,7 @@ use tokio::net::UnixStream;
 use tokio::task::JoinSet;
 
 use crate::policy::{self, Call, ContainerOp, Refusal, Route, SANDBOX_LABEL};
-use procos_image_allowlist::ImageAllowlist;
+use procos_sandbox_contract::ImageAllowlist;
 
 /// The body of every request and answer the proxy sends: streamed from the other side, or
 /// made here.

@@ -15,7 +15,7 @@ use http::{Method, StatusCode};
 use serde_json::{Map, Value};
 use url::form_urlencoded;
 
-use procos_image_allowlist::{ImageAllowlist, normalize};
+use procos_sandbox_contract::{ImageAllowlist, normalize};
 
 /// The label every container of ProcOS's sandbox carries (its value is the task's id). The
 /// proxy creates only containers that carry it and touches no container without it.

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
-use procos_image_allowlist::ImageAllowlist;
+use procos_sandbox_contract::ImageAllowlist;
 
 /// Where the proxy accepts Docker API clients.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,5 @@
+//! The sandbox contract: what ProcOS's sandboxes and the sandbox proxy agree on.
+
+mod images;
+
+pub use images::{ImageAllowlist, normalize};
