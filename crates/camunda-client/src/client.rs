@@ -12,8 +12,8 @@ use crate::error::{ClientError, ErrorBody};
 use crate::model::{
     BpmnErrorReport, CompleteTask, Deployment, DeploymentResult, ExternalTask,
     ExternalTaskLogEntry, ExternalTaskLogQuery, FailureReport, FetchAndLock,
-    HistoricActivityInstance, HistoricProcessInstance, Incident, LockedExternalTask,
-    ProcessDefinition, ProcessInstance, StartProcessInstance,
+    HistoricActivityInstance, HistoricProcessInstance, HistoricProcessInstanceQuery, Incident,
+    LockedExternalTask, ProcessDefinition, ProcessInstance, StartProcessInstance,
 };
 use crate::variables::{Variable, Variables};
 
@@ -84,6 +84,22 @@ impl EngineClient {
     /// The REST API's base URL, ending in `/`.
     pub fn base_url(&self) -> &str {
         self.base.as_str()
+    }
+
+    /// A client for the REST API of an engine on this machine at `port` (Camunda Run's
+    /// `/engine-rest`, on the loopback address): the engine a kernel or a benchmark booted.
+    pub fn local(port: u16, auth: Auth) -> Result<Self, ClientError> {
+        Self::new(&format!("http://127.0.0.1:{port}/engine-rest"), auth)
+    }
+
+    /// `GET /version`: the engine's version, e.g. `7.24.0`.
+    pub async fn version(&self) -> Result<String, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Version {
+            version: String,
+        }
+        let version: Version = self.call(Method::GET, "version", None::<&()>).await?;
+        Ok(version.version)
     }
 
     /// `GET /engine`: the names of the engines behind this API. Answers without credentials even
@@ -277,6 +293,50 @@ impl EngineClient {
     ) -> Result<HistoricProcessInstance, ClientError> {
         let path = format!("history/process-instance/{}", segment(id));
         self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `GET /history/process-instance`: every instance `query` selects, ordered by id. Read a page
+    /// at a time in an order without ties: pages of an order with ties (many instances start in
+    /// the same millisecond) may repeat one instance and skip another.
+    pub async fn historic_process_instances(
+        &self,
+        query: &HistoricProcessInstanceQuery,
+    ) -> Result<Vec<HistoricProcessInstance>, ClientError> {
+        const PAGE: usize = 2000;
+        let path = "history/process-instance";
+        let mut found = Vec::new();
+        let max_results = PAGE.to_string();
+        loop {
+            let first_result = found.len().to_string();
+            let request = self.request(Method::GET, path).query(query).query(&[
+                ("sortBy", "instanceId"),
+                ("sortOrder", "asc"),
+                ("firstResult", first_result.as_str()),
+                ("maxResults", max_results.as_str()),
+            ]);
+            let page: Vec<HistoricProcessInstance> =
+                self.send(request, "GET", path, CALL_TIMEOUT).await?;
+            let last = page.len() < PAGE;
+            found.extend(page);
+            if last {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// `GET /history/process-instance/count`: how many instances `query` selects.
+    pub async fn historic_process_instance_count(
+        &self,
+        query: &HistoricProcessInstanceQuery,
+    ) -> Result<u64, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            count: u64,
+        }
+        let path = "history/process-instance/count";
+        let request = self.request(Method::GET, path).query(query);
+        let count: Count = self.send(request, "GET", path, CALL_TIMEOUT).await?;
+        Ok(count.count)
     }
 
     /// `GET /history/variable-instance?processInstanceId=…`: the instance's variables as history

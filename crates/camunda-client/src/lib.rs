@@ -18,7 +18,8 @@ pub use error::{ClientError, ParseProblem};
 pub use model::{
     BpmnErrorReport, CompleteTask, DeployedResource, Deployment, DeploymentResult, ExternalTask,
     ExternalTaskLogEntry, ExternalTaskLogQuery, FailureReport, FetchAndLock,
-    HistoricActivityInstance, HistoricProcessInstance, Incident, LockedExternalTask,
-    ProcessDefinition, ProcessInstance, StartProcessInstance, TopicSubscription,
+    HistoricActivityInstance, HistoricProcessInstance, HistoricProcessInstanceQuery, Incident,
+    LockedExternalTask, ProcessDefinition, ProcessInstance, StartProcessInstance,
+    TopicSubscription,
 };
 pub use variables::{Variable, Variables};

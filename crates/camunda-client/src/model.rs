@@ -224,10 +224,37 @@ pub struct HistoricProcessInstance {
     pub id: String,
     #[serde(default)]
     pub process_definition_key: Option<String>,
+    #[serde(default)]
+    pub business_key: Option<String>,
     /// ACTIVE, SUSPENDED, COMPLETED, EXTERNALLY_TERMINATED, INTERNALLY_TERMINATED.
     pub state: String,
-    #[serde(default)]
-    pub end_time: Option<String>,
+    /// When the instance started, on the engine's clock.
+    #[serde(default, deserialize_with = "engine_date::deserialize")]
+    pub start_time: Option<DateTime<FixedOffset>>,
+    /// When the instance ended, on the engine's clock; `None` while it runs.
+    #[serde(default, deserialize_with = "engine_date::deserialize")]
+    pub end_time: Option<DateTime<FixedOffset>>,
+}
+
+/// Filters for history's process instances; unset ones do not filter.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoricProcessInstanceQuery {
+    /// Instances of any version of this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_definition_key: Option<String>,
+    #[serde(
+        rename = "processInstanceBusinessKey",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub business_key: Option<String>,
+    /// Only instances that have ended (completed or terminated). The engine takes no `false`:
+    /// leaving it unset is how to ask for all.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub finished: bool,
+    /// Only instances that are still running.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unfinished: bool,
 }
 
 /// An open incident, as Cockpit shows it.
@@ -304,4 +331,53 @@ pub struct HistoricActivityInstance {
     pub activity_type: Option<String>,
     #[serde(default)]
     pub end_time: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_history_query_sends_only_the_filters_that_are_set() {
+        let query = HistoricProcessInstanceQuery {
+            process_definition_key: Some("p".into()),
+            business_key: Some("measured".into()),
+            finished: true,
+            ..HistoricProcessInstanceQuery::default()
+        };
+        let sent = serde_json::to_value(&query).unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({
+                "processDefinitionKey": "p",
+                "processInstanceBusinessKey": "measured",
+                "finished": true,
+            })
+        );
+        let all = serde_json::to_value(HistoricProcessInstanceQuery::default()).unwrap();
+        assert_eq!(all, serde_json::json!({}));
+    }
+
+    #[test]
+    fn history_gives_an_instance_its_times_on_the_engine_clock() {
+        let ended: HistoricProcessInstance = serde_json::from_value(serde_json::json!({
+            "id": "i1",
+            "businessKey": "measured",
+            "state": "COMPLETED",
+            "startTime": "2024-02-29T13:45:00.123+0100",
+            "endTime": "2024-02-29T13:45:01.000+0100",
+        }))
+        .unwrap();
+        let (start, end) = (ended.start_time.unwrap(), ended.end_time.unwrap());
+        assert_eq!((end - start).num_milliseconds(), 877);
+        assert_eq!(start.offset().local_minus_utc(), 3600);
+        let running: HistoricProcessInstance = serde_json::from_value(serde_json::json!({
+            "id": "i2",
+            "state": "ACTIVE",
+            "startTime": "2024-02-29T13:45:00.123+0100",
+            "endTime": null,
+        }))
+        .unwrap();
+        assert!(running.end_time.is_none());
+    }
 }
