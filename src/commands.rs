@@ -107,8 +107,12 @@ async fn kernel(
             if let (Some(id), true) = (&worker_config.worker_id, workers > 1) {
                 worker_config.worker_id = Some(format!("{id}-{i}"));
             }
-            Worker::new(client.clone(), worker_config, &config.topics)
-                .map(|w| w.with_telemetry(telemetry.clone()))
+            Worker::new(
+                client.clone(),
+                worker_config,
+                &config.topics,
+                telemetry.clone(),
+            )
         })
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("invalid worker configuration in {}", config_path.display()))?;
@@ -257,14 +261,18 @@ async fn worker(
 ) -> anyhow::Result<ExitCode> {
     let client = config.engine.client()?;
     let telemetry = Telemetry::new();
-    let worker = Worker::new(client, config.worker.clone(), &config.topics)
-        .with_context(|| {
-            format!(
-                "the worker refuses to start: invalid configuration in {}",
-                config_path.display()
-            )
-        })?
-        .with_telemetry(telemetry.clone());
+    let worker = Worker::new(
+        client,
+        config.worker.clone(),
+        &config.topics,
+        telemetry.clone(),
+    )
+    .with_context(|| {
+        format!(
+            "the worker refuses to start: invalid configuration in {}",
+            config_path.display()
+        )
+    })?;
     let mut observability =
         serve_observability(&config.worker, config_path, telemetry, &shutdown).await?;
     worker.run(shutdown.clone()).await;

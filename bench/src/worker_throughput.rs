@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use camunda_client::{Auth, Deployment, EngineClient, ExternalTaskLogQuery, StartProcessInstance};
 use clap::Parser;
-use procos_worker::{TopicConfig, Worker, WorkerConfig};
+use procos_worker::{Telemetry, TopicConfig, Worker, WorkerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -154,13 +154,15 @@ impl Fleet {
         let topics = BTreeMap::from([(topic.to_owned(), TopicConfig::new("echo"))]);
         let stop = CancellationToken::new();
         let mut workers = JoinSet::new();
+        // One per process, as `procos worker` has: the workers share it.
+        let telemetry = Telemetry::new();
         for _ in 0..args.workers {
             let config = WorkerConfig {
                 max_tasks: args.max_tasks,
                 listen: "off".into(),
                 ..WorkerConfig::default()
             };
-            let worker = Worker::new(client.clone(), config, &topics)?;
+            let worker = Worker::new(client.clone(), config, &topics, telemetry.clone())?;
             workers.spawn(worker.run(stop.child_token()));
         }
         Ok(Self { stop, workers })

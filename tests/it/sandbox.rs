@@ -240,6 +240,7 @@ async fn the_docker_adapter_runs_an_image_and_refuses_one_outside_the_allowlist(
         client.clone(),
         support::quick_worker_config(),
         &support::topics(&[("pinned", pinned)]),
+        procos_worker::Telemetry::new(),
     )
     .unwrap_err();
     assert_eq!(err.key, "topics.pinned.settings");

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use camunda_client::{Auth, EngineClient};
-use procos_worker::{TopicConfig, Worker, WorkerConfig};
+use procos_worker::{Telemetry, TopicConfig, Worker, WorkerConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -125,7 +125,7 @@ pub fn start_worker_with(
     topics: BTreeMap<String, TopicConfig>,
 ) -> (CancellationToken, JoinHandle<()>) {
     init_logging();
-    let worker = Worker::new(client.clone(), config, &topics).unwrap();
+    let worker = Worker::new(client.clone(), config, &topics, Telemetry::new()).unwrap();
     let stop = CancellationToken::new();
     let handle = tokio::spawn(worker.run(stop.clone()));
     (stop, handle)

@@ -9,8 +9,10 @@
 //! - Shutdown comes in as a `CancellationToken`: the pending fetch is aborted, running tasks get a
 //!   grace period, and tasks that could not finish are unlocked for other workers.
 //!
-//! - [`Telemetry`] collects the metrics and health of every worker of the process;
-//!   [`ObservabilityServer`] serves them as `/metrics`, `/healthz` and `/readyz`.
+//! - [`Telemetry`] collects the metrics and health of every worker of the process: one value per
+//!   process, handed to each [`Worker::new`]. Workers tell it what happened (a fetch answered, a
+//!   lock was lost, a task finished); it alone maps that to metric families.
+//!   [`ObservabilityServer`] serves it as `/metrics`, `/healthz` and `/readyz`.
 //!
 //! Only this crate and the kernel talk to the engine; adapters never do.
 

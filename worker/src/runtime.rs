@@ -14,7 +14,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{ConfigError, Route, TopicConfig, WorkerConfig, build_routes};
-use crate::metrics::{Telemetry, WorkerState};
+use crate::metrics::Telemetry;
 use crate::task::{self, Shared, Slots};
 
 /// The longest wait between failed fetches: short enough that a restarted engine gets its
@@ -35,10 +35,14 @@ pub struct Worker {
 
 impl Worker {
     /// Validates the configuration and builds every topic's adapter. Nothing is fetched yet.
+    ///
+    /// The worker records its metrics and health in `telemetry`, which the process's other
+    /// workers and its [`ObservabilityServer`](crate::ObservabilityServer) share.
     pub fn new(
         client: EngineClient,
         config: WorkerConfig,
         topics: &BTreeMap<String, TopicConfig>,
+        telemetry: Telemetry,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let context = procos_adapters::BuildContext {
@@ -58,23 +62,12 @@ impl Worker {
             shared: Arc::new(Shared {
                 client,
                 worker_id,
-                telemetry: Telemetry::new(),
+                telemetry,
             }),
             config,
             routes,
             subscriptions,
         })
-    }
-
-    /// Records this worker's metrics and health in `telemetry`, shared with the process's other
-    /// workers and its observability endpoint.
-    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
-        self.shared = Arc::new(Shared {
-            client: self.shared.client.clone(),
-            worker_id: self.shared.worker_id.clone(),
-            telemetry,
-        });
-        self
     }
 
     /// The id this worker locks tasks under.
@@ -100,7 +93,7 @@ impl Worker {
 
         let telemetry = &self.shared.telemetry;
         let worker_id = self.shared.worker_id.as_str();
-        telemetry.set_state(worker_id, WorkerState::Starting);
+        telemetry.worker_started(worker_id);
         // The first fetch, and the first after an error, answers at once: readiness then
         // reflects the engine within a round trip, not after a whole long poll.
         let mut poll_ms = 0;
@@ -169,13 +162,7 @@ impl Worker {
                 Ok(tasks) => {
                     fetch_backoff.reset();
                     poll_ms = long_poll_ms;
-                    telemetry.engine_reached(worker_id, Ok(()));
-                    if tasks.is_empty() {
-                        telemetry.record_fetch("empty", took);
-                        telemetry.metrics().empty_polls.inc();
-                    } else {
-                        telemetry.record_fetch("tasks", took);
-                    }
+                    telemetry.fetched(worker_id, tasks.len(), took);
                     debug!(
                         fetched = tasks.len(),
                         asked = request.max_tasks,
@@ -198,15 +185,11 @@ impl Worker {
                 }
                 Err(e) => {
                     poll_ms = 0;
-                    telemetry.record_fetch("error", took);
-                    telemetry.metrics().fetch_errors.inc();
+                    telemetry.fetch_failed(worker_id, &e, took);
                     let delay = fetch_backoff.next_delay();
                     if e.is_overloaded() {
-                        // The engine is up, only busy: still serving.
-                        telemetry.engine_reached(worker_id, Ok(()));
                         info!(retry_in = ?delay, "the engine's long-poll queue is full; backing off");
                     } else {
-                        telemetry.engine_reached(worker_id, Err(e.to_string()));
                         warn!(error = %e, retry_in = ?delay, "fetch failed; retrying");
                     }
                     tokio::select! {
@@ -217,7 +200,7 @@ impl Worker {
             }
         }
 
-        telemetry.set_state(worker_id, WorkerState::Draining);
+        telemetry.worker_draining(worker_id);
         self.retract_long_poll().await;
         self.drain(running, abort_tasks).await;
     }
@@ -256,7 +239,7 @@ impl Worker {
         for route in self.routes.values() {
             route.adapter.close().await;
         }
-        self.shared.telemetry.remove_worker(&self.shared.worker_id);
+        self.shared.telemetry.worker_stopped(&self.shared.worker_id);
         info!(worker_id = %self.shared.worker_id, "worker stopped");
     }
 
@@ -275,11 +258,7 @@ impl Worker {
                 // One fetch serves several topics and the engine cannot be told a per-topic
                 // maximum, so a topic can get more tasks than it has room for.
                 Err(_) => {
-                    Telemetry::topic_counter(
-                        &self.shared.telemetry.metrics().returned,
-                        &route.topic,
-                    )
-                    .inc();
+                    self.shared.telemetry.task_returned(&route.topic);
                     return None;
                 }
             },

@@ -21,7 +21,7 @@ use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::backoff::{Backoff, exponential};
 use crate::config::{Route, TopicConfig};
-use crate::metrics::{Telemetry, TopicLabel};
+use crate::metrics::{TaskOutcome, Telemetry};
 
 /// Share of the lock duration after which a running task's lock is extended.
 const EXTEND_AT: f64 = 0.6;
@@ -60,29 +60,22 @@ pub(crate) async fn handle(
         topic = %locked.topic_name,
         process_instance = locked.process_instance_id.as_deref().unwrap_or(""),
     );
-    let metrics = shared.telemetry.metrics();
-    let label = TopicLabel {
-        topic: route.topic.clone(),
-    };
-    metrics.tasks_fetched.get_or_create(&label).inc();
-    let in_flight = metrics.in_flight.get_or_create(&label).clone();
-    in_flight.inc();
-    let outcome = handle_in_span(&shared, &route, locked, cancel)
+    shared.telemetry.task_started(&route.topic);
+    let (outcome, ran) = handle_in_span(&shared, &route, locked, cancel)
         .instrument(span)
         .await;
-    in_flight.dec();
-    shared.telemetry.record_outcome(&route.topic, outcome);
+    shared.telemetry.task_finished(&route.topic, outcome, ran);
     drop(slots);
 }
 
-/// Runs the adapter while keeping the lock, writes the outcome back, and names how it ended
-/// (the `outcome` label of `procos_worker_tasks_total`).
+/// Runs the adapter while keeping the lock, writes the outcome back, and says how it ended and
+/// how long the adapter ran, when its answer counted.
 async fn handle_in_span(
     shared: &Shared,
     route: &Route,
     locked: LockedExternalTask,
     cancel: CancellationToken,
-) -> &'static str {
+) -> (TaskOutcome, Option<Duration>) {
     let started = Instant::now();
     let lock_duration = route.config.lock_duration;
     let adapter_task = AdapterTask {
@@ -109,15 +102,15 @@ async fn handle_in_span(
             // Give the adapter a moment to clean up; its answer no longer counts.
             let _ = tokio::time::timeout(CANCEL_CLEANUP, run).await;
             unlock(&shared.client, &locked.id).await;
-            return "unlocked";
+            return (TaskOutcome::Unlocked, None);
         }
         Some(lost) = &mut keeper => {
             // Another worker may hold the task now: stop, and write nothing back.
             cancel.cancel();
             let _ = tokio::time::timeout(CANCEL_CLEANUP, run).await;
-            Telemetry::topic_counter(&shared.telemetry.metrics().lost_locks, &route.topic).inc();
+            shared.telemetry.lock_lost(&route.topic);
             warn!(error = %lost, "the lock is gone (the task was cancelled or another worker holds it); the run is abandoned and nothing is written back");
-            return "abandoned";
+            return (TaskOutcome::Abandoned, None);
         }
         outcome = &mut run => outcome,
     };
@@ -127,14 +120,6 @@ async fn handle_in_span(
     // answer (a lock that is gone is a 400 or 404 there).
     run_ended.cancel();
     let _ = keeper.await;
-    shared
-        .telemetry
-        .metrics()
-        .task_duration
-        .get_or_create(&TopicLabel {
-            topic: route.topic.clone(),
-        })
-        .observe(elapsed.as_secs_f64());
     // Write-back may be retried while the (last extended) lock lasts, with a margin for the call.
     let lock_deadline = *lock_until.borrow() - Duration::from_secs(1).min(lock_duration / 2);
     let write_back = WriteBack {
@@ -146,10 +131,10 @@ async fn handle_in_span(
         deadline: lock_deadline,
     };
     let (kind, result) = write_back.outcome(outcome).await;
-    match result {
+    let ended = match result {
         Ok(()) => {
             info!(
-                outcome = kind,
+                outcome = kind.as_str(),
                 elapsed_ms = elapsed.as_millis() as u64,
                 "task done"
             );
@@ -157,28 +142,29 @@ async fn handle_in_span(
         }
         Err(e) if e.is_not_found() => {
             warn!(
-                outcome = kind,
+                outcome = kind.as_str(),
                 "the task is gone (a boundary event cancelled it, or its instance was deleted); the result is dropped"
             );
-            "gone"
+            TaskOutcome::Gone
         }
         Err(e) if e.status() == Some(400) => {
             warn!(
-                outcome = kind,
+                outcome = kind.as_str(),
                 error = %e,
                 "the engine refused the result: the task is locked by another worker now"
             );
-            "refused"
+            TaskOutcome::Refused
         }
         Err(e) => {
             error!(
-                outcome = kind,
+                outcome = kind.as_str(),
                 error = %e,
                 "could not write the result back; the task runs again when its lock expires"
             );
-            "write_back_failed"
+            TaskOutcome::WriteBackFailed
         }
-    }
+    };
+    (ended, Some(elapsed))
 }
 
 /// Tells the engine how a run ended.
@@ -192,12 +178,16 @@ struct WriteBack<'a> {
 }
 
 impl WriteBack<'_> {
-    fn reach(&self, reached: Result<(), String>) {
-        self.telemetry.engine_reached(self.worker_id, reached);
+    fn reach(&self, reached: Result<(), &ClientError>) {
+        match reached {
+            Ok(()) => self.telemetry.written_back(self.worker_id),
+            Err(e) => self.telemetry.write_back_failed(self.worker_id, e),
+        }
     }
 
-    /// Makes the engine call for `outcome`; returns the outcome's label and the call's result.
-    async fn outcome(&self, outcome: Outcome) -> (&'static str, Result<(), ClientError>) {
+    /// Makes the engine call for `outcome`; returns how the task ends if the call succeeds, and
+    /// the call's result.
+    async fn outcome(&self, outcome: Outcome) -> (TaskOutcome, Result<(), ClientError>) {
         let config = &self.route.config;
         let task_id = &self.locked.id;
         match outcome {
@@ -241,7 +231,7 @@ impl WriteBack<'_> {
                         );
                         self.failure(failure).await
                     }
-                    result => ("completed", result),
+                    result => (TaskOutcome::Completed, result),
                 }
             }
             Outcome::BpmnError {
@@ -265,13 +255,13 @@ impl WriteBack<'_> {
                     || self.client.report_bpmn_error(task_id, &body),
                 )
                 .await;
-                ("bpmn_error", result)
+                (TaskOutcome::BpmnError, result)
             }
             Outcome::Failure(failure) => self.failure(failure).await,
         }
     }
 
-    async fn failure(&self, failure: Failure) -> (&'static str, Result<(), ClientError>) {
+    async fn failure(&self, failure: Failure) -> (TaskOutcome, Result<(), ClientError>) {
         let body = failure_report(
             self.worker_id.to_owned(),
             &self.route.config,
@@ -290,7 +280,12 @@ impl WriteBack<'_> {
         } else if result.is_ok() {
             warn!(error = %body.error_message, retries, retry_in_ms = body.retry_timeout, "failed; will be retried");
         }
-        (if retries == 0 { "incident" } else { "failed" }, result)
+        let ended = if retries == 0 {
+            TaskOutcome::Incident
+        } else {
+            TaskOutcome::Failed
+        };
+        (ended, result)
     }
 }
 
@@ -328,8 +323,6 @@ async fn keep_lock(
     run_ended: &CancellationToken,
 ) -> Option<ClientError> {
     let lock_duration = route.config.lock_duration;
-    let extensions =
-        Telemetry::topic_counter(&shared.telemetry.metrics().lock_extensions, &route.topic);
     let extend_after = lock_duration.mul_f64(EXTEND_AT);
     let mut backoff = Backoff::new(
         Duration::from_millis(250),
@@ -349,7 +342,7 @@ async fn keep_lock(
             Ok(()) => {
                 let now = Instant::now();
                 lock_until.send_replace(now + lock_duration);
-                extensions.inc();
+                shared.telemetry.lock_extended(&route.topic);
                 next = now + extend_after;
                 backoff.reset();
                 debug!(lock_ms = lock_duration.as_millis() as u64, "lock extended");
@@ -357,7 +350,7 @@ async fn keep_lock(
             Err(e) if e.is_transient() => {
                 shared
                     .telemetry
-                    .engine_reached(&shared.worker_id, Err(e.to_string()));
+                    .lock_extension_failed(&shared.worker_id, &e);
                 let delay = backoff.next_delay();
                 warn!(error = %e, retry_in = ?delay, "could not extend the lock; trying again");
                 next = Instant::now() + delay;
@@ -473,7 +466,7 @@ fn output_variables(
 /// backoff while the lock lasts. A refusal (4xx) is final and returned at once.
 async fn deliver<F, Fut>(
     deadline: Instant,
-    reach: impl Fn(Result<(), String>),
+    reach: impl Fn(Result<(), &ClientError>),
     mut call: F,
 ) -> Result<(), ClientError>
 where
@@ -488,7 +481,7 @@ where
                 return Ok(());
             }
             Err(e) if e.is_transient() => {
-                reach(Err(e.to_string()));
+                reach(Err(&e));
                 let delay = backoff.next_delay();
                 if Instant::now() + delay >= deadline {
                     return Err(e);
