@@ -1,5 +1,5 @@
-//! `docker`: runs a topic's image in a locked-down container per task (see `sandbox.rs` for the
-//! guards). Inputs arrive as `/in/input.json` and, where configured, as environment variables;
+//! `docker`: runs a topic's image in a locked-down container per task (the sandbox contract
+//! holds the guards; `sandbox/` runs it). Inputs arrive as `/in/input.json` and, where configured, as environment variables;
 //! outputs come from `/out/output.json` or the last stdout line.
 
 use std::collections::BTreeMap;
@@ -8,13 +8,13 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::{ContainerSpec, Guards, Sandbox, image_refusal, json_input};
-use crate::{Adapter, AdapterTask, Failure, ImageAllowlist, Outcome, Retry, async_trait};
+use crate::sandbox::{ContainerSpec, Runner, Sandbox, image_refusal, json_input};
+use crate::{Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, Retry, async_trait};
 
 /// `[topics.NAME.settings]` for `docker`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct DockerSettings {
+pub struct DockerConfig {
     /// The image to run; when absent, the task's input `image` names it.
     #[serde(default)]
     image: Option<String>,
@@ -40,14 +40,14 @@ pub(crate) struct DockerSettings {
 
 #[derive(Debug)]
 pub(crate) struct DockerAdapter {
-    settings: DockerSettings,
+    settings: DockerConfig,
     exit_codes: BTreeMap<i64, String>,
     allowlist: ImageAllowlist,
-    sandbox: Sandbox,
+    sandbox: Box<dyn Runner>,
 }
 
 impl DockerAdapter {
-    pub(crate) fn new(settings: DockerSettings, allowlist: ImageAllowlist) -> Result<Self, String> {
+    pub(crate) fn new(settings: DockerConfig, allowlist: ImageAllowlist) -> Result<Self, String> {
         if let Some(image) = &settings.image
             && !allowlist.allows(image)
         {
@@ -66,7 +66,7 @@ impl DockerAdapter {
                     })
             })
             .collect::<Result<_, _>>()?;
-        let sandbox = Sandbox::connect(&settings.sandbox)?;
+        let sandbox = Box::new(Sandbox::connect(&settings.sandbox)?);
         Ok(Self {
             settings,
             exit_codes,
@@ -83,11 +83,21 @@ impl DockerAdapter {
 #[async_trait]
 impl Adapter for DockerAdapter {
     async fn run(&self, task: AdapterTask, cancel: CancellationToken) -> Outcome {
+        match self.container_spec(task) {
+            Ok(spec) => self.sandbox.run(&spec, &cancel).await,
+            Err(failure) => Outcome::Failure(failure),
+        }
+    }
+}
+
+impl DockerAdapter {
+    /// The container `task` runs in, or why it cannot run.
+    pub(crate) fn container_spec(&self, task: AdapterTask) -> Result<ContainerSpec, Failure> {
         let image = match (&self.settings.image, task.inputs.get("image")) {
             (Some(image), _) => image.clone(),
             (None, Some(Value::String(image))) => image.clone(),
             _ => {
-                return Outcome::Failure(Failure::new(
+                return Err(Failure::new(
                     "no image to run",
                     "Set `image` in the topic's settings, or give the task an input variable `image`.",
                     Retry::Never,
@@ -95,14 +105,14 @@ impl Adapter for DockerAdapter {
             }
         };
         if !self.allowlist.allows(&image) {
-            return Outcome::Failure(image_refusal(&self.allowlist, &image));
+            return Err(image_refusal(&self.allowlist, &image));
         }
         let command = match (&self.settings.command, json_input(&task.inputs, "command")) {
             (Some(command), _) => Some(command.clone()),
             (None, Some(value)) => match serde_json::from_value::<Vec<String>>(value.clone()) {
                 Ok(command) => Some(command),
                 Err(_) => {
-                    return Outcome::Failure(Failure::new(
+                    return Err(Failure::new(
                         "the input `command` is not a list of strings",
                         format!(
                             "Give it as a JSON list, e.g. [\"python3\", \"-c\", \"print(1)\"]; got {value}"
@@ -129,7 +139,7 @@ impl Adapter for DockerAdapter {
             }
         }
         let input = serde_json::to_vec(&Value::Object(task.inputs)).unwrap_or_default();
-        let spec = ContainerSpec {
+        Ok(ContainerSpec {
             task_id: task.task_id,
             topic: task.topic,
             image,
@@ -138,7 +148,6 @@ impl Adapter for DockerAdapter {
             files: vec![("input.json".to_owned(), input)],
             bpmn_error_exit_codes: self.exit_codes.clone(),
             guards: self.settings.sandbox.clone(),
-        };
-        self.sandbox.run(&spec, &cancel).await
+        })
     }
 }

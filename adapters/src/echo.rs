@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{Adapter, AdapterTask, Failure, Outcome, Retry, async_trait};
 
 /// `[topics.NAME.settings]` for `echo`; an unknown key is refused rather than ignored.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct EchoSettings {
+pub struct EchoConfig {
     /// How long each run takes before it answers (default: no delay).
     #[serde(default, with = "humantime_serde")]
     delay: Option<Duration>,
@@ -29,11 +29,11 @@ pub(crate) struct EchoSettings {
 
 #[derive(Debug)]
 pub(crate) struct Echo {
-    settings: EchoSettings,
+    settings: EchoConfig,
 }
 
 impl Echo {
-    pub(crate) fn new(settings: EchoSettings) -> Self {
+    pub(crate) fn new(settings: EchoConfig) -> Self {
         Echo { settings }
     }
 }

@@ -23,9 +23,9 @@ use crate::sandbox::json_input;
 use crate::{Adapter, AdapterTask, Failure, Outcome, Retry, async_trait};
 
 /// `[topics.NAME.settings]` for `llm`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct LlmSettings {
+pub struct LlmConfig {
     /// `openai` (any OpenAI-compatible server) or `ollama`.
     #[serde(default)]
     provider: Provider,
@@ -61,7 +61,7 @@ pub(crate) struct LlmSettings {
     timeout: Duration,
     /// A JSON schema the answer must satisfy; the task's input `schema` overrides it.
     #[serde(default)]
-    schema: Option<toml::Value>,
+    schema: Option<Value>,
     /// Sample several answers and vote (`[topics.NAME.settings.probabilistic]`).
     #[serde(default)]
     probabilistic: Option<Probabilistic>,
@@ -118,7 +118,7 @@ enum Client {
 
 #[derive(Debug)]
 pub(crate) struct LlmAdapter {
-    settings: LlmSettings,
+    settings: LlmConfig,
     schema: Option<Value>,
     client: Client,
     base_url: String,
@@ -145,7 +145,7 @@ enum CallError {
 }
 
 impl LlmAdapter {
-    pub(crate) fn new(settings: LlmSettings) -> Result<Self, String> {
+    pub(crate) fn new(settings: LlmConfig) -> Result<Self, String> {
         check_template(&settings.prompt)?;
         if let Some(system) = &settings.system {
             check_template(system)?;

@@ -12,17 +12,17 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::{
-    ContainerSpec, Guards, Sandbox, WarmPool, check_script_name, image_refusal, script_source,
+    ContainerSpec, Runner, Sandbox, WarmPool, check_script_name, image_refusal, script_source,
 };
-use crate::{Adapter, AdapterTask, ImageAllowlist, Outcome, async_trait};
+use crate::{Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, async_trait};
 
 /// The runner's exit code for a `BpmnError` (see `docker/python-sandbox/runner.py`).
 const BPMN_ERROR_EXIT: i64 = 3;
 
 /// `[topics.NAME.settings]` for `python`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct PythonSettings {
+pub struct PythonConfig {
     /// A script file in `scripts_dir`, used when the task has no input `script` (the model's
     /// input parameter holding the source).
     #[serde(default)]
@@ -64,14 +64,14 @@ fn default_image() -> String {
 
 #[derive(Debug)]
 pub(crate) struct PythonAdapter {
-    settings: PythonSettings,
-    sandbox: Sandbox,
-    warm: Option<WarmPool>,
+    settings: PythonConfig,
+    /// Cold runs, or a warm pool in front of them.
+    runner: Box<dyn Runner>,
 }
 
 impl PythonAdapter {
     pub(crate) fn new(
-        settings: PythonSettings,
+        settings: PythonConfig,
         topic: &str,
         allowlist: &ImageAllowlist,
     ) -> Result<Self, String> {
@@ -80,38 +80,31 @@ impl PythonAdapter {
         }
         check_script_name(settings.script.as_deref())?;
         let sandbox = Sandbox::connect(&settings.sandbox)?;
-        let warm = (settings.warm > 0).then(|| {
-            WarmPool::new(
-                sandbox.clone(),
+        let runner: Box<dyn Runner> = if settings.warm > 0 {
+            Box::new(WarmPool::new(
+                sandbox,
                 container_spec(&settings, topic, Vec::new(), String::new()),
                 settings.warm,
                 settings.warm_idle,
-            )
-        });
-        Ok(Self {
-            settings,
-            sandbox,
-            warm,
-        })
+            ))
+        } else {
+            Box::new(sandbox)
+        };
+        Ok(Self { settings, runner })
     }
 
     pub(crate) fn relaxed_guards(&self) -> Vec<&'static str> {
         self.settings.sandbox.relaxed()
     }
-}
 
-#[async_trait]
-impl Adapter for PythonAdapter {
-    async fn run(&self, task: AdapterTask, cancel: CancellationToken) -> Outcome {
-        let script = script_source(
+    /// The container `task` runs in, or why it cannot run.
+    pub(crate) async fn container_spec(&self, task: AdapterTask) -> Result<ContainerSpec, Failure> {
+        let (script_name, source) = script_source(
             &task.inputs,
             self.settings.script.as_deref(),
             &self.settings.scripts_dir,
-        );
-        let (script_name, source) = match script.await {
-            Ok(script) => script,
-            Err(failure) => return Outcome::Failure(failure),
-        };
+        )
+        .await?;
         let mut inputs = task.inputs;
         inputs.remove("script");
         let input = serde_json::to_vec(&Value::Object(inputs)).unwrap_or_default();
@@ -122,22 +115,31 @@ impl Adapter for PythonAdapter {
             // before the task was known.
             ("script-name".to_owned(), script_name.into_bytes()),
         ];
-        let spec = container_spec(&self.settings, &task.topic, files, task.task_id);
-        match &self.warm {
-            Some(pool) => pool.run(&spec, &cancel).await,
-            None => self.sandbox.run(&spec, &cancel).await,
+        Ok(container_spec(
+            &self.settings,
+            &task.topic,
+            files,
+            task.task_id,
+        ))
+    }
+}
+
+#[async_trait]
+impl Adapter for PythonAdapter {
+    async fn run(&self, task: AdapterTask, cancel: CancellationToken) -> Outcome {
+        match self.container_spec(task).await {
+            Ok(spec) => self.runner.run(&spec, &cancel).await,
+            Err(failure) => Outcome::Failure(failure),
         }
     }
 
     async fn close(&self) {
-        if let Some(pool) = &self.warm {
-            pool.close().await;
-        }
+        self.runner.close().await;
     }
 }
 
 fn container_spec(
-    settings: &PythonSettings,
+    settings: &PythonConfig,
     topic: &str,
     files: Vec<(String, Vec<u8>)>,
     task_id: String,

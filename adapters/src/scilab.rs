@@ -15,17 +15,17 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::{
-    ContainerSpec, Guards, Sandbox, check_script_name, image_refusal, json_input, script_source,
+    ContainerSpec, Runner, Sandbox, check_script_name, image_refusal, json_input, script_source,
 };
-use crate::{Adapter, AdapterTask, Failure, ImageAllowlist, Outcome, Retry, async_trait};
+use crate::{Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, Retry, async_trait};
 
 /// The runner's exit code for `procos_bpmn_error` (see `docker/scilab-sandbox/procos.sce`).
 const BPMN_ERROR_EXIT: i64 = 3;
 
 /// `[topics.NAME.settings]` for `scilab`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ScilabSettings {
+pub struct ScilabConfig {
     /// A script file in `scripts_dir`, used when the task has no input `script`.
     #[serde(default)]
     script: Option<String>,
@@ -66,15 +66,12 @@ fn default_guards() -> Guards {
 
 #[derive(Debug)]
 pub(crate) struct ScilabAdapter {
-    settings: ScilabSettings,
-    sandbox: Sandbox,
+    settings: ScilabConfig,
+    sandbox: Box<dyn Runner>,
 }
 
 impl ScilabAdapter {
-    pub(crate) fn new(
-        settings: ScilabSettings,
-        allowlist: &ImageAllowlist,
-    ) -> Result<Self, String> {
+    pub(crate) fn new(settings: ScilabConfig, allowlist: &ImageAllowlist) -> Result<Self, String> {
         if !allowlist.allows(&settings.image) {
             return Err(image_refusal(allowlist, &settings.image).message);
         }
@@ -90,7 +87,7 @@ impl ScilabAdapter {
                 ));
             }
         }
-        let sandbox = Sandbox::connect(&settings.sandbox)?;
+        let sandbox = Box::new(Sandbox::connect(&settings.sandbox)?);
         Ok(Self { settings, sandbox })
     }
 
@@ -102,24 +99,25 @@ impl ScilabAdapter {
 #[async_trait]
 impl Adapter for ScilabAdapter {
     async fn run(&self, task: AdapterTask, cancel: CancellationToken) -> Outcome {
+        match self.container_spec(task).await {
+            Ok(spec) => self.sandbox.run(&spec, &cancel).await,
+            Err(failure) => Outcome::Failure(failure),
+        }
+    }
+}
+
+impl ScilabAdapter {
+    /// The container `task` runs in, or why it cannot run.
+    pub(crate) async fn container_spec(&self, task: AdapterTask) -> Result<ContainerSpec, Failure> {
         let script = script_source(
             &task.inputs,
             self.settings.script.as_deref(),
             &self.settings.scripts_dir,
         );
-        let (script_name, source) = match script.await {
-            Ok(script) => script,
-            Err(failure) => return Outcome::Failure(failure),
-        };
-        let outputs = match outputs_of(&self.settings.outputs, &task.inputs) {
-            Ok(outputs) => outputs,
-            Err(failure) => return Outcome::Failure(failure),
-        };
-        let assignments = match scilab_inputs(&task.inputs, self.settings.inputs.as_deref()) {
-            Ok(text) => text,
-            Err(failure) => return Outcome::Failure(failure),
-        };
-        let spec = ContainerSpec {
+        let (script_name, source) = script.await?;
+        let outputs = outputs_of(&self.settings.outputs, &task.inputs)?;
+        let assignments = scilab_inputs(&task.inputs, self.settings.inputs.as_deref())?;
+        Ok(ContainerSpec {
             task_id: task.task_id,
             topic: task.topic,
             image: self.settings.image.clone(),
@@ -132,8 +130,7 @@ impl Adapter for ScilabAdapter {
             ],
             bpmn_error_exit_codes: BTreeMap::from([(BPMN_ERROR_EXIT, String::new())]),
             guards: self.settings.sandbox.clone(),
-        };
-        self.sandbox.run(&spec, &cancel).await
+        })
     }
 }
 

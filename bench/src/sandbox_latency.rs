@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Parser;
-use procos_adapters::{AdapterTask, BuildContext, ImageAllowlist, Outcome};
+use procos_adapters::{AdapterConfig, AdapterTask, BuildContext, ImageAllowlist, Outcome};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -77,11 +77,11 @@ async fn main() -> anyhow::Result<()> {
     let context = BuildContext {
         allowed_images: ImageAllowlist::new([args.image.clone()]),
     };
-    let settings: toml::Table = toml::from_str(&format!(
-        "image = {:?}\ncommand = [\"python3\", \"-c\", \"print('{{\\\"x\\\": 1}}')\"]",
-        args.image
-    ))?;
-    let docker = procos_adapters::build("docker", "bench", &settings, &context)?;
+    let settings = json!({
+        "image": args.image,
+        "command": ["python3", "-c", "print('{\"x\": 1}')"],
+    });
+    let docker = AdapterConfig::from_parts("docker", object(settings))?.build("bench", &context)?;
     let adapter_runs = measure(args.runs, Duration::ZERO, || {
         run(docker.as_ref(), Map::new())
     })
@@ -96,9 +96,9 @@ async fn main() -> anyhow::Result<()> {
         ("python step, cold, back to back", 0, Duration::ZERO),
         ("python step, warm, back to back", 2, Duration::ZERO),
     ] {
-        let settings: toml::Table =
-            toml::from_str(&format!("image = {:?}\nwarm = {warm}", args.image))?;
-        let python = procos_adapters::build("python", "bench", &settings, &context)?;
+        let settings = json!({"image": args.image, "warm": warm});
+        let python =
+            AdapterConfig::from_parts("python", object(settings))?.build("bench", &context)?;
         // The first step fills the pool; it is not counted.
         run(python.as_ref(), inputs.clone()).await?;
         tokio::time::sleep(*args.pause).await;
@@ -152,4 +152,9 @@ fn report(label: &str, sorted: &[Duration]) {
         sorted.first().map_or(0, |d| d.as_millis()),
         sorted.last().map_or(0, |d| d.as_millis())
     );
+}
+
+/// The settings table of a JSON object.
+fn object(value: Value) -> Map<String, Value> {
+    value.as_object().cloned().unwrap_or_default()
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use procos_adapters::Adapter;
+use procos_adapters::{Adapter, AdapterConfig, AdapterConfigError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -62,9 +62,10 @@ impl Default for WorkerConfig {
 pub struct TopicConfig {
     /// The adapter that runs this topic's tasks, e.g. `echo`.
     pub adapter: String,
-    /// The adapter's own settings (`[topics.NAME.settings]`).
+    /// The adapter's own settings (`[topics.NAME.settings]`), read into the adapter's typed
+    /// configuration when the worker is built.
     #[serde(default)]
-    pub settings: toml::Table,
+    pub settings: Map<String, Value>,
     /// How long a fetched task stays locked to this worker.
     #[serde(default = "defaults::lock_duration", with = "humantime_serde")]
     pub lock_duration: Duration,
@@ -134,7 +135,7 @@ impl TopicConfig {
     pub fn new(adapter: impl Into<String>) -> Self {
         Self {
             adapter: adapter.into(),
-            settings: toml::Table::new(),
+            settings: Map::new(),
             lock_duration: defaults::lock_duration(),
             max_tasks: None,
             variables: None,
@@ -306,11 +307,12 @@ pub(crate) fn build_routes(
                     "remove it, or name the variable the outputs go to",
                 ));
             }
-            let adapter = procos_adapters::build(&config.adapter, topic, &config.settings, context)
+            let adapter = AdapterConfig::from_parts(&config.adapter, config.settings.clone())
+                .and_then(|adapter| adapter.build(topic, context))
                 .map_err(|e| {
                     let field = match e {
-                        procos_adapters::AdapterConfigError::UnknownAdapter { .. } => "adapter",
-                        procos_adapters::AdapterConfigError::InvalidSettings { .. } => "settings",
+                        AdapterConfigError::UnknownAdapter { .. } => "adapter",
+                        AdapterConfigError::InvalidSettings { .. } => "settings",
                     };
                     ConfigError::new(
                         key(field),

@@ -1,0 +1,149 @@
+//! Every container a sandboxed adapter can ask for passes the sandbox proxy's check, and none
+//! passes it without an always-on guard: the adapters and the proxy keep one contract.
+
+use std::time::Duration;
+
+use procos_sandbox_contract::docker::{check_create, create_body, strip_always_on};
+use procos_sandbox_contract::{AlwaysOn, ImageAllowlist};
+use serde_json::{Map, Value, json};
+
+use super::ContainerSpec;
+use super::warm::{pool_key, waiting};
+use crate::docker::DockerAdapter;
+use crate::python::PythonAdapter;
+use crate::scilab::ScilabAdapter;
+use crate::{AdapterConfig, AdapterTask};
+
+fn images() -> ImageAllowlist {
+    ImageAllowlist::new(["procos/*".to_owned()])
+}
+
+/// The most a topic can ask of a sandbox: every tunable guard at its loosest.
+fn largest_sandbox() -> Value {
+    json!({
+        "timeout": "24h", "memory_mb": 65_536, "cpus": 64.0, "pids_limit": 65_536,
+        "network": true, "read_only": false, "user": "root", "tmpfs_mb": 4_096,
+        "max_output_kb": 1_048_576,
+    })
+}
+
+fn task(inputs: Value) -> AdapterTask {
+    AdapterTask {
+        task_id: "task-1".to_owned(),
+        topic: "contract".to_owned(),
+        inputs: inputs.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+fn config(name: &str, settings: Value) -> AdapterConfig {
+    let settings: Map<String, Value> = settings.as_object().cloned().unwrap_or_default();
+    AdapterConfig::from_parts(name, settings).unwrap()
+}
+
+/// The container spec of one task on each sandboxed adapter, with default and with largest
+/// settings.
+async fn specs() -> Vec<(String, ContainerSpec)> {
+    let images = images();
+    let mut specs = Vec::new();
+    for (size, sandbox) in [("default", json!({})), ("largest", largest_sandbox())] {
+        let docker = config(
+            "docker",
+            json!({
+                "image": "procos/tool:1", "command": ["run", "--fast"],
+                "env": {"MODE": "x"}, "env_from_inputs": ["n"],
+                "bpmn_error_exit_codes": {"3": "NO_STOCK"}, "sandbox": sandbox,
+            }),
+        );
+        let AdapterConfig::Docker(docker) = docker else {
+            panic!("not docker")
+        };
+        let docker = DockerAdapter::new(docker, images.clone()).unwrap();
+        specs.push((
+            format!("docker/{size}"),
+            docker.container_spec(task(json!({"n": 1}))).unwrap(),
+        ));
+
+        let python = config("python", json!({"warm": 2, "sandbox": sandbox}));
+        let AdapterConfig::Python(python) = python else {
+            panic!("not python")
+        };
+        let python = PythonAdapter::new(python.clone(), "contract", &images).unwrap();
+        specs.push((
+            format!("python/{size}"),
+            python
+                .container_spec(task(json!({"script": "outputs['n'] = 1"})))
+                .await
+                .unwrap(),
+        ));
+
+        let scilab = config("scilab", json!({"outputs": ["x"], "sandbox": sandbox}));
+        let AdapterConfig::Scilab(scilab) = scilab else {
+            panic!("not scilab")
+        };
+        let scilab = ScilabAdapter::new(scilab, &images).unwrap();
+        specs.push((
+            format!("scilab/{size}"),
+            scilab
+                .container_spec(task(json!({"script": "x = 1", "a": 2})))
+                .await
+                .unwrap(),
+        ));
+    }
+    specs
+}
+
+/// Each spec as the Docker bodies it is created with: cold, and waiting in a warm pool.
+async fn bodies() -> Vec<(String, Value)> {
+    let mut bodies = Vec::new();
+    for (name, spec) in specs().await {
+        let cold = create_body(&spec.sandbox_spec(None));
+        let warm_spec = waiting(spec.clone(), Duration::from_secs(600));
+        let key = pool_key(&warm_spec);
+        let warm = create_body(&warm_spec.sandbox_spec(Some((&key, Duration::from_secs(600)))));
+        bodies.push((format!("{name}/cold"), serde_json::to_value(cold).unwrap()));
+        bodies.push((format!("{name}/warm"), serde_json::to_value(warm).unwrap()));
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn the_proxy_accepts_every_container_an_adapter_asks_for() {
+    let bodies = bodies().await;
+    assert_eq!(bodies.len(), 12, "3 adapters × default/largest × cold/warm");
+    for (name, body) in &bodies {
+        let checked = check_create(body, &images());
+        assert!(checked.is_ok(), "{name}: {checked:?}\n{body:#}");
+    }
+}
+
+#[tokio::test]
+async fn no_container_passes_without_an_always_on_guard() {
+    for (name, body) in bodies().await {
+        for guard in AlwaysOn::ALL {
+            let mut stripped = body.clone();
+            strip_always_on(&mut stripped, guard);
+            assert_ne!(stripped, body, "{name}: {guard:?} was not in the body");
+            assert!(
+                check_create(&stripped, &images()).is_err(),
+                "{name} without {guard:?} passed the check"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_largest_settings_still_keep_the_always_on_guards() {
+    let (_, spec) = specs()
+        .await
+        .into_iter()
+        .find(|(name, _)| name == "python/largest")
+        .unwrap();
+    let body = serde_json::to_value(create_body(&spec.sandbox_spec(None))).unwrap();
+    let host = &body["HostConfig"];
+    assert_eq!(host["CapDrop"], json!(["ALL"]));
+    assert_eq!(host["SecurityOpt"], json!(["no-new-privileges"]));
+    assert_eq!(host["Memory"], json!(65_536_i64 * 1024 * 1024));
+    assert_eq!(host["NanoCpus"], json!(64_000_000_000_i64));
+    assert_eq!(host["PidsLimit"], json!(65_536));
+    assert_eq!(body["Labels"]["io.procos.task"], json!("task-1"));
+}

@@ -1,0 +1,52 @@
+//! Running one task in a sandbox: the part the `docker`, `python` and `scilab` adapters share.
+//!
+//! What a sandbox is (its labels, its guards, the image allowlist, the Docker body) is the
+//! sandbox contract's (`procos-sandbox-contract`), which the sandbox proxy checks against too.
+//! This module carries runs out:
+//!
+//! - `guards`: the image check and the contract's spec a run becomes;
+//! - `inputs`: the inputs the sandboxed adapters read alike (JSON inputs, scripts);
+//! - `run`: one container on Docker, from create to remove ([`Sandbox`]);
+//! - `warm`: containers started ahead of their task ([`WarmPool`]);
+//! - `sweep`: clearing the containers dead workers left;
+//! - `outcome`: a finished run → the task's [`Outcome`].
+//!
+//! Adapters hold a [`Runner`]: the seam where a second backend (namespaces instead of
+//! containers) plugs in, rendering the same contract spec with the same guards.
+
+mod guards;
+mod inputs;
+mod outcome;
+mod run;
+mod sweep;
+mod warm;
+
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{Outcome, async_trait};
+
+pub(crate) use guards::{ContainerSpec, image_refusal};
+pub(crate) use inputs::{check_script_name, json_input, script_source};
+pub(crate) use run::Sandbox;
+pub(crate) use warm::WarmPool;
+
+/// Carries a sandboxed run out: cold on the backend, or in a container started ahead.
+#[async_trait]
+pub(crate) trait Runner: Send + Sync + fmt::Debug {
+    /// Runs `spec` to its end and says what became of it; leaves nothing behind.
+    async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome;
+
+    /// Releases what the runner keeps between runs (containers waiting for a task).
+    async fn close(&self) {}
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain values inside; a panic elsewhere cannot leave them half-written.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod contract_tests;

@@ -1,0 +1,369 @@
+//! One task's container on Docker, from create to remove. Inputs are uploaded as files into
+//! `/in` before the container starts; outputs are read from `/out/output.json` after it ends (or
+//! from the last stdout line when that is JSON). Both are anonymous volumes, so the root
+//! filesystem can stay read-only and nothing outlives the task: the container and its volumes
+//! are removed on every path, including timeouts, cancellation and Docker errors.
+
+use std::io::Read as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, KillContainerOptions,
+    LogsOptions, RemoveContainerOptions, UploadToContainerOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt as _;
+use procos_sandbox_contract::{Guards, docker};
+use tokio_util::sync::CancellationToken;
+
+use super::outcome::{Ended, LOG_TAIL, one_line, outcome, too_large};
+use super::{ContainerSpec, Runner};
+use crate::{Failure, Outcome, Retry, async_trait};
+
+/// The Docker engine the sandboxes run on.
+#[derive(Debug, Clone)]
+pub(crate) struct Sandbox {
+    pub(super) docker: Docker,
+    /// When this sandbox last looked for containers that dead workers left behind.
+    pub(super) last_sweep: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Sandbox {
+    /// Connects (lazily) to the local Docker engine, or the one `DOCKER_HOST` names.
+    pub(crate) fn connect(guards: &Guards) -> Result<Self, String> {
+        guards.check()?;
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| format!("cannot use the Docker engine: {e}"))?;
+        Ok(Self {
+            docker,
+            last_sweep: Arc::default(),
+        })
+    }
+
+    /// Runs `spec` to its end and says what became of it. Never leaves a container behind.
+    pub(crate) async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
+        self.sweep_if_due().await;
+        if let Err(failure) = self.ensure_image(&spec.image).await {
+            return Outcome::Failure(failure);
+        }
+        let id = match self.create(spec).await {
+            Ok(id) => id,
+            Err(e) => {
+                return Outcome::Failure(docker_failure("create the container", &spec.image, &e));
+            }
+        };
+        let ended = self.drive(&id, spec, cancel).await;
+        self.remove(&id).await;
+        match ended {
+            Ok(ended) => outcome(spec, ended),
+            Err(failure) => Outcome::Failure(failure),
+        }
+    }
+
+    pub(super) async fn ensure_image(&self, image: &str) -> Result<(), Failure> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(docker_failure("inspect the image", image, &e)),
+        }
+        let options = CreateImageOptions {
+            from_image: Some(image.to_owned()),
+            ..Default::default()
+        };
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        while let Some(progress) = pull.next().await {
+            if let Err(e) = progress {
+                return Err(Failure::new(
+                    format!(
+                        "the image `{image}` is not on this Docker engine and could not be pulled"
+                    ),
+                    format!(
+                        "Pulling `{image}` failed: {e}\nBuild or load the image on the Docker engine the worker uses (`docker build`, `docker load`), or make its registry reachable."
+                    ),
+                    Retry::Later,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+        self.create_labelled(spec, None).await
+    }
+
+    /// Creates the container the contract renders for `spec`; `warm` is the pool's key and the
+    /// longest the container waits for its task.
+    pub(super) async fn create_labelled(
+        &self,
+        spec: &ContainerSpec,
+        warm: Option<(&str, Duration)>,
+    ) -> Result<String, DockerError> {
+        let body = docker::create_body(&spec.sandbox_spec(warm));
+        let name = format!("procos-task-{}", sanitize(&spec.task_id));
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await?;
+        Ok(created.id)
+    }
+
+    /// Uploads the inputs, starts, and finishes.
+    pub(super) async fn drive(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+        cancel: &CancellationToken,
+    ) -> Result<Ended, Failure> {
+        self.upload(id, "/in", &spec.files)
+            .await
+            .map_err(|e| docker_failure("hand the inputs to the container", &spec.image, &e))?;
+        self.prepare_and_start(id, &spec.image).await?;
+        self.finish(id, spec, cancel).await
+    }
+
+    /// Makes `/out/output.json` writable for the command and starts the container.
+    pub(super) async fn prepare_and_start(&self, id: &str, image: &str) -> Result<(), Failure> {
+        // Pre-created and world-writable, so a non-root command can write it into the
+        // root-owned volume.
+        self.upload(id, "/out", &[("output.json".to_owned(), Vec::new())])
+            .await
+            .map_err(|e| docker_failure("prepare /out", image, &e))?;
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| docker_failure("start the container", image, &e))
+    }
+
+    /// Waits for the started container's end (bounded by the timeout and `cancel`) and collects
+    /// exit status, logs and the output file.
+    pub(super) async fn finish(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+        cancel: &CancellationToken,
+    ) -> Result<Ended, Failure> {
+        let failed = |what: &str, e: DockerError| docker_failure(what, &spec.image, &e);
+        let mut wait = self.docker.wait_container(id, None::<WaitContainerOptions>);
+        let limit = spec.guards.timeout;
+        tokio::select! {
+            // A non-zero exit arrives as an error here; the exit code is read below.
+            _ = wait.next() => {}
+            () = tokio::time::sleep(limit) => {
+                self.kill(id).await;
+                return Err(Failure::new(
+                    format!("the container timed out after {}; it was killed", humantime::format_duration(limit)),
+                    format!(
+                        "`{}` ran longer than sandbox.timeout ({}). Raise the timeout if the work needs longer, or look for an endless loop. The end of its stderr:\n{}",
+                        spec.image,
+                        humantime::format_duration(limit),
+                        self.logs(id).await.map(|(_, stderr)| stderr).unwrap_or_default()
+                    ),
+                    Retry::Later,
+                ));
+            }
+            () = cancel.cancelled() => {
+                self.kill(id).await;
+                return Err(Failure::new("cancelled", "The worker cancelled the run (shutdown, or the lock was lost).", Retry::Later));
+            }
+        }
+
+        let state = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| failed("inspect the finished container", e))?
+            .state
+            .unwrap_or_default();
+        let (stdout, stderr) = self
+            .logs(id)
+            .await
+            .map_err(|e| failed("read the finished container's output", e))?;
+        let output_file = self
+            .download(id, "/out/output.json", spec.guards.max_output_kb * 1024)
+            .await?;
+        Ok(Ended {
+            exit_code: state.exit_code.unwrap_or(-1),
+            oom_killed: state.oom_killed.unwrap_or(false),
+            stdout,
+            stderr,
+            output_file,
+        })
+    }
+
+    pub(super) async fn upload(
+        &self,
+        id: &str,
+        dir: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<(), DockerError> {
+        let mut archive = tar::Builder::new(Vec::new());
+        for (name, bytes) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o666);
+            header.set_mtime(0);
+            header.set_cksum();
+            // Appending to a Vec cannot fail.
+            let _ = archive.append_data(&mut header, name, bytes.as_slice());
+        }
+        let tar = archive.into_inner().unwrap_or_default();
+        self.docker
+            .upload_to_container(
+                id,
+                Some(UploadToContainerOptions {
+                    path: dir.to_owned(),
+                    ..Default::default()
+                }),
+                bollard::body_full(tar.into()),
+            )
+            .await
+    }
+
+    /// The file at `path`, or `None` when it is missing or empty; over `limit` bytes is a
+    /// failure.
+    pub(super) async fn download(
+        &self,
+        id: &str,
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, Failure> {
+        let mut stream = self.docker.download_from_container(
+            id,
+            Some(DownloadFromContainerOptions {
+                path: path.to_owned(),
+            }),
+        );
+        let mut tar_bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    tar_bytes.extend_from_slice(&bytes);
+                    // A tar holds the file plus headers and padding: stop reading well past the
+                    // limit rather than buffer a huge file.
+                    if tar_bytes.len() as u64 > limit + 64 * 1024 {
+                        return Err(too_large(path, tar_bytes.len() as u64, limit));
+                    }
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let Ok(mut entries) = archive.entries() else {
+            return Ok(None);
+        };
+        let Some(Ok(mut entry)) = entries.next() else {
+            return Ok(None);
+        };
+        let size = entry.size();
+        if size > limit {
+            return Err(too_large(path, size, limit));
+        }
+        let mut content = Vec::new();
+        if entry.read_to_end(&mut content).is_err() || content.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        Ok(Some(content))
+    }
+
+    /// The tails of the container's stdout and stderr. An error (the container is gone, the
+    /// engine went away) is not "no output": the caller must not judge the task on it.
+    pub(super) async fn logs(&self, id: &str) -> Result<(String, String), DockerError> {
+        let mut stream = self.docker.logs(
+            id,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk? {
+                bollard::container::LogOutput::StdErr { message } => {
+                    push_tail(&mut stderr, &message)
+                }
+                other => push_tail(&mut stdout, other.as_ref()),
+            }
+        }
+        Ok((
+            String::from_utf8_lossy(&stdout).into_owned(),
+            String::from_utf8_lossy(&stderr).into_owned(),
+        ))
+    }
+
+    pub(super) async fn kill(&self, id: &str) {
+        let _ = self
+            .docker
+            .kill_container(
+                id,
+                Some(KillContainerOptions {
+                    signal: "KILL".to_owned(),
+                }),
+            )
+            .await;
+    }
+
+    pub(super) async fn remove(&self, id: &str) {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        if let Err(e) = self.docker.remove_container(id, Some(options)).await {
+            tracing::warn!(container = id, error = %e, "could not remove the task's container");
+        }
+    }
+}
+
+#[async_trait]
+impl Runner for Sandbox {
+    async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
+        Sandbox::run(self, spec, cancel).await
+    }
+}
+
+fn push_tail(buffer: &mut Vec<u8>, bytes: &[u8]) {
+    buffer.extend_from_slice(bytes);
+    if buffer.len() > LOG_TAIL * 2 {
+        let cut = buffer.len() - LOG_TAIL;
+        buffer.drain(..cut);
+    }
+}
+
+pub(super) fn sanitize(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect::<String>()
+        + &format!("-{:06x}", rand_suffix())
+}
+
+pub(super) fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() & 0xff_ffff)
+}
+
+pub(super) fn docker_failure(what: &str, image: &str, e: &DockerError) -> Failure {
+    Failure::new(
+        format!(
+            "could not {what} for `{image}`: {}",
+            one_line(&e.to_string())
+        ),
+        format!(
+            "The Docker engine answered: {e}\nCheck that the worker can reach it (DOCKER_HOST or /var/run/docker.sock)."
+        ),
+        Retry::Later,
+    )
+}

@@ -1,0 +1,187 @@
+//! Warm containers: started ahead of their task, each waiting for the one task it will run.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::outcome::outcome;
+use super::run::{docker_failure, rand_suffix};
+use super::{ContainerSpec, Runner, Sandbox, lock};
+use crate::{Failure, Outcome, async_trait};
+
+/// The file whose arrival in `/in` hands a task to a waiting warm container.
+const GO_FILE: &str = "go";
+/// The exit code of a warm container whose task never came (the Python runner's
+/// `GAVE_UP_WAITING`).
+pub(super) const GAVE_UP_WAITING: i64 = 75;
+
+/// Started containers of one spec, each waiting for the one task it will run: a short script
+/// pays for its container's start ahead of time, and still gets a container of its own. A
+/// waiting container gives up after `idle` by itself (the runner's `PROCOS_WAIT_SECONDS`).
+#[derive(Debug)]
+pub(crate) struct WarmPool {
+    sandbox: Sandbox,
+    template: ContainerSpec,
+    size: usize,
+    ready: Arc<Mutex<VecDeque<String>>>,
+    filling: Mutex<JoinSet<()>>,
+    /// How long a warm container waits for its task before it gives up.
+    idle: Duration,
+}
+
+impl WarmPool {
+    /// `template`'s command must wait for `/in/go` (the Python runner does when
+    /// `PROCOS_WAIT_FOR_INPUT` is set, which this adds).
+    pub(crate) fn new(
+        sandbox: Sandbox,
+        template: ContainerSpec,
+        size: usize,
+        idle: Duration,
+    ) -> Self {
+        Self {
+            sandbox,
+            template: waiting(template, idle),
+            size,
+            ready: Arc::default(),
+            filling: Mutex::new(JoinSet::new()),
+            idle: idle.max(Duration::from_secs(1)),
+        }
+    }
+
+    fn key(&self) -> String {
+        pool_key(&self.template)
+    }
+
+    /// Runs `spec` in a waiting container when one is ready, else in a cold one; tops the pool
+    /// up either way.
+    pub(crate) async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
+        self.sandbox.sweep_if_due().await;
+        let warm = self.take_running().await;
+        self.top_up();
+        let Some(id) = warm else {
+            return self.sandbox.run(spec, cancel).await;
+        };
+        let mut files = spec.files.clone();
+        files.push((GO_FILE.to_owned(), Vec::new()));
+        let ended = match self.sandbox.upload(&id, "/in", &files).await {
+            Ok(()) => self.sandbox.finish(&id, spec, cancel).await,
+            Err(e) => Err(docker_failure(
+                "hand the inputs to the container",
+                &spec.image,
+                &e,
+            )),
+        };
+        self.sandbox.remove(&id).await;
+        match ended {
+            Ok(ended) => outcome(spec, ended),
+            Err(failure) => Outcome::Failure(failure),
+        }
+    }
+
+    /// A waiting container that still waits: one that gave up (idle too long) is removed.
+    async fn take_running(&self) -> Option<String> {
+        loop {
+            let id = lock(&self.ready).pop_front()?;
+            if self.sandbox.is_running(&id).await {
+                return Some(id);
+            }
+            self.sandbox.remove(&id).await;
+        }
+    }
+
+    /// Starts as many containers as the pool lacks (counting those already starting).
+    fn top_up(&self) {
+        let mut filling = lock(&self.filling);
+        while filling.try_join_next().is_some() {}
+        let missing = self
+            .size
+            .saturating_sub(lock(&self.ready).len() + filling.len());
+        for _ in 0..missing {
+            let sandbox = self.sandbox.clone();
+            let mut spec = self.template.clone();
+            spec.task_id = format!("warm-{}", rand_suffix());
+            let ready = Arc::clone(&self.ready);
+            let key = self.key();
+            let idle = self.idle;
+            filling.spawn(async move {
+                match sandbox.start_waiting(&spec, &key, idle).await {
+                    Ok(id) => lock(&ready).push_back(id),
+                    Err(failure) => tracing::warn!(image = %spec.image, error = %failure.message, "could not start a warm container; tasks start cold meanwhile"),
+                }
+            });
+        }
+    }
+
+    /// Lets the containers being started finish starting (aborting one halfway would leave it
+    /// behind), then removes every waiting container.
+    pub(crate) async fn close(&self) {
+        let mut filling = std::mem::take(&mut *lock(&self.filling));
+        while filling.join_next().await.is_some() {}
+        let waiting: Vec<String> = lock(&self.ready).drain(..).collect();
+        for id in waiting {
+            self.sandbox.remove(&id).await;
+        }
+    }
+}
+
+/// `template` made to wait up to `idle` for its task's files (the Python runner does when
+/// `PROCOS_WAIT_FOR_INPUT` is set).
+pub(super) fn waiting(mut template: ContainerSpec, idle: Duration) -> ContainerSpec {
+    template.env.push("PROCOS_WAIT_FOR_INPUT=1".to_owned());
+    template
+        .env
+        .push(format!("PROCOS_WAIT_SECONDS={}", idle.as_secs().max(1)));
+    template.files.clear();
+    template.task_id = "warm".to_owned();
+    template
+}
+
+/// The warm label's value: which pool a waiting container belongs to.
+pub(super) fn pool_key(template: &ContainerSpec) -> String {
+    format!("{}:{}", template.topic, template.image)
+}
+
+#[async_trait]
+impl Runner for WarmPool {
+    async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
+        WarmPool::run(self, spec, cancel).await
+    }
+
+    async fn close(&self) {
+        WarmPool::close(self).await;
+    }
+}
+
+impl Sandbox {
+    async fn is_running(&self, id: &str) -> bool {
+        self.docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.running)
+            .unwrap_or(false)
+    }
+
+    /// Creates and starts a container that waits for its task.
+    async fn start_waiting(
+        &self,
+        spec: &ContainerSpec,
+        key: &str,
+        idle: Duration,
+    ) -> Result<String, Failure> {
+        self.ensure_image(&spec.image).await?;
+        let id = self
+            .create_labelled(spec, Some((key, idle)))
+            .await
+            .map_err(|e| docker_failure("create a warm container", &spec.image, &e))?;
+        if let Err(failure) = self.prepare_and_start(&id, &spec.image).await {
+            self.remove(&id).await;
+            return Err(failure);
+        }
+        Ok(id)
+    }
+}
