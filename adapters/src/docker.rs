@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::{ContainerSpec, Runner, Sandbox, image_refusal, json_input};
+use crate::inputs::json_input;
+use crate::sandbox::{ContainerSpec, Runner, Sandbox, image_refusal};
 use crate::{Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, Retry, async_trait};
 
 /// `[topics.NAME.settings]` for `docker`.

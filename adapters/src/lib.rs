@@ -17,15 +17,18 @@
 //! - `llm`: a language model behind an OpenAI-compatible server or Ollama.
 
 mod config;
-
 #[cfg(test)]
-use config::build;
+mod contract_tests;
 mod docker;
 mod echo;
+mod inputs;
 mod llm;
 mod python;
 mod sandbox;
 mod scilab;
+
+#[cfg(test)]
+use config::build;
 
 use std::fmt;
 

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::json_input;
+use crate::inputs::json_input;
 use crate::{Adapter, AdapterTask, Failure, Outcome, Retry, async_trait};
 
 /// `[topics.NAME.settings]` for `llm`.

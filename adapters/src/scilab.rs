@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::inputs::json_input;
 use crate::sandbox::{
-    ContainerSpec, Runner, Sandbox, check_script_name, image_refusal, json_input, script_source,
+    ContainerSpec, Runner, Sandbox, check_script_name, image_refusal, script_source,
 };
 use crate::{Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, Retry, async_trait};
 

@@ -29,9 +29,11 @@ use tokio_util::sync::CancellationToken;
 use crate::{Outcome, async_trait};
 
 pub(crate) use guards::{ContainerSpec, image_refusal};
-pub(crate) use inputs::{check_script_name, json_input, script_source};
+pub(crate) use inputs::{check_script_name, script_source};
 pub(crate) use run::Sandbox;
 pub(crate) use warm::WarmPool;
+#[cfg(test)]
+pub(crate) use warm::{pool_key, waiting};
 
 /// Carries a sandboxed run out: cold on the backend, or in a container started ahead.
 #[async_trait]
@@ -47,6 +49,3 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain values inside; a panic elsewhere cannot leave them half-written.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
-
-#[cfg(test)]
-mod contract_tests;

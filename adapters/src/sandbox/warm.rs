@@ -129,7 +129,7 @@ impl WarmPool {
 
 /// `template` made to wait up to `idle` for its task's files (the Python runner does when
 /// `PROCOS_WAIT_FOR_INPUT` is set).
-pub(super) fn waiting(mut template: ContainerSpec, idle: Duration) -> ContainerSpec {
+pub(crate) fn waiting(mut template: ContainerSpec, idle: Duration) -> ContainerSpec {
     template.env.push("PROCOS_WAIT_FOR_INPUT=1".to_owned());
     template
         .env
@@ -140,7 +140,7 @@ pub(super) fn waiting(mut template: ContainerSpec, idle: Duration) -> ContainerS
 }
 
 /// The warm label's value: which pool a waiting container belongs to.
-pub(super) fn pool_key(template: &ContainerSpec) -> String {
+pub(crate) fn pool_key(template: &ContainerSpec) -> String {
     format!("{}:{}", template.topic, template.image)
 }
 

@@ -7,10 +7,9 @@ use procos_sandbox_contract::docker::{check_create, create_body, strip_always_on
 use procos_sandbox_contract::{AlwaysOn, ImageAllowlist};
 use serde_json::{Map, Value, json};
 
-use super::ContainerSpec;
-use super::warm::{pool_key, waiting};
 use crate::docker::DockerAdapter;
 use crate::python::PythonAdapter;
+use crate::sandbox::{ContainerSpec, pool_key, waiting};
 use crate::scilab::ScilabAdapter;
 use crate::{AdapterConfig, AdapterTask};
 
