@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # ProcOS benchmarks (release builds): `bench/run.sh [worker|sandbox|peers|all] [flags…]`.
-#   worker   worker throughput and pickup latency against a scratch engine booted here
-#            (flags: see `worker-throughput --help`, e.g. --workers 1 --max-tasks 64)
+#   worker   worker throughput and pickup latency (flags: see `worker-throughput --help`, e.g.
+#            --workers 1 --max-tasks 64)
 #   sandbox  sandboxed step latency on the local Docker engine: docker run vs the docker
 #            adapter, python steps cold vs warm (flags: see `sandbox-latency --help`)
 #   peers    ProcOS workers against the official Java, JS and Python external task clients and
-#            the engine's ceiling, on one scratch engine; installs the peers from Maven Central,
+#            the engine's ceiling, on one engine; installs the peers from Maven Central,
 #            npm and PyPI, writes bench/results/peers.{md,json,png} and prints the table
 #            (flags: see `peers --help`, e.g. --instances 300 --scaling-instances 200)
 #   all      worker and sandbox, with default flags (the default)
+# The engine benchmarks boot their own scratch engine from the jar built here, through the
+# kernel's code (fresh H2 database, free port, stopped at the end); `--engine-url URL` measures
+# a running engine instead.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 cd "$ROOT"
 which="${1:-all}"
@@ -19,8 +22,7 @@ cargo build --locked --release -p procos-bench --quiet
 case "$which" in
   worker | all)
     build_engine
-    start_scratch_engine
-    "$CARGO_TARGET_DIR/release/worker-throughput" --engine-url "$ENGINE_URL" "$@"
+    "$CARGO_TARGET_DIR/release/worker-throughput" "$@"
     ;;&
   sandbox | all)
     bash "$ROOT/scripts/docker-engine.sh"
@@ -36,11 +38,10 @@ case "$which" in
     python=$(install_venv "$ROOT/bench/peers/python/requirements.txt" "the Python peer (camunda-external-task-client-python3)")
     chart_python=$(install_venv "$ROOT/bench/chart/requirements.txt" "matplotlib for the chart")
     build_engine
-    start_scratch_engine
     # Worker configurations, logs and pickup records of the last run, for a look afterwards.
     work_dir="$PEERS_CACHE/last-run"
     rm -rf "$work_dir" && mkdir -p "$work_dir"
-    "$CARGO_TARGET_DIR/release/peers" --engine-url "$ENGINE_URL" --engine-pid "$engine_pid" \
+    "$CARGO_TARGET_DIR/release/peers" \
       --procos-bin "$CARGO_TARGET_DIR/release/procos" --java-jar "$java_jar" \
       --js-worker "$js_worker" --python "$python" --python-worker "$ROOT/bench/peers/python/worker.py" \
       --chart-python "$chart_python" --chart-script "$ROOT/bench/chart/chart.py" \

@@ -1,7 +1,8 @@
 //! `worker-throughput`: how fast ProcOS workers move external tasks through a real engine, with
 //! the `echo` adapter, so that the figures are the worker's and the engine's, not an adapter's.
 //!
-//! Two runs against the engine at `--engine-url` (`bench/run.sh` boots a scratch one):
+//! Two runs against the engine at `--engine-url`, or without it a scratch engine this binary
+//! boots through the kernel's own code and stops at the end:
 //! - **throughput**: a backlog of `--instances` instances, then `--workers` workers drain it;
 //!   tasks/s is counted on the engine's clock, first completion to last.
 //! - **pickup latency**: idle workers in their long poll; instances started one at a time; for
@@ -14,21 +15,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use camunda_client::{Auth, Deployment, EngineClient, ExternalTaskLogQuery, StartProcessInstance};
+use camunda_client::{Deployment, EngineClient, ExternalTaskLogQuery, StartProcessInstance};
 use clap::Parser;
+use procos_bench::{BenchEngine, EngineArgs, until_interrupted};
 use procos_worker::{Telemetry, TopicConfig, Worker, WorkerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// ProcOS workers with the `echo` adapter against a real engine: throughput draining a backlog,
+/// and pickup latency.
 #[derive(Debug, Parser)]
 struct Args {
-    /// REST API of the engine to measure against.
-    #[arg(
-        long,
-        env = "ENGINE_URL",
-        default_value = "http://localhost:8080/engine-rest"
-    )]
-    engine_url: String,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Instances in the throughput run.
     #[arg(long, default_value_t = 2000)]
     instances: usize,
@@ -49,17 +48,23 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = EngineClient::new(&args.engine_url, Auth::None)?;
-    client
-        .engines()
-        .await
-        .with_context(|| format!("no engine answers at {}", args.engine_url))?;
+    // Booted here, in the main future, so that the engine's process lives as long as the
+    // benchmark (see `BenchEngine::start`).
+    let engine = BenchEngine::start(&args.engine).await?;
+    let outcome = until_interrupted(measure(&args, &engine)).await;
+    engine.stop().await;
+    outcome
+}
+
+async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
     println!(
-        "# ProcOS worker benchmark: echo adapter, {} worker(s) × max_tasks {}, engine {}",
-        args.workers, args.max_tasks, args.engine_url
+        "# ProcOS worker benchmark: echo adapter, {} worker(s) × max_tasks {}, {}",
+        args.workers,
+        args.max_tasks,
+        engine.describe()
     );
-    throughput(&client, &args).await?;
-    latency(&client, &args).await?;
+    throughput(engine.client(), args).await?;
+    latency(engine.client(), args).await?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
+use procos_bench::free_port;
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
@@ -73,6 +74,8 @@ pub struct Programs {
 /// The settings every contender gets alike.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
+    /// The engine's REST API as the client knows it ([`camunda_client::EngineClient::base_url`],
+    /// without its trailing `/`: the peers append `/external-task/…` themselves).
     pub engine_url: String,
     pub topic: String,
     pub max_tasks: usize,
@@ -87,6 +90,7 @@ pub struct WorkerSettings {
 pub struct Fleet {
     kind: Kind,
     members: Vec<Member>,
+    /// For ProcOS's own `/readyz`, the worker process's endpoint: not the engine.
     http: reqwest::Client,
 }
 
@@ -443,11 +447,6 @@ fn peer_pickups(file: &Path) -> anyhow::Result<HashMap<String, f64>> {
     Ok(found)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
 fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -486,8 +485,9 @@ mod tests {
 
     #[test]
     fn procos_config_names_the_topic_and_its_delay() {
+        let client = camunda_client::EngineClient::local(1, camunda_client::Auth::None).unwrap();
         let settings = WorkerSettings {
-            engine_url: "http://127.0.0.1:1/engine-rest".into(),
+            engine_url: client.base_url().trim_end_matches('/').to_owned(),
             topic: "peers-procos-1".into(),
             max_tasks: 16,
             lock_duration: Duration::from_secs(60),
@@ -501,5 +501,9 @@ mod tests {
         assert_eq!(topic["settings"]["delay"].as_str(), Some("50ms"));
         assert_eq!(parsed["worker"]["max_tasks"].as_integer(), Some(16));
         assert_eq!(parsed["worker"]["listen"].as_str(), Some("127.0.0.1:9999"));
+        assert_eq!(
+            parsed["engine"]["url"].as_str(),
+            Some(settings.engine_url.as_str())
+        );
     }
 }

@@ -1,8 +1,7 @@
 //! The engine's side of a run: the benchmark's two models (one external task; the same with a
 //! no-op expression instead), instances started at a fixed concurrency, and what history says
 //! afterwards (each instance's start and end, each task's creation), all on the engine's clock.
-//! Calls the typed client does not have (history of process instances, the engine's version) go
-//! through reqwest here, against the same REST API.
+//! Every call goes through the typed client.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use camunda_client::{
-    Auth, Deployment, EngineClient, ExternalTaskLogQuery, FetchAndLock, StartProcessInstance,
-    TopicSubscription,
+    Deployment, EngineClient, ExternalTaskLogQuery, FetchAndLock, HistoricProcessInstanceQuery,
+    StartProcessInstance, TopicSubscription,
 };
 use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
 use tokio::task::JoinSet;
 
 /// Business key of the instances that warm a worker up; they are not counted.
@@ -35,11 +33,10 @@ pub enum Model {
     NoOp,
 }
 
-/// One engine's REST API.
+/// The benchmark's calls to one engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
     client: EngineClient,
-    http: reqwest::Client,
 }
 
 /// A finished instance as history records it, on the engine's clock.
@@ -51,37 +48,12 @@ pub struct FinishedInstance {
 }
 
 impl Engine {
-    pub fn new(url: &str) -> anyhow::Result<Self> {
-        let client = EngineClient::new(url, Auth::None)?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(Self { client, http })
+    pub fn new(client: EngineClient) -> Self {
+        Self { client }
     }
 
     pub fn client(&self) -> &EngineClient {
         &self.client
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.client.base_url())
-    }
-
-    /// `GET /version`: the engine's version, e.g. `7.24.0`.
-    pub async fn version(&self) -> anyhow::Result<String> {
-        #[derive(Deserialize)]
-        struct Version {
-            version: String,
-        }
-        let v: Version = self
-            .http
-            .get(self.url("version"))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(v.version)
     }
 
     /// Deploys the process `key` with its service task as `model` says; the external task's
@@ -159,24 +131,10 @@ impl Engine {
 
     /// How many instances of `key` with `business_key` have ended.
     pub async fn finished_count(&self, key: &str, business_key: &str) -> anyhow::Result<u64> {
-        #[derive(Deserialize)]
-        struct Count {
-            count: u64,
-        }
-        let count: Count = self
-            .http
-            .get(self.url("history/process-instance/count"))
-            .query(&[
-                ("processDefinitionKey", key),
-                ("processInstanceBusinessKey", business_key),
-                ("finished", "true"),
-            ])
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(count.count)
+        Ok(self
+            .client
+            .historic_process_instance_count(&finished(key, business_key))
+            .await?)
     }
 
     /// Waits until `expected` instances of `key` with `business_key` have ended, checking
@@ -211,49 +169,20 @@ impl Engine {
         key: &str,
         business_key: &str,
     ) -> anyhow::Result<Vec<FinishedInstance>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Row {
-            id: String,
-            start_time: String,
-            end_time: Option<String>,
-        }
-        const PAGE: usize = 2000;
-        let mut found = Vec::new();
-        loop {
-            let first = found.len().to_string();
-            let rows: Vec<Row> = self
-                .http
-                .get(self.url("history/process-instance"))
-                .query(&[
-                    ("processDefinitionKey", key),
-                    ("processInstanceBusinessKey", business_key),
-                    ("finished", "true"),
-                    // A unique order: pages of an order with ties (many instances start in the
-                    // same millisecond) may repeat one instance and skip another.
-                    ("sortBy", "instanceId"),
-                    ("sortOrder", "asc"),
-                    ("firstResult", first.as_str()),
-                    ("maxResults", &PAGE.to_string()),
-                ])
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            let last_page = rows.len() < PAGE;
-            for row in rows {
-                let Some(end) = row.end_time else { continue };
-                found.push(FinishedInstance {
-                    start: engine_time(&row.start_time)?,
-                    end: engine_time(&end)?,
-                    id: row.id,
-                });
-            }
-            if last_page {
-                return Ok(found);
-            }
-        }
+        let history = self
+            .client
+            .historic_process_instances(&finished(key, business_key))
+            .await?;
+        Ok(history
+            .into_iter()
+            .filter_map(|instance| {
+                Some(FinishedInstance {
+                    start: instance.start_time?,
+                    end: instance.end_time?,
+                    id: instance.id,
+                })
+            })
+            .collect())
     }
 
     /// When each external task of `key` was created (engine clock, epoch milliseconds), with its
@@ -313,10 +242,14 @@ impl Engine {
     }
 }
 
-/// The REST API's dates: `2024-02-29T13:45:00.123+0100`.
-fn engine_time(text: &str) -> anyhow::Result<DateTime<FixedOffset>> {
-    DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z")
-        .with_context(|| format!("unreadable engine date {text}"))
+/// History's ended instances of `key` with `business_key`.
+fn finished(key: &str, business_key: &str) -> HistoricProcessInstanceQuery {
+    HistoricProcessInstanceQuery {
+        process_definition_key: Some(key.to_owned()),
+        business_key: Some(business_key.to_owned()),
+        finished: true,
+        ..HistoricProcessInstanceQuery::default()
+    }
 }
 
 fn bpmn(key: &str, model: Model) -> String {
@@ -349,10 +282,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn engine_dates_parse_with_their_offset() {
-        let t = engine_time("2024-02-29T13:45:00.123+0100").unwrap();
-        assert_eq!(t.timestamp_millis() % 1000, 123);
-        assert_eq!(t.offset().local_minus_utc(), 3600);
+    fn the_history_query_asks_for_ended_instances_of_one_kind() {
+        let query = finished("k", MEASURED);
+        assert_eq!(query.process_definition_key.as_deref(), Some("k"));
+        assert_eq!(query.business_key.as_deref(), Some(MEASURED));
+        assert!(query.finished && !query.unfinished);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `peers`: ProcOS workers against the official Camunda 7 external task clients (Java,
 //! JavaScript, Python) on the same engine and machine, and the engine's own ceiling (the same
 //! process with a no-op expression instead of the external task). `bench/run.sh peers` installs
-//! the peers, boots a scratch engine and runs this.
+//! the peers and runs this; without `--engine-url` it boots a scratch engine through the
+//! kernel's own code and stops it at the end.
 //!
 //! Each run deploys its own process (one service task; its topic is the process key), starts the
 //! contender's worker processes and waits until they are ready, warms them up with instances that
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use procos_bench::{BenchEngine, EngineArgs, until_interrupted};
 
 use crate::contender::{Fleet, Kind, Programs, WorkerSettings};
 use crate::engine::{Engine, FinishedInstance, MEASURED, Model, PACED, WARMUP};
@@ -36,15 +38,11 @@ use crate::report::{Machine, Pickup, Report, RunFigures, RunResult, Settings, Th
 #[derive(Debug, Parser)]
 #[command(args_override_self = true)]
 struct Args {
-    /// REST API of the engine to measure against.
-    #[arg(
-        long,
-        env = "ENGINE_URL",
-        default_value = "http://127.0.0.1:8080/engine-rest"
-    )]
-    engine_url: String,
-    /// The engine's process id, to report its CPU per 1,000 tasks.
-    #[arg(long)]
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// The process id of the engine at `--engine-url`, to report its CPU per 1,000 tasks (a
+    /// scratch engine's is known).
+    #[arg(long, requires = "engine_url")]
     engine_pid: Option<u32>,
     /// Measured instances per contender in the echo scenario.
     #[arg(long, default_value_t = 5000)]
@@ -151,17 +149,24 @@ struct Scenario {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let started = Instant::now();
     let args = Args::parse();
-    let engine = Engine::new(&args.engine_url)?;
-    engine
-        .client()
-        .engines()
-        .await
-        .with_context(|| format!("no engine answers at {}", args.engine_url))?;
-    let engine_version = engine.version().await?;
+    // Booted here, in the main future, so that the engine's process lives as long as the
+    // benchmark (see `BenchEngine::start`).
+    let engine = BenchEngine::start(&args.engine).await?;
+    let outcome = until_interrupted(measure(args, &engine)).await;
+    engine.stop().await;
+    outcome
+}
+
+async fn measure(args: Args, target: &BenchEngine) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let engine = Engine::new(target.client().clone());
+    let engine_version = engine.client().version().await?;
     let mut machine = Machine::probe();
     let mut bench = Bench {
+        engine_pid: args.engine_pid.or_else(|| target.pid()),
+        // Without the client's trailing `/`: the peers append `/external-task/…` themselves.
+        engine_url: target.client().base_url().trim_end_matches('/').to_owned(),
         programs: Programs {
             procos: args.procos_bin.clone(),
             java_jar: args.java_jar.clone(),
@@ -179,8 +184,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let args = &bench.args;
     say(&format!(
-        "{} instances per contender, then the scaling scenario ({} instances per run); engine {}",
-        args.instances, args.scaling_instances, args.engine_url
+        "{} instances per contender, then the scaling scenario ({} instances per run); {}",
+        args.instances,
+        args.scaling_instances,
+        target.describe()
     ));
 
     if args.engine_warmup > 0 {
@@ -333,6 +340,10 @@ async fn main() -> anyhow::Result<()> {
 struct Bench {
     args: Args,
     engine: Engine,
+    /// The engine's REST API, for the contenders' configuration.
+    engine_url: String,
+    /// The engine's process, for its CPU.
+    engine_pid: Option<u32>,
     programs: Programs,
     clock: Clock,
     runs: usize,
@@ -402,7 +413,7 @@ impl Bench {
             Kind::Ceiling => None,
             _ => {
                 let settings = WorkerSettings {
-                    engine_url: args.engine_url.clone(),
+                    engine_url: self.engine_url.clone(),
                     topic: key.clone(),
                     max_tasks: args.max_tasks,
                     lock_duration: *args.lock_duration,
@@ -453,11 +464,10 @@ impl Bench {
 
         let clock = self.clock;
         let driver = std::process::id();
-        let engine_cpu = |clock: &Clock| args.engine_pid.and_then(|p| clock.cpu_seconds(p).ok());
-        let engine_threads = |clock: &Clock| {
-            args.engine_pid
-                .and_then(|p| clock.threads_cpu_seconds(p).ok())
-        };
+        let engine_pid = self.engine_pid;
+        let engine_cpu = |clock: &Clock| engine_pid.and_then(|p| clock.cpu_seconds(p).ok());
+        let engine_threads =
+            |clock: &Clock| engine_pid.and_then(|p| clock.threads_cpu_seconds(p).ok());
         let worker_cpu_0 = fleet.as_ref().map(|f| f.cpu_seconds(&clock)).transpose()?;
         let engine_cpu_0 = engine_cpu(&clock);
         let engine_threads_0 = engine_threads(&clock);
