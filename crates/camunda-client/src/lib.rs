@@ -9,11 +9,13 @@
 //! meanings (404 = the task is gone, 400 on a task = locked by another worker).
 
 mod client;
+mod connection;
 mod error;
 mod model;
 mod variables;
 
 pub use client::{Auth, EngineClient};
+pub use connection::Connection;
 pub use error::{ClientError, ParseProblem};
 pub use model::{
     BpmnErrorReport, CompleteTask, DeployedResource, Deployment, DeploymentResult, ExternalTask,
