@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use camunda_client::{EngineClient, StartProcessInstance, Variable, Variables};
 use procos_kernel::{
-    DeployReport, EngineExit, EngineSettings, EngineSupervisor, Kernel, KernelConfig, KernelError,
-    RootState, deploy_files,
+    BootReport, BootSettings, DeployReport, EngineEvent, EngineSupervisor, Kernel, KernelConfig,
+    KernelError, KernelEvent, RootState, deploy_files,
 };
 use procos_worker::{ObservabilityServer, Telemetry, Worker, WorkerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, ProcosConfig};
+use crate::config::{self, EngineSection, ProcosConfig};
 use crate::{Cli, Command, EngineArgs, shutdown};
 
 /// Exit code of `procos deploy` when some file was not deployed, and of `procos start` when the
@@ -37,7 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let result = match cli.command {
         Command::Up { workers, init_dir } => {
-            if config.engine.url.is_some() {
+            if config.engine.connection.url.is_some() {
                 bail!(
                     "`procos up` boots its own engine; for an engine that runs elsewhere use `procos kernel --engine-url …` and `procos worker`"
                 );
@@ -62,7 +62,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     result
 }
 
-fn apply_engine_args(engine: &mut EngineSettings, args: EngineArgs) {
+fn apply_engine_args(engine: &mut EngineSection, args: EngineArgs) {
     let EngineArgs {
         engine_url,
         engine_user,
@@ -73,19 +73,20 @@ fn apply_engine_args(engine: &mut EngineSettings, args: EngineArgs) {
         port,
         data_dir,
     } = args;
-    engine.url = engine_url.or(engine.url.take());
-    engine.user = engine_user.or(engine.user.take());
-    engine.password = engine_password.or(engine.password.take());
-    engine.token = engine_token.or(engine.token.take());
-    engine.camunda_run_home = camunda_run_home.or(engine.camunda_run_home.take());
+    let EngineSection { connection, boot } = engine;
+    connection.url = engine_url.or(connection.url.take());
+    connection.user = engine_user.or(connection.user.take());
+    connection.password = engine_password.or(connection.password.take());
+    connection.token = engine_token.or(connection.token.take());
+    boot.camunda_run_home = camunda_run_home.or(boot.camunda_run_home.take());
     if let Some(jar) = engine_jar {
-        engine.jar = jar;
+        boot.jar = jar;
     }
     if let Some(port) = port {
-        engine.port = port;
+        boot.port = port;
     }
     if let Some(dir) = data_dir {
-        engine.data_dir = dir;
+        boot.data_dir = dir;
     }
 }
 
@@ -98,7 +99,7 @@ async fn kernel(
     workers: usize,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    let client = config.engine.client()?;
+    let client = config.engine.connection().client()?;
     let telemetry = Telemetry::new();
     // Workers are configured before the engine boots, so a bad topic table fails at once.
     let fleet_members = (0..workers)
@@ -125,14 +126,15 @@ async fn kernel(
     let progress =
         |waited: Duration| say(&format!("waiting for the engine… {} s", waited.as_secs()));
 
+    let boot_settings = &config.engine.boot;
     let mut supervisor: Option<EngineSupervisor> = None;
-    if config.engine.url.is_some() {
+    if config.engine.connection.url.is_some() {
         say(&format!("waiting for the engine at {}", client.base_url()));
-        procos_kernel::wait_until_ready(&client, config.engine.ready_timeout, &shutdown, progress)
+        procos_kernel::wait_until_ready(&client, boot_settings.ready_timeout, &shutdown, progress)
             .await
             .context("the engine is not ready")?;
     } else {
-        let local = config.engine.local_engine();
+        let local = boot_settings.local_engine();
         say(&format!(
             "booting the Camunda 7.24 engine on port {} (log: {})",
             local.port,
@@ -141,7 +143,7 @@ async fn kernel(
         match EngineSupervisor::boot(
             local,
             client.clone(),
-            config.engine.ready_timeout,
+            boot_settings.ready_timeout,
             &shutdown,
             progress,
         )
@@ -166,31 +168,12 @@ async fn kernel(
             watch_interval: config.kernel.watch_interval,
         },
     );
-    let boot = kernel.boot().await;
-    print_report(&boot.deploy);
-    for (file, topic) in &boot.unserved_topics {
-        eprintln!(
-            "procos: warning: {}: {}",
-            file.display(),
-            procos_kernel::unserved_message(topic)
-        );
-    }
-    match &boot.root {
-        RootState::Started(id) => say(&format!("root orchestrator started (instance {id})")),
-        RootState::AlreadyRunning(id) => say(&format!(
-            "root orchestrator already running (instance {id})"
-        )),
-        RootState::NotDeployed(key) => eprintln!(
-            "procos: warning: the root orchestrator `{key}` is not deployed; put its model in {} or set kernel.root_process",
-            init_dir.display()
-        ),
-        RootState::Failed(why) => {
-            eprintln!("procos: warning: could not start the root orchestrator: {why}")
-        }
-        RootState::Disabled => {}
-    }
+    print_boot(&kernel.boot().await, init_dir);
     let mut kernel_loop = JoinSet::new();
-    kernel_loop.spawn(kernel.run(shutdown.child_token()));
+    let watched = init_dir.to_path_buf();
+    kernel_loop.spawn(kernel.run(shutdown.child_token(), move |event| {
+        print_kernel_event(&event, &watched);
+    }));
     say(&format!("watching {} for changes", init_dir.display()));
 
     let mut fleet = JoinSet::new();
@@ -204,33 +187,22 @@ async fn kernel(
         ));
     }
     if supervisor.is_some() {
-        print_welcome(&client, &config.engine);
+        print_welcome(&client, boot_settings);
     }
     say("press Ctrl-C to stop");
 
-    let code = loop {
-        let exit = tokio::select! {
-            () = shutdown.cancelled() => None,
-            exit = engine_exit(supervisor.as_mut()) => Some(exit),
-        };
-        let (Some(exit), Some(engine)) = (exit, supervisor.as_mut()) else {
-            break ExitCode::SUCCESS;
-        };
-        eprintln!(
-            "procos: the engine exited unexpectedly ({}); restarting it. The end of its log:\n{}",
-            exit.status, exit.log_tail
-        );
-        match engine.restart(&shutdown).await {
-            Ok(()) => say(&format!(
-                "the engine is back (restart {})",
-                engine.restarts()
-            )),
-            Err(KernelError::Cancelled) => break ExitCode::SUCCESS,
+    let code = match supervisor.as_mut() {
+        Some(engine) => match engine.supervise(&shutdown, print_engine_event).await {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("procos: the engine cannot be restarted, stopping: {e}");
                 shutdown.cancel();
-                break ExitCode::FAILURE;
+                ExitCode::FAILURE
             }
+        },
+        None => {
+            shutdown.cancelled().await;
+            ExitCode::SUCCESS
         }
     };
 
@@ -239,18 +211,10 @@ async fn kernel(
     observability.shutdown().await;
     if let Some(engine) = supervisor {
         say("stopping the engine");
-        engine.stop(config.engine.stop_timeout).await;
+        engine.stop(boot_settings.stop_timeout).await;
     }
     say("stopped");
     Ok(code)
-}
-
-/// Resolves when the supervised engine exits by itself; never without one.
-async fn engine_exit(supervisor: Option<&mut EngineSupervisor>) -> EngineExit {
-    match supervisor {
-        Some(engine) => engine.exited().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// `procos worker`: a fleet member for an engine that runs elsewhere.
@@ -259,7 +223,7 @@ async fn worker(
     config_path: &Path,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    let client = config.engine.client()?;
+    let client = config.engine.connection().client()?;
     let telemetry = Telemetry::new();
     let worker = Worker::new(
         client,
@@ -319,7 +283,7 @@ async fn serve_observability(
 
 /// `procos deploy FILE…`: exit 0 when every file deployed (or was unchanged), 2 otherwise.
 async fn deploy(config: &ProcosConfig, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let client: EngineClient = config.engine.client()?;
+    let client: EngineClient = config.engine.connection().client()?;
     let report = deploy_files(&client, files).await;
     print_report(&report);
     Ok(if report.problems.is_empty() {
@@ -336,7 +300,7 @@ async fn start(
     variables: &[String],
     business_key: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let client = config.engine.client()?;
+    let client = config.engine.connection().client()?;
     let variables = variables
         .iter()
         .map(|pair| parse_variable(pair))
@@ -381,7 +345,7 @@ fn parse_variable(pair: &str) -> anyhow::Result<(String, Variable)> {
 
 /// `procos status`: what is deployed, what runs, what is stuck.
 async fn status(config: &ProcosConfig) -> anyhow::Result<ExitCode> {
-    let client = config.engine.client()?;
+    let client = config.engine.connection().client()?;
     let definitions = client
         .latest_process_definitions()
         .await
@@ -440,7 +404,87 @@ fn print_report(report: &DeployReport) {
     }
 }
 
-fn print_welcome(client: &EngineClient, engine: &EngineSettings) {
+/// What the kernel's boot did: the deployments, unserved topics and the root orchestrator.
+fn print_boot(boot: &BootReport, init_dir: &Path) {
+    if boot.deploy.is_empty() {
+        eprintln!(
+            "procos: warning: the init directory {} holds no .bpmn, .dmn or .form file",
+            init_dir.display()
+        );
+    }
+    print_report(&boot.deploy);
+    print_unserved(&boot.unserved_topics);
+    match &boot.root {
+        RootState::Started(id) => say(&format!("root orchestrator started (instance {id})")),
+        RootState::AlreadyRunning(id) => say(&format!(
+            "root orchestrator already running (instance {id})"
+        )),
+        RootState::NotDeployed(key) => eprintln!(
+            "procos: warning: the root orchestrator `{key}` is not deployed; put its model in {} or set kernel.root_process",
+            init_dir.display()
+        ),
+        RootState::Failed(why) => {
+            eprintln!("procos: warning: could not start the root orchestrator: {why}")
+        }
+        RootState::Disabled => {}
+    }
+}
+
+fn print_unserved(unserved_topics: &[(PathBuf, String)]) {
+    for (file, topic) in unserved_topics {
+        eprintln!(
+            "procos: warning: {}: {}",
+            file.display(),
+            procos_kernel::unserved_message(topic)
+        );
+    }
+}
+
+/// What the running kernel noticed: the engine away and back, files redeployed.
+fn print_kernel_event(event: &KernelEvent, init_dir: &Path) {
+    match event {
+        KernelEvent::EngineAway => eprintln!(
+            "procos: warning: the engine does not answer; init-directory changes wait until it does"
+        ),
+        KernelEvent::EngineBack(boot) => {
+            say("the engine answers again; checking the init directory and the root orchestrator");
+            print_boot(boot, init_dir);
+        }
+        KernelEvent::Redeployed {
+            deploy,
+            unserved_topics,
+        } => {
+            print_report(deploy);
+            if !deploy.deployed.is_empty() {
+                say("new instances use the new version; running ones keep theirs");
+            }
+            print_unserved(unserved_topics);
+        }
+    }
+}
+
+/// What the supervisor did with an engine that exited by itself.
+fn print_engine_event(event: EngineEvent) {
+    match event {
+        EngineEvent::Exited(exit) => eprintln!(
+            "procos: the engine exited unexpectedly ({}); restarting it. The end of its log:\n{}",
+            exit.status, exit.log_tail
+        ),
+        EngineEvent::RestartFailed {
+            error,
+            failures,
+            retry_in,
+        } => eprintln!(
+            "procos: warning: the engine did not come back ({failures} failed boot(s) in a row; trying again in {}): {error}",
+            humantime::format_duration(retry_in)
+        ),
+        EngineEvent::Restarted { restarts } => {
+            say(&format!("the engine is back (restart {restarts})"))
+        }
+    }
+}
+
+fn print_welcome(client: &EngineClient, engine: &BootSettings) {
     let root = client
         .base_url()
         .trim_end_matches('/')

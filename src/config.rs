@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::bail;
+use camunda_client::Connection;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use procos_kernel::EngineSettings;
+use procos_kernel::BootSettings;
 use procos_worker::{TopicConfig, WorkerConfig};
 use serde::Deserialize;
 
@@ -20,13 +21,124 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct ProcosConfig {
     /// `[engine]`: where the engine is and how the kernel boots one.
-    pub engine: EngineSettings,
+    pub engine: EngineSection,
     /// `[kernel]`: what the kernel deploys.
     pub kernel: KernelSettings,
     /// `[worker]`: how workers fetch and run tasks.
     pub worker: WorkerConfig,
     /// `[topics.NAME]`: which adapter serves which topic.
     pub topics: BTreeMap<String, TopicConfig>,
+}
+
+/// `[engine]`: one table in the file, two concerns in the code. Workers and `deploy`, `start`
+/// and `status` only connect ([`Connection`]); the kernel also boots ([`BootSettings`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "EngineTable")]
+pub struct EngineSection {
+    /// `url`, `user`, `password`, `token`.
+    pub connection: Connection,
+    /// `port`, `jar`, `camunda_run_home`, `java`, `data_dir`, `ready_timeout`, `stop_timeout`.
+    pub boot: BootSettings,
+}
+
+impl EngineSection {
+    /// The engine to connect to: `url`, or else the one the kernel boots on `port` (so that
+    /// `--port` also points `procos worker` and the other commands at it).
+    pub fn connection(&self) -> Connection {
+        let mut connection = self.connection.clone();
+        connection.url.get_or_insert_with(|| self.boot.rest_url());
+        connection
+    }
+}
+
+/// `[engine]` as the file spells it. Both halves are listed here, not `#[serde(flatten)]`ed:
+/// flattening drops the key (`engine.port`) and the list of known keys from figment's error
+/// messages. The exhaustive destructuring below fails to compile when either half gains a key
+/// this table lacks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct EngineTable {
+    url: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    port: u16,
+    jar: PathBuf,
+    camunda_run_home: Option<PathBuf>,
+    java: PathBuf,
+    data_dir: PathBuf,
+    #[serde(with = "humantime_serde")]
+    ready_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    stop_timeout: Duration,
+}
+
+impl Default for EngineTable {
+    fn default() -> Self {
+        let Connection {
+            url,
+            user,
+            password,
+            token,
+        } = Connection::default();
+        let BootSettings {
+            port,
+            jar,
+            camunda_run_home,
+            java,
+            data_dir,
+            ready_timeout,
+            stop_timeout,
+        } = BootSettings::default();
+        Self {
+            url,
+            user,
+            password,
+            token,
+            port,
+            jar,
+            camunda_run_home,
+            java,
+            data_dir,
+            ready_timeout,
+            stop_timeout,
+        }
+    }
+}
+
+impl From<EngineTable> for EngineSection {
+    fn from(table: EngineTable) -> Self {
+        let EngineTable {
+            url,
+            user,
+            password,
+            token,
+            port,
+            jar,
+            camunda_run_home,
+            java,
+            data_dir,
+            ready_timeout,
+            stop_timeout,
+        } = table;
+        Self {
+            connection: Connection {
+                url,
+                user,
+                password,
+                token,
+            },
+            boot: BootSettings {
+                port,
+                jar,
+                camunda_run_home,
+                java,
+                data_dir,
+                ready_timeout,
+                stop_timeout,
+            },
+        }
+    }
 }
 
 /// `[kernel]`.

@@ -7,30 +7,21 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use camunda_client::{Auth, ClientError, EngineClient};
+use camunda_client::EngineClient;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::Deserialize;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::readiness::{ReadinessError, wait_until_ready};
 
-/// `[engine]`: where the engine's REST API is, how to authenticate to it, and how the kernel
-/// boots an engine of its own.
+/// The boot keys of `procos.toml`'s `[engine]` table: how the kernel boots an engine of its own.
+/// Where an engine is and how to authenticate to it is [`camunda_client::Connection`]'s business.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct EngineSettings {
-    /// The REST API of an engine that runs elsewhere. When set, the kernel boots nothing and only
-    /// waits for it. Default: the local engine on `port`.
-    pub url: Option<String>,
-    /// User for the REST API's basic authentication (when it is switched on).
-    pub user: Option<String>,
-    /// Password for `user`.
-    pub password: Option<String>,
-    /// Bearer token for the REST API, instead of `user` and `password`.
-    pub token: Option<String>,
+pub struct BootSettings {
     /// Port of the engine the kernel boots.
     pub port: u16,
     /// The assembled Camunda 7.24 engine (built from `docker/camunda`).
@@ -49,13 +40,9 @@ pub struct EngineSettings {
     pub stop_timeout: Duration,
 }
 
-impl Default for EngineSettings {
+impl Default for BootSettings {
     fn default() -> Self {
         Self {
-            url: None,
-            user: None,
-            password: None,
-            token: None,
             port: 8080,
             jar: PathBuf::from("docker/camunda/target/procos-camunda-engine.jar"),
             camunda_run_home: None,
@@ -67,25 +54,10 @@ impl Default for EngineSettings {
     }
 }
 
-impl EngineSettings {
-    /// The REST API's URL: `url`, or the local engine's.
+impl BootSettings {
+    /// The REST API of the engine these settings boot.
     pub fn rest_url(&self) -> String {
-        self.url
-            .clone()
-            .unwrap_or_else(|| format!("http://localhost:{}/engine-rest", self.port))
-    }
-
-    /// A client for the REST API, authenticated as configured.
-    pub fn client(&self) -> Result<EngineClient, ClientError> {
-        let auth = match (&self.token, &self.user) {
-            (Some(token), _) => Auth::Bearer(token.clone()),
-            (None, Some(user)) => Auth::Basic {
-                user: user.clone(),
-                password: self.password.clone().unwrap_or_default(),
-            },
-            (None, None) => Auth::None,
-        };
-        EngineClient::new(&self.rest_url(), auth)
+        format!("http://localhost:{}/engine-rest", self.port)
     }
 
     /// The engine to boot, from these settings.
@@ -129,7 +101,7 @@ pub struct LocalEngine {
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     #[error(
-        "the engine jar {} does not exist; build it with `scripts/build-engine.sh`, or point `engine.jar` (PROCOS_ENGINE_JAR) at it",
+        "the engine jar {} does not exist; build it with `mvn -f docker/camunda package` (scripts/up.sh builds it when missing), or point `engine.jar` (PROCOS_ENGINE_JAR) at it",
         .0.display()
     )]
     EngineJarMissing(PathBuf),
@@ -221,7 +193,8 @@ impl LocalEngine {
             command: description,
             source,
         })?;
-        info!(pid = child.id(), port = self.port, log = %log_path.display(), "engine process started");
+        // The caller says what it boots; the process id is detail for debugging.
+        debug!(pid = child.id(), port = self.port, log = %log_path.display(), "engine process started");
         Ok(EngineProcess {
             child,
             log: log_path,
@@ -300,7 +273,7 @@ impl EngineProcess {
             warn!(error = %e, "could not signal the engine's process group");
         }
         match tokio::time::timeout(timeout, self.child.wait()).await {
-            Ok(Ok(status)) => info!(%status, "engine stopped"),
+            Ok(Ok(status)) => debug!(%status, "engine stopped"),
             Ok(Err(e)) => warn!(error = %e, "could not wait for the engine"),
             Err(_) => warn!(?timeout, "the engine did not stop in time; killing it"),
         }

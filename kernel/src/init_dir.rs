@@ -2,12 +2,12 @@
 //!
 //! Each file is its own deployment, named after the file, with the engine's duplicate filtering:
 //! an unchanged file makes no new version, and a bad file cannot take the good ones down with it.
+//! What happened is returned as a [`DeployReport`] for the caller to show; nothing is logged here.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use camunda_client::{DeployedResource, Deployment, EngineClient};
-use tracing::{info, warn};
 
 use crate::validate::{self, Finding};
 
@@ -27,6 +27,13 @@ pub struct DeployReport {
     pub topics: Vec<(PathBuf, Vec<String>)>,
     /// Processes without `camunda:historyTimeToLive`, by file: they get the engine's default.
     pub without_history_ttl: Vec<(PathBuf, String)>,
+}
+
+impl DeployReport {
+    /// No file was deployed, unchanged or refused: there was no model file.
+    pub fn is_empty(&self) -> bool {
+        self.deployed.is_empty() && self.unchanged.is_empty() && self.problems.is_empty()
+    }
 }
 
 /// A file that could not be deployed: where, what, and how to fix it.
@@ -84,7 +91,8 @@ impl FileProblem {
 
 /// Deploys every `.bpmn`, `.dmn` and `.form` file of `dir`, in name order. An unreadable
 /// directory is one problem in the report, not an error: the kernel keeps running and retries
-/// on the next change.
+/// on the next change. A directory without models gives an empty report
+/// ([`DeployReport::is_empty`]).
 pub async fn deploy_init_dir(client: &EngineClient, dir: &Path) -> DeployReport {
     let files = match model_files(dir) {
         Ok(files) => files,
@@ -94,16 +102,12 @@ pub async fn deploy_init_dir(client: &EngineClient, dir: &Path) -> DeployReport 
                 format!("cannot read the init directory: {e}"),
                 "create it, or point --init-dir (PROCOS_INIT_DIR) at the directory that holds the root models",
             );
-            warn!(%problem, "init directory");
             return DeployReport {
                 problems: vec![problem],
                 ..DeployReport::default()
             };
         }
     };
-    if files.is_empty() {
-        warn!(dir = %dir.display(), "the init directory holds no .bpmn, .dmn or .form file");
-    }
     deploy_files(client, &files).await
 }
 
@@ -137,20 +141,15 @@ pub async fn deploy_files(client: &EngineClient, files: &[PathBuf]) -> DeployRep
                         .map(|process| (file.clone(), process)),
                 );
                 if definitions.is_empty() {
-                    info!(file = %file.display(), "unchanged; no new version");
                     report.unchanged.push(file.clone());
                 } else {
-                    info!(file = %file.display(), definitions = ?definitions, "deployed");
                     report.deployed.push((file.clone(), definitions));
                 }
                 if !topics.is_empty() {
                     report.topics.push((file.clone(), topics));
                 }
             }
-            Err(problem) => {
-                warn!(%problem, "not deployed");
-                report.problems.push(problem);
-            }
+            Err(problem) => report.problems.push(problem),
         }
     }
     report

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 
 use camunda_client::{EngineClient, StartProcessInstance};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::init_dir::{self, DeployReport};
 
@@ -37,6 +36,23 @@ pub struct BootReport {
     /// External-task topics of deployed models that no configured adapter serves, by file.
     pub unserved_topics: Vec<(PathBuf, String)>,
     pub root: RootState,
+}
+
+/// What [`Kernel::run`] noticed and did, for the caller to report.
+#[derive(Debug)]
+pub enum KernelEvent {
+    /// The engine stopped answering; init-directory changes wait until it answers again.
+    EngineAway,
+    /// The engine answers again, and the kernel booted it again: deployed what is not deployed
+    /// yet (nothing unchanged) and checked the root orchestrator.
+    EngineBack(BootReport),
+    /// Model files that changed or appeared were deployed (new instances use the new versions;
+    /// running ones keep theirs).
+    Redeployed {
+        deploy: DeployReport,
+        /// External-task topics of these models that no configured adapter serves, by file.
+        unserved_topics: Vec<(PathBuf, String)>,
+    },
 }
 
 /// The root orchestrator after boot.
@@ -84,18 +100,6 @@ impl Kernel {
         self.forget_unavailable(&deploy);
         let unserved_topics = self.unserved_topics(&deploy);
         let root = self.ensure_root().await;
-        match &root {
-            RootState::Started(id) => info!(instance = %id, "root orchestrator started"),
-            RootState::AlreadyRunning(id) => {
-                info!(instance = %id, "root orchestrator already running")
-            }
-            RootState::NotDeployed(key) => warn!(
-                key = %key,
-                "no root orchestrator is deployed; put its model in the init directory or set kernel.root_process"
-            ),
-            RootState::Failed(why) => warn!(error = %why, "could not start the root orchestrator"),
-            RootState::Disabled => {}
-        }
         BootReport {
             deploy,
             unserved_topics,
@@ -104,8 +108,9 @@ impl Kernel {
     }
 
     /// Until `shutdown`: deploys each changed or new model file within one `watch_interval`, and
-    /// boots again whenever the engine answers after having been away.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// boots again whenever the engine answers after having been away, reporting each to
+    /// `on_event`.
+    pub async fn run(mut self, shutdown: CancellationToken, mut on_event: impl FnMut(KernelEvent)) {
         let mut engine_up = true;
         loop {
             tokio::select! {
@@ -115,24 +120,24 @@ impl Kernel {
             let reachable = self.client.engines().await.is_ok();
             match (engine_up, reachable) {
                 (true, false) => {
-                    warn!("the engine does not answer; init-directory changes wait until it does");
                     engine_up = false;
+                    on_event(KernelEvent::EngineAway);
                 }
                 (false, true) => {
-                    info!(
-                        "the engine answers again; checking the init directory and the root orchestrator"
-                    );
                     engine_up = true;
-                    let report = self.boot().await;
-                    log_boot(&report);
+                    on_event(KernelEvent::EngineBack(self.boot().await));
                 }
-                (true, true) => self.redeploy_changed().await,
+                (true, true) => {
+                    if let Some(event) = self.redeploy_changed().await {
+                        on_event(event);
+                    }
+                }
                 (false, false) => {}
             }
         }
     }
 
-    async fn redeploy_changed(&mut self) {
+    async fn redeploy_changed(&mut self) -> Option<KernelEvent> {
         let now = self.fingerprints();
         let changed: Vec<PathBuf> = now
             .iter()
@@ -141,17 +146,16 @@ impl Kernel {
             .collect();
         if changed.is_empty() {
             self.handled = now;
-            return;
+            return None;
         }
-        let report = init_dir::deploy_files(&self.client, &changed).await;
+        let deploy = init_dir::deploy_files(&self.client, &changed).await;
         self.handled = now;
-        self.forget_unavailable(&report);
-        for (file, definitions) in &report.deployed {
-            info!(file = %file.display(), definitions = ?definitions, "redeployed: new instances use the new version; running ones keep theirs");
-        }
-        for (file, topic) in self.unserved_topics(&report) {
-            warn!(file = %file.display(), topic = %topic, "{}", unserved_message(&topic));
-        }
+        self.forget_unavailable(&deploy);
+        let unserved_topics = self.unserved_topics(&deploy);
+        Some(KernelEvent::Redeployed {
+            deploy,
+            unserved_topics,
+        })
     }
 
     /// A file the engine could not take because it was away is tried again on the next tick.
@@ -224,13 +228,4 @@ pub fn unserved_message(topic: &str) -> String {
     format!(
         "external-task topic `{topic}` is served by no configured adapter, so its tasks wait; add [topics.\"{topic}\"] with an adapter to the configuration"
     )
-}
-
-fn log_boot(report: &BootReport) {
-    for (file, definitions) in &report.deploy.deployed {
-        info!(file = %file.display(), definitions = ?definitions, "deployed");
-    }
-    for (file, topic) in &report.unserved_topics {
-        warn!(file = %file.display(), topic = %topic, "{}", unserved_message(topic));
-    }
 }

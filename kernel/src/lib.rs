@@ -5,6 +5,11 @@
 //! engine answers ([`wait_until_ready`]); and keeps the init directory (ProcOS's `/proc/init`)
 //! deployed and the root orchestrator running ([`Kernel`]: boot, hot redeploy, re-boot after the
 //! engine was away). After boot, behaviour lives in BPMN, not here.
+//!
+//! The kernel prints nothing: what it did comes back as reports ([`BootReport`],
+//! [`DeployReport`]) and events ([`EngineEvent`], [`KernelEvent`]) for the caller to show, once.
+//! Connecting to an engine is [`camunda_client::Connection`]'s business; [`BootSettings`] says
+//! how to boot one.
 
 mod engine;
 mod init_dir;
@@ -13,8 +18,8 @@ mod readiness;
 mod supervisor;
 mod validate;
 
-pub use engine::{EngineProcess, EngineSettings, KernelError, Launcher, LocalEngine};
+pub use engine::{BootSettings, EngineProcess, KernelError, Launcher, LocalEngine};
 pub use init_dir::{DeployReport, FileProblem, deploy_files, deploy_init_dir};
-pub use kernel::{BootReport, Kernel, KernelConfig, RootState, unserved_message};
+pub use kernel::{BootReport, Kernel, KernelConfig, KernelEvent, RootState, unserved_message};
 pub use readiness::{ReadinessError, wait_until_ready};
-pub use supervisor::{EngineExit, EngineSupervisor};
+pub use supervisor::{EngineEvent, EngineExit, EngineSupervisor};

@@ -2,13 +2,13 @@
 //!
 //! The supervisor owns the process only. What the engine should hold once it answers (the init
 //! models, the root orchestrator) is [`crate::Kernel`]'s business, which notices a restarted
-//! engine by itself.
+//! engine by itself. What happens is reported as [`EngineEvent`]s for the caller to show; the
+//! supervisor itself prints and logs none of it.
 
 use std::time::Duration;
 
 use camunda_client::EngineClient;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::engine::{EngineProcess, KernelError, LocalEngine};
 
@@ -36,6 +36,21 @@ pub struct EngineExit {
     pub log_tail: String,
 }
 
+/// What happened to a supervised engine.
+#[derive(Debug)]
+pub enum EngineEvent {
+    /// The engine process exited without being asked to; a restart follows.
+    Exited(EngineExit),
+    /// A boot after an exit failed (`failures` in a row); the next one starts after `retry_in`.
+    RestartFailed {
+        error: KernelError,
+        failures: u32,
+        retry_in: Duration,
+    },
+    /// The engine answers again, after its `restarts`-th restart.
+    Restarted { restarts: u32 },
+}
+
 impl EngineSupervisor {
     /// Boots `engine` and waits until it answers. A first boot that fails is an error for the
     /// caller: it usually means a configuration to fix (no jar, port taken, bad database URL).
@@ -58,13 +73,41 @@ impl EngineSupervisor {
         })
     }
 
-    /// How often the engine has been restarted.
-    pub fn restarts(&self) -> u32 {
-        self.restarts
+    /// Keeps the engine running until `cancel`: when the process exits without being asked to,
+    /// boots it again, waiting 1 s, 2 s, 4 s … (at most 30 s) before each attempt, and reports
+    /// each step to `on_event`. Returns `Ok` when cancelled, the engine still running (stop it
+    /// with [`EngineSupervisor::stop`]); gives up after five failed boots in a row, returning the
+    /// last one's error.
+    pub async fn supervise(
+        &mut self,
+        cancel: &CancellationToken,
+        mut on_event: impl FnMut(EngineEvent),
+    ) -> Result<(), KernelError> {
+        loop {
+            let exit = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                exit = self.exited() => exit,
+            };
+            on_event(EngineEvent::Exited(exit));
+            match self.restart(cancel, &mut on_event).await {
+                Ok(()) => on_event(EngineEvent::Restarted {
+                    restarts: self.restarts,
+                }),
+                Err(KernelError::Cancelled) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Stops the engine: SIGTERM to its process group, then SIGKILL after `timeout`.
+    pub async fn stop(self, timeout: Duration) {
+        if let Some(process) = self.process {
+            process.stop(timeout).await;
+        }
     }
 
     /// Resolves when the engine process exits without being asked to.
-    pub async fn exited(&mut self) -> EngineExit {
+    async fn exited(&mut self) -> EngineExit {
         let Some(process) = self.process.as_mut() else {
             return std::future::pending().await;
         };
@@ -77,13 +120,16 @@ impl EngineSupervisor {
         EngineExit { status, log_tail }
     }
 
-    /// Boots the engine again, waiting 1 s, 2 s, 4 s … (at most 30 s) between attempts, until it
-    /// answers. Gives up after five failed boots in a row, returning the last error.
-    pub async fn restart(&mut self, cancel: &CancellationToken) -> Result<(), KernelError> {
+    /// Boots the engine again with backoff until it answers, or until the fifth failure in a
+    /// row, whose error it returns.
+    async fn restart(
+        &mut self,
+        cancel: &CancellationToken,
+        on_event: &mut impl FnMut(EngineEvent),
+    ) -> Result<(), KernelError> {
         let mut delay = FIRST_RESTART_DELAY;
         let mut failures = 0;
         loop {
-            info!(retry_in = ?delay, "restarting the engine");
             tokio::select! {
                 () = cancel.cancelled() => return Err(KernelError::Cancelled),
                 () = tokio::time::sleep(delay) => {}
@@ -96,26 +142,22 @@ impl EngineSupervisor {
                 Ok(process) => {
                     self.process = Some(process);
                     self.restarts += 1;
-                    info!(restarts = self.restarts, "the engine is back");
                     return Ok(());
                 }
                 Err(KernelError::Cancelled) => return Err(KernelError::Cancelled),
-                Err(e) => {
+                Err(error) => {
                     failures += 1;
-                    warn!(error = %e, failures, "the engine did not come back");
                     if failures >= MAX_FAILED_RESTARTS {
-                        return Err(e);
+                        return Err(error);
                     }
                     delay = (delay * 2).min(MAX_RESTART_DELAY);
+                    on_event(EngineEvent::RestartFailed {
+                        error,
+                        failures,
+                        retry_in: delay,
+                    });
                 }
             }
-        }
-    }
-
-    /// Stops the engine: SIGTERM to its process group, then SIGKILL after `timeout`.
-    pub async fn stop(self, timeout: Duration) {
-        if let Some(process) = self.process {
-            process.stop(timeout).await;
         }
     }
 }
