@@ -22,8 +22,7 @@ fn examples_dir() -> PathBuf {
 }
 
 fn openai_url() -> String {
-    std::env::var("PROCOS_TEST_LLM_URL")
-        .expect("PROCOS_TEST_LLM_URL is not set: scripts/test.sh starts the model server")
+    support::llm_url().to_owned()
 }
 
 /// `bpmn/examples/procos.toml` cut down to `topics`, each fetching only `process`'s tasks, and

@@ -1,5 +1,5 @@
-//! The `llm` adapter against a real model (SmolLM2-135M) that `scripts/test.sh` serves through
-//! llama-cpp-python's OpenAI-compatible server and through ProcOS's Ollama-API test server. The
+//! The `llm` adapter against a real model (SmolLM2-135M) served through llama-cpp-python's
+//! OpenAI-compatible server and through ProcOS's Ollama-API test server (see `support::llm_url`). The
 //! model is small and often wrong: these tests assert structure, never wording.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,13 +13,11 @@ use serde_json::Value;
 use crate::support;
 
 fn openai_url() -> String {
-    std::env::var("PROCOS_TEST_LLM_URL")
-        .expect("PROCOS_TEST_LLM_URL is not set: scripts/test.sh starts the model server")
+    support::llm_url().to_owned()
 }
 
 fn ollama_url() -> String {
-    std::env::var("PROCOS_TEST_OLLAMA_URL")
-        .expect("PROCOS_TEST_OLLAMA_URL is not set: scripts/test.sh starts the Ollama-API server")
+    support::ollama_url().to_owned()
 }
 
 const YES_NO: &str = r#"{"type": "object", "required": ["answer"], "additionalProperties": false, "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}}}"#;

@@ -1,6 +1,7 @@
 //! ProcOS integration tests: one binary, against a real Camunda 7.24 engine and a real Docker
-//! engine. `scripts/test.sh` starts the shared engine and passes its URL in
-//! `PROCOS_TEST_ENGINE_URL`; tests about booting start engines of their own.
+//! engine. The tests share one engine, booted by the binary itself through the kernel's code on
+//! first use (or given in `PROCOS_TEST_ENGINE_URL`); tests about booting start engines of their
+//! own.
 
 mod cli;
 mod compose;

@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: the engine from the environment, unique names,
-//! models, a worker in the background, and waits for state that settles asynchronously.
+//! Helpers shared by the integration tests: the shared engine and model servers (`shared`),
+//! unique names, models, a worker in the background, and waits for state that settles
+//! asynchronously.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
@@ -14,6 +15,10 @@ use procos_worker::{Telemetry, TopicConfig, Worker, WorkerConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod shared;
+
+pub use shared::{llm_url, ollama_url};
+
 /// Test logs, shown for failing tests. Idempotent.
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
@@ -22,14 +27,10 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// The shared engine started by `scripts/test.sh`.
+/// The engine the tests share: `PROCOS_TEST_ENGINE_URL`, or one booted for this test binary.
 pub fn engine() -> EngineClient {
     init_logging();
-    let url = std::env::var("PROCOS_TEST_ENGINE_URL").expect(
-        "PROCOS_TEST_ENGINE_URL is not set: run the tests with scripts/test.sh, which starts an engine, \
-         or start one yourself and point PROCOS_TEST_ENGINE_URL at its /engine-rest",
-    );
-    EngineClient::new(&url, Auth::None).unwrap()
+    EngineClient::new(shared::engine_url(), Auth::None).unwrap()
 }
 
 /// The assembled engine jar, for tests that boot engines of their own.
