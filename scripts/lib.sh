@@ -83,35 +83,6 @@ build_engine() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Starts a throwaway engine (fresh H2 database in a temporary directory) on a free port, waits
-# until it answers, and exports its REST URL as ENGINE_URL. Stopped and removed on exit.
-start_scratch_engine() {
-  local port
-  engine_dir=$(mktemp -d)
-  port=$(free_port)
-  say "starting an engine on port $port"
-  # Started from its directory (H2 keeps its files there) without a subshell, so that $! is
-  # java itself and the cleanup stops the engine, not a shell around it.
-  pushd "$engine_dir" >/dev/null
-  SERVER_PORT=$port java -jar "$PROCOS_ENGINE_JAR" >"$engine_dir/engine.log" 2>&1 &
-  engine_pid=$!
-  popd >/dev/null
-  on_exit stop_scratch_engine
-  for _ in $(seq 1 180); do
-    curl -fs "http://127.0.0.1:$port/engine-rest/engine" >/dev/null 2>&1 && break
-    kill -0 "$engine_pid" 2>/dev/null || { tail -40 "$engine_dir/engine.log"; die "the engine exited while booting"; }
-    sleep 1
-  done
-  curl -fs "http://127.0.0.1:$port/engine-rest/engine" >/dev/null || { tail -40 "$engine_dir/engine.log"; die "the engine did not answer within 180 s"; }
-  export ENGINE_URL="http://127.0.0.1:$port/engine-rest"
-}
-
-stop_scratch_engine() {
-  kill "$engine_pid" 2>/dev/null || true
-  wait "$engine_pid" 2>/dev/null || true
-  rm -rf "$engine_dir"
-}
-
 # Waits until `url` answers, or dies naming `what` and its log.
 wait_for_url() {
   local url=$1 what=$2 log=$3
@@ -121,22 +92,4 @@ wait_for_url() {
   done
   tail -30 "$log" >&2 || true
   die "$what did not answer at $url within 120 s"
-}
-
-# A real model for the LLM adapter's tests: SmolLM2 behind llama-cpp-python's OpenAI-compatible
-# server, and the same model behind ProcOS's small Ollama-API server. Exports LLM_URL and
-# OLLAMA_URL; both are stopped at exit.
-start_model_servers() {
-  local port ollama_port pid
-  port=$(free_port)
-  pid=$(bash "$ROOT/scripts/llm-server.sh" start "$port")
-  on_exit "kill $pid 2>/dev/null"
-  wait_for_url "http://127.0.0.1:$port/v1/models" "the model server" "$PROCOS_CACHE/logs/llm-server.log"
-  ollama_port=$(free_port)
-  python3 "$ROOT/scripts/ollama_api.py" --port "$ollama_port" --upstream "http://127.0.0.1:$port/v1" \
-    >"$PROCOS_CACHE/logs/ollama-api.log" 2>&1 &
-  on_exit "kill $! 2>/dev/null"
-  wait_for_url "http://127.0.0.1:$ollama_port/api/tags" "the Ollama-API test server" "$PROCOS_CACHE/logs/ollama-api.log"
-  export LLM_URL="http://127.0.0.1:$port/v1" OLLAMA_URL="http://127.0.0.1:$ollama_port"
-  say "model servers ready: $LLM_URL (OpenAI API), $OLLAMA_URL (Ollama API)"
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs and starts what it needs (Java, Maven,
-# a Docker engine and its base image, the engine jar), checks formatting and lints, then runs
-# every test against a real engine and a real Docker engine.
+# a Docker engine and its base image, the engine jar, the test model), checks formatting and
+# lints, then runs every test against a real engine and a real Docker engine.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 started=$(date +%s)
@@ -19,12 +19,9 @@ bash "$ROOT/scripts/check-element-templates.sh"
 say "bpmnlint"
 bash "$ROOT/scripts/lint-bpmn.sh"
 
-# One engine shared by the integration tests (each test uses its own process keys); the tests
-# that are about booting start engines of their own.
-start_scratch_engine
-export PROCOS_TEST_ENGINE_URL="$ENGINE_URL"
-start_model_servers
-export PROCOS_TEST_LLM_URL="$LLM_URL" PROCOS_TEST_OLLAMA_URL="$OLLAMA_URL"
+# The model the LLM tests ask (SmolLM2 behind llama-cpp-python). The integration tests boot
+# their one shared engine from the jar and start the model servers themselves, on first use.
+bash "$ROOT/scripts/llm-server.sh" install
 
 say "cargo test"
 cargo test --locked --workspace --no-fail-fast
