@@ -10,6 +10,7 @@ mod end_to_end;
 mod examples;
 mod fleet;
 mod init_dir;
+mod layout;
 mod llm;
 mod orchestration;
 mod sandbox;
