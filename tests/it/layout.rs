@@ -2,6 +2,8 @@
 //! `cargo metadata`) and between the modules of `adapters/` (read from their `crate::` paths).
 //! The rules are parsed from ARCHITECTURE.md itself, so the document and the check are one.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,7 +46,13 @@ fn rules(marker: &str) -> BTreeMap<String, BTreeSet<String>> {
 fn the_crates_depend_on_each_other_only_as_architecture_md_says() {
     let allowed = rules("<!-- crate rules -->");
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(root())
         .output()
         .unwrap();
@@ -67,12 +75,16 @@ fn the_crates_depend_on_each_other_only_as_architecture_md_says() {
             // Tests may use any crate; the rules are about what ships.
             let dev = dependency["kind"].as_str() == Some("dev");
             if members.contains(dep) && !dev && !rule.contains(dep) {
-                problems.push(format!("{name} depends on {dep}, which its rule does not allow"));
+                problems.push(format!(
+                    "{name} depends on {dep}, which its rule does not allow"
+                ));
             }
         }
     }
     for stale in allowed.keys().filter(|name| !members.contains(*name)) {
-        problems.push(format!("ARCHITECTURE.md has a rule for {stale}, which is no crate"));
+        problems.push(format!(
+            "ARCHITECTURE.md has a rule for {stale}, which is no crate"
+        ));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
@@ -141,7 +153,9 @@ fn the_modules_of_adapters_use_each_other_only_as_architecture_md_says() {
     let mut problems = Vec::new();
     for module in &modules {
         let Some(rule) = allowed.get(module) else {
-            problems.push(format!("adapters/src/{module} has no rule in ARCHITECTURE.md"));
+            problems.push(format!(
+                "adapters/src/{module} has no rule in ARCHITECTURE.md"
+            ));
             continue;
         };
         let path = if src.join(module).is_dir() {
@@ -162,7 +176,9 @@ fn the_modules_of_adapters_use_each_other_only_as_architecture_md_says() {
         }
     }
     for stale in allowed.keys().filter(|name| !modules.contains(*name)) {
-        problems.push(format!("ARCHITECTURE.md has a rule for adapters module `{stale}`, which does not exist"));
+        problems.push(format!(
+            "ARCHITECTURE.md has a rule for adapters module `{stale}`, which does not exist"
+        ));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
