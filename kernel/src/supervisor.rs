@@ -161,3 +161,149 @@ impl EngineSupervisor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use camunda_client::Auth;
+
+    use super::*;
+    use crate::engine::Launcher;
+
+    /// Answers `GET /engine` as an engine does while `up` is set, and 503 otherwise. The
+    /// supervisor knows an engine only by its process and its REST API, so a shell script can
+    /// play the process and this the API.
+    fn rest_api(up: Arc<AtomicBool>) -> EngineClient {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Blocks in accept until the test binary exits.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = [0_u8; 4096];
+                let _ = stream.read(&mut request);
+                let (status, body) = if up.load(Ordering::SeqCst) {
+                    ("200 OK", r#"[{"name":"default"}]"#)
+                } else {
+                    ("503 Service Unavailable", "{}")
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        EngineClient::new(&format!("http://127.0.0.1:{port}/engine-rest"), Auth::None).unwrap()
+    }
+
+    /// A "Camunda Run" in `dir` whose `internal/run.sh` is `script`; it runs in `dir/data`.
+    fn stand_in(dir: &Path, script: &str) -> LocalEngine {
+        let internal = dir.join("run/internal");
+        std::fs::create_dir_all(&internal).unwrap();
+        let run = internal.join("run.sh");
+        std::fs::write(&run, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+        LocalEngine {
+            launcher: Launcher::CamundaRun {
+                home: dir.join("run"),
+            },
+            port: 0,
+            data_dir: dir.join("data"),
+            env: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_exits_is_booted_again_and_each_step_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        // The first process exits after a second; the one booted after it stays.
+        let engine = stand_in(
+            dir.path(),
+            "if [ -e booted ]; then exec sleep 600; fi\ntouch booted\nexec sleep 1",
+        );
+        let client = rest_api(Arc::new(AtomicBool::new(true)));
+        let cancel = CancellationToken::new();
+        let mut supervisor =
+            EngineSupervisor::boot(engine, client, Duration::from_secs(10), &cancel, |_| {})
+                .await
+                .unwrap();
+
+        let mut events = Vec::new();
+        let stop = cancel.clone();
+        let supervised = supervisor
+            .supervise(&cancel, |event| {
+                if matches!(event, EngineEvent::Restarted { .. }) {
+                    stop.cancel();
+                }
+                events.push(event);
+            })
+            .await;
+
+        assert!(supervised.is_ok(), "{supervised:?}");
+        assert!(
+            matches!(
+                &events[..],
+                [EngineEvent::Exited(exit), EngineEvent::Restarted { restarts: 1 }]
+                    if exit.status.contains("exit status: 0")
+            ),
+            "{events:?}"
+        );
+        supervisor.stop(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test]
+    async fn five_failed_boots_in_a_row_give_up_after_doubling_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        // The first process exits after a second; every one booted after it fails at once.
+        let engine = stand_in(
+            dir.path(),
+            "if [ -e booted ]; then exit 1; fi\ntouch booted\nexec sleep 1",
+        );
+        let up = Arc::new(AtomicBool::new(true));
+        let client = rest_api(Arc::clone(&up));
+        let cancel = CancellationToken::new();
+        let mut supervisor =
+            EngineSupervisor::boot(engine, client, Duration::from_secs(10), &cancel, |_| {})
+                .await
+                .unwrap();
+        up.store(false, Ordering::SeqCst);
+        // The waits between boots (1 + 2 + 4 + 8 + 16 s) pass on tokio's clock, not the test's.
+        tokio::time::pause();
+
+        let mut events = Vec::new();
+        let supervised = supervisor
+            .supervise(&cancel, |event| events.push(event))
+            .await;
+
+        let error = supervised.expect_err("the supervisor gives up");
+        assert!(!matches!(error, KernelError::Cancelled), "{error}");
+        assert!(
+            matches!(events.first(), Some(EngineEvent::Exited(_))),
+            "{events:?}"
+        );
+        let failed: Vec<(u32, Duration)> = events[1..]
+            .iter()
+            .map(|event| match event {
+                EngineEvent::RestartFailed {
+                    failures, retry_in, ..
+                } => (*failures, *retry_in),
+                other => panic!("only failed restarts follow the exit: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            failed,
+            [1, 2, 3, 4].map(|n| (n, Duration::from_secs(1 << n))),
+            "the fifth failure is the error, not an event"
+        );
+        supervisor.stop(Duration::from_secs(5)).await;
+    }
+}
