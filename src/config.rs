@@ -211,3 +211,58 @@ fn describe(error: &figment::Error) -> String {
         format!("`{key}`: {}{source}", error.kind)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn load_text(text: &str) -> anyhow::Result<ProcosConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("procos.toml");
+        std::fs::write(&path, text).unwrap();
+        load(&path, true)
+    }
+
+    #[test]
+    fn the_engine_table_splits_into_connection_and_boot_keys() {
+        let config = load_text(
+            "[engine]\nuser = \"demo\"\npassword = \"demo\"\nport = 9090\ndata_dir = \"/var/lib/procos\"\nready_timeout = \"5s\"\n",
+        )
+        .unwrap();
+        let engine = &config.engine;
+        assert_eq!(engine.connection.user.as_deref(), Some("demo"));
+        assert_eq!(engine.boot.port, 9090);
+        assert_eq!(engine.boot.data_dir, PathBuf::from("/var/lib/procos"));
+        assert_eq!(engine.boot.ready_timeout, Duration::from_secs(5));
+        assert_eq!(
+            engine.boot.stop_timeout,
+            BootSettings::default().stop_timeout
+        );
+        // Without a url, the commands connect to the engine the kernel boots.
+        assert_eq!(
+            engine.connection().rest_url(),
+            "http://localhost:9090/engine-rest"
+        );
+
+        let remote = load_text("[engine]\nurl = \"http://camunda:8080/engine-rest\"\n").unwrap();
+        assert_eq!(
+            remote.engine.connection().rest_url(),
+            "http://camunda:8080/engine-rest"
+        );
+    }
+
+    #[test]
+    fn a_bad_engine_key_is_named_with_its_table() {
+        let unknown = load_text("[engine]\nbogus = 1\n").unwrap_err().to_string();
+        assert!(
+            unknown.contains("`engine.bogus`") && unknown.contains("`ready_timeout`"),
+            "names the key and the known ones: {unknown}"
+        );
+        let wrong = load_text("[engine]\nport = \"eighty\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("`engine.port`"), "{wrong}");
+    }
+}
