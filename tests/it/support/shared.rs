@@ -195,8 +195,9 @@ fn start_server(
     log: PathBuf,
     probe: String,
 ) -> Result<(), String> {
+    let name = what;
     let what = what.to_owned();
-    on_lasting_thread(&what.clone(), move |runtime| {
+    on_lasting_thread(name, move |runtime| {
         let output = std::fs::File::create(&log)
             .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
         let errors = output
