@@ -157,8 +157,9 @@ impl BenchEngine {
     }
 }
 
-/// Runs `bench` unless Ctrl-C comes first. Either way the caller goes on to stop its engine:
-/// the scratch engine runs in its own process group, so the terminal's Ctrl-C does not reach it.
+/// Runs `bench` unless Ctrl-C comes first, and then drops it. The caller goes on to stop its
+/// engine either way: the scratch engine runs in its own process group, so the terminal's Ctrl-C
+/// does not reach it.
 pub async fn until_interrupted<T>(
     bench: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {

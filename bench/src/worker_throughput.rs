@@ -49,8 +49,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Booted here, in the main future, so that the engine's process lives as long as the
-    // benchmark (see `BenchEngine::start`).
-    let engine = BenchEngine::start(&args.engine).await?;
+    // benchmark (see `BenchEngine::start`). A boot interrupted by Ctrl-C kills the half-booted
+    // engine as it is dropped.
+    let engine = until_interrupted(BenchEngine::start(&args.engine)).await?;
     let outcome = until_interrupted(measure(&args, &engine)).await;
     engine.stop().await;
     outcome
