@@ -69,14 +69,13 @@ on_exit stop_fleet
 
 say "compose up ($compose_cmd, project $project, engine on 127.0.0.1:$port)"
 $compose up -d --no-build >/dev/null 2>&1 || { $compose up -d --no-build; die "compose up failed"; }
-wait_for_url "http://127.0.0.1:$port/engine-rest/engine" "the compose engine" "$log"
 
 export PROCOS_TEST_COMPOSE="$compose" PROCOS_TEST_COMPOSE_URL="http://127.0.0.1:$port" \
   PROCOS_TEST_ARTIFACTS="$ROOT/test-artifacts" \
   PROCOS_TEST_PLAYWRIGHT="$playwright/node_modules/playwright-core"
 say "the compose fleet test (logs of every service afterwards: $log)"
 test_log="$PROCOS_CACHE/logs/compose-test-cargo.log"
-if ! cargo test --locked --test it compose:: -- --ignored --nocapture 2>&1 | tee "$test_log"; then
+if ! cargo test --locked --test it compose::the_compose_fleet -- --ignored --nocapture 2>&1 | tee "$test_log"; then
   $compose ps || true
   $compose logs --no-color --tail 40 || true
   # The reason last, where a reader of the run's end looks first.
@@ -103,16 +102,12 @@ compose="$compose_cmd --project-name $project --file $ROOT/compose.yaml"
 log="$PROCOS_CACHE/logs/compose-test-postgres.log"
 say "compose up with the postgres profile (project $project)"
 $compose up -d --no-build >/dev/null 2>&1 || { $compose up -d --no-build; die "compose up (postgres) failed"; }
-wait_for_url "http://127.0.0.1:$port/engine-rest/engine" "the compose engine on PostgreSQL" "$log"
-root=""
-for _ in $(seq 1 60); do
-  root=$(curl -fs -u "$PROCOS_ENGINE_USER:$PROCOS_ENGINE_PASSWORD" \
-    "http://127.0.0.1:$port/engine-rest/process-instance?processDefinitionKey=procos-root" || true)
-  [ -n "$root" ] && [ "$root" != "[]" ] && break
-  sleep 2
-done
-[ -n "$root" ] && [ "$root" != "[]" ] || { $compose logs --no-color --tail 40; die "no root orchestrator on the PostgreSQL engine"; }
-rows=$($compose exec -T postgres psql -U procos -d procos -tAc \
-  "select count(*) from act_ru_execution e join act_re_procdef d on d.id_ = e.proc_def_id_ where d.key_ = 'procos-root'")
-[ "${rows:-0}" -ge 1 ] || die "the root orchestrator is not in PostgreSQL's tables (rows: ${rows:-none})"
+export PROCOS_TEST_COMPOSE="$compose"
+pg_test_log="$PROCOS_CACHE/logs/compose-test-postgres-cargo.log"
+if ! cargo test --locked --test it compose::on_postgresql -- --ignored --nocapture >"$pg_test_log" 2>&1; then
+  $compose logs --no-color --tail 40 || true
+  say "why the PostgreSQL test failed (whole output: $pg_test_log):"
+  grep -A 15 "panicked at" "$pg_test_log" >&2 || tail -40 "$pg_test_log" >&2
+  die "the compose fleet on PostgreSQL failed"
+fi
 say "postgres profile passed: the engine runs on PostgreSQL, the root orchestrator is in its tables"

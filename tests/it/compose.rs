@@ -7,7 +7,9 @@
 //! compose`, runs this test against it, and takes it down. It passes the fleet in
 //! `PROCOS_TEST_COMPOSE` (the compose command with its project and file), `PROCOS_TEST_COMPOSE_URL`
 //! (the engine's base URL on loopback), `PROCOS_ENGINE_USER`/`PROCOS_ENGINE_PASSWORD`, and where
-//! the Cockpit screenshot goes (`PROCOS_TEST_ARTIFACTS`, `PROCOS_TEST_PLAYWRIGHT`).
+//! the Cockpit screenshot goes (`PROCOS_TEST_ARTIFACTS`, `PROCOS_TEST_PLAYWRIGHT`). With the
+//! `postgres` profile up instead, it runs the PostgreSQL test. Both wait for the compose engine
+//! through the kernel's readiness check, as `procos kernel --engine-url` does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -134,6 +136,20 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// The fleet `scripts/compose-test.sh` brought up, once its engine answers.
+    async fn ready() -> Self {
+        let fleet = Self::from_env();
+        procos_kernel::wait_until_ready(
+            &fleet.client,
+            Duration::from_secs(180),
+            &tokio_util::sync::CancellationToken::new(),
+            |waited| eprintln!("waiting for the compose engine… {} s", waited.as_secs()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the compose engine did not come up: {e}"));
+        fleet
+    }
+
     fn from_env() -> Self {
         let var = |name: &str| {
             std::env::var(name).unwrap_or_else(|_| {
@@ -278,7 +294,7 @@ fn failing_model(key: &str) -> String {
 #[ignore = "needs the compose fleet: scripts/compose-test.sh runs it"]
 async fn the_compose_fleet_scales_survives_a_killed_replica_and_reports_incidents() {
     support::init_logging();
-    let fleet = Fleet::from_env();
+    let fleet = Fleet::ready().await;
     let client = &fleet.client;
 
     // The kernel deployed bpmn/init and started the root orchestrator.
@@ -357,6 +373,44 @@ async fn the_compose_fleet_scales_survives_a_killed_replica_and_reports_incident
         "incident details: {details}"
     );
     screenshot_incident(&fleet, &failing_instance, "invoice 42 has no total");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the compose fleet with the postgres profile: scripts/compose-test.sh runs it"]
+async fn on_postgresql_the_root_orchestrator_is_in_the_databases_tables() {
+    support::init_logging();
+    let fleet = Fleet::ready().await;
+    let client = &fleet.client;
+    assert_eventually(
+        "the kernel's root orchestrator on the PostgreSQL engine",
+        Duration::from_secs(120),
+        || async {
+            (!client
+                .process_instances("procos-root")
+                .await
+                .ok()?
+                .is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+    let rows = fleet.compose(&[
+        "exec",
+        "-T",
+        "postgres",
+        "psql",
+        "-U",
+        "procos",
+        "-d",
+        "procos",
+        "-tAc",
+        "select count(*) from act_ru_execution e join act_re_procdef d on d.id_ = e.proc_def_id_ where d.key_ = 'procos-root'",
+    ]);
+    let rows: u64 = rows.trim().parse().unwrap_or(0);
+    assert!(
+        rows >= 1,
+        "the root orchestrator is not in PostgreSQL's tables (rows: {rows})"
+    );
 }
 
 async fn start(client: &EngineClient, key: &str, n: i64, business_key: &str) -> String {
