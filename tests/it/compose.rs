@@ -298,19 +298,7 @@ async fn the_compose_fleet_scales_survives_a_killed_replica_and_reports_incident
     let client = &fleet.client;
 
     // The kernel deployed bpmn/init and started the root orchestrator.
-    assert_eventually(
-        "the kernel's root orchestrator",
-        Duration::from_secs(120),
-        || async {
-            (!client
-                .process_instances("procos-root")
-                .await
-                .ok()?
-                .is_empty())
-            .then_some(())
-        },
-    )
-    .await;
+    root_orchestrator_runs(client, "the kernel's root orchestrator").await;
 
     let keys: BTreeMap<Kind, String> = KINDS
         .iter()
@@ -381,17 +369,9 @@ async fn on_postgresql_the_root_orchestrator_is_in_the_databases_tables() {
     support::init_logging();
     let fleet = Fleet::ready().await;
     let client = &fleet.client;
-    assert_eventually(
+    root_orchestrator_runs(
+        client,
         "the kernel's root orchestrator on the PostgreSQL engine",
-        Duration::from_secs(120),
-        || async {
-            (!client
-                .process_instances("procos-root")
-                .await
-                .ok()?
-                .is_empty())
-            .then_some(())
-        },
     )
     .await;
     let rows = fleet.compose(&[
@@ -411,6 +391,19 @@ async fn on_postgresql_the_root_orchestrator_is_in_the_databases_tables() {
         rows >= 1,
         "the root orchestrator is not in PostgreSQL's tables (rows: {rows})"
     );
+}
+
+/// Waits until the kernel has deployed `bpmn/init` and started the root orchestrator.
+async fn root_orchestrator_runs(client: &EngineClient, what: &str) {
+    assert_eventually(what, Duration::from_secs(120), || async {
+        (!client
+            .process_instances("procos-root")
+            .await
+            .ok()?
+            .is_empty())
+        .then_some(())
+    })
+    .await;
 }
 
 async fn start(client: &EngineClient, key: &str, n: i64, business_key: &str) -> String {
