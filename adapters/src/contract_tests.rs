@@ -31,6 +31,7 @@ fn task(inputs: Value) -> AdapterTask {
         task_id: "task-1".to_owned(),
         topic: "contract".to_owned(),
         inputs: inputs.as_object().cloned().unwrap_or_default(),
+        settings: Default::default(),
     }
 }
 

@@ -85,6 +85,7 @@ mod tests {
                 .as_object()
                 .unwrap()
                 .clone(),
+            settings: Default::default(),
         }
     }
 

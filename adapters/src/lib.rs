@@ -26,6 +26,7 @@ mod llm;
 mod python;
 mod sandbox;
 mod scilab;
+mod settings;
 
 #[cfg(test)]
 use config::build;
@@ -43,6 +44,10 @@ pub use llm::LlmConfig;
 pub use procos_sandbox_contract::{Guards, ImageAllowlist};
 pub use python::PythonConfig;
 pub use scilab::ScilabConfig;
+pub use settings::{
+    PREFIX as SETTING_PREFIX, Source as SettingSource, TaskSettings, above_ceiling,
+    without_settings,
+};
 
 /// Runs one external task's work.
 #[async_trait]
@@ -50,6 +55,12 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     /// Does the work. Must return soon after `cancel` fires (the lock is gone or the worker is
     /// shutting down); what it returns then is discarded.
     async fn run(&self, task: AdapterTask, cancel: CancellationToken) -> Outcome;
+
+    /// The per-task settings (`procos.NAME`, without the prefix) this adapter reads from a
+    /// task; the worker refuses a task that sets any other, naming these.
+    fn task_settings(&self) -> &'static [&'static str] {
+        &[]
+    }
 
     /// Releases what the adapter keeps between tasks (warm containers); the worker calls it once
     /// its last task has ended.
@@ -61,8 +72,11 @@ pub trait Adapter: Send + Sync + fmt::Debug {
 pub struct AdapterTask {
     pub task_id: String,
     pub topic: String,
-    /// The task's variables in their plain-JSON view.
+    /// The task's variables in their plain-JSON view, without the per-task settings.
     pub inputs: Map<String, Value>,
+    /// What the model sets on this step (`procos.*` extension properties and input
+    /// parameters), over the topic's settings and within its policy.
+    pub settings: TaskSettings,
 }
 
 /// How an adapter's run ended; the worker turns it into the matching engine call.

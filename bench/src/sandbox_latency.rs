@@ -117,6 +117,7 @@ async fn run(
         task_id: format!("bench-{}", std::process::id()),
         topic: "bench".into(),
         inputs,
+        settings: Default::default(),
     };
     match adapter.run(task, CancellationToken::new()).await {
         Outcome::Complete(outputs) if outputs.contains_key("x") => Ok(()),

@@ -318,7 +318,8 @@ fn subscription(route: &Route) -> TopicSubscription {
         tenant_id_in: c.tenant_ids.clone(),
         without_tenant_id: false,
         process_variables: c.process_variables.clone(),
-        include_extension_properties: false,
+        // The task's `procos.*` extension properties are its per-task settings.
+        include_extension_properties: true,
     }
 }
 

@@ -12,7 +12,9 @@ use camunda_client::{
     Variable, Variables,
 };
 use futures_util::FutureExt as _;
-use procos_adapters::{AdapterTask, Failure, Outcome, Retry};
+use procos_adapters::{
+    AdapterTask, Failure, Outcome, Retry, SETTING_PREFIX, TaskSettings, without_settings,
+};
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
@@ -78,14 +80,25 @@ async fn handle_in_span(
 ) -> (TaskOutcome, Option<Duration>) {
     let started = Instant::now();
     let lock_duration = route.config.lock_duration;
+    let inputs: Map<String, Value> = locked
+        .variables
+        .iter()
+        .map(|(name, v)| (name.clone(), v.to_json()))
+        .collect();
+    // A step whose settings cannot be read or break the topic's policy fails without running.
+    let (settings, step, refused) = match read_settings(shared, route, &locked, &inputs).await {
+        Ok((settings, step)) => (settings, step, None),
+        Err(failure) => (
+            TaskSettings::default(),
+            StepSettings::of_topic(&route.config),
+            Some(failure),
+        ),
+    };
     let adapter_task = AdapterTask {
         task_id: locked.id.clone(),
         topic: locked.topic_name.clone(),
-        inputs: locked
-            .variables
-            .iter()
-            .map(|(name, v)| (name.clone(), v.to_json()))
-            .collect(),
+        inputs: without_settings(inputs),
+        settings,
     };
 
     let (lock_until_tx, lock_until) = watch::channel(started + lock_duration);
@@ -93,7 +106,13 @@ async fn handle_in_span(
     let keeper = keep_lock(shared, route, &locked.id, lock_until_tx, &run_ended);
     let mut keeper = std::pin::pin!(keeper);
     // The adapter gets a child token: a timeout cancels the adapter alone, and is reported.
-    let mut run = std::pin::pin!(run_adapter(route, adapter_task, cancel.child_token()));
+    let adapter_cancel = cancel.child_token();
+    let mut run = std::pin::pin!(async {
+        match refused {
+            Some(failure) => Outcome::Failure(failure),
+            None => run_adapter(route, adapter_task, adapter_cancel).await,
+        }
+    });
     // Cancellation first: an adapter answers promptly when cancelled, and that answer must not
     // be mistaken for its result.
     let outcome = tokio::select! {
@@ -127,6 +146,7 @@ async fn handle_in_span(
         worker_id: &shared.worker_id,
         telemetry: &shared.telemetry,
         route,
+        step: &step,
         locked: &locked,
         deadline: lock_deadline,
     };
@@ -173,6 +193,7 @@ struct WriteBack<'a> {
     worker_id: &'a str,
     telemetry: &'a Telemetry,
     route: &'a Route,
+    step: &'a StepSettings,
     locked: &'a LockedExternalTask,
     deadline: Instant,
 }
@@ -192,6 +213,10 @@ impl WriteBack<'_> {
         let task_id = &self.locked.id;
         match outcome {
             Outcome::Complete(outputs) => {
+                let outputs = match self.step.hand_back(outputs) {
+                    Ok(outputs) => outputs,
+                    Err(failure) => return self.failure(failure).await,
+                };
                 let variables = match output_variables(outputs, config.result_variable.as_deref()) {
                     Ok(variables) => variables,
                     Err(failure) => return self.failure(failure).await,
@@ -264,7 +289,7 @@ impl WriteBack<'_> {
     async fn failure(&self, failure: Failure) -> (TaskOutcome, Result<(), ClientError>) {
         let body = failure_report(
             self.worker_id.to_owned(),
-            &self.route.config,
+            self.step,
             self.locked.retries,
             failure,
         );
@@ -401,16 +426,16 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
-/// The failure call: retries counted down from the topic's configuration on the first failure and
-/// from the task's own count after that, a delay that doubles with each failure, and a one-line
-/// message for Cockpit.
+/// The failure call: retries counted down from the step's setting (the model's, else the
+/// topic's) on the first failure and from the task's own count after that, a delay that doubles
+/// with each failure, and a one-line message for Cockpit.
 fn failure_report(
     worker_id: String,
-    config: &TopicConfig,
+    step: &StepSettings,
     task_retries: Option<i32>,
     failure: Failure,
 ) -> FailureReport {
-    let configured = i32::try_from(config.retries).unwrap_or(i32::MAX);
+    let configured = i32::try_from(step.retries).unwrap_or(i32::MAX);
     let retries = match failure.retry {
         Retry::Never => 0,
         Retry::Later => task_retries.unwrap_or(configured).saturating_sub(1).max(0),
@@ -421,7 +446,7 @@ fn failure_report(
     let retry_timeout = if retries == 0 {
         Duration::ZERO
     } else {
-        exponential(config.retry_backoff, attempt, config.max_retry_backoff)
+        exponential(step.retry_backoff, attempt, step.max_retry_backoff)
     };
     FailureReport {
         worker_id,
@@ -430,6 +455,139 @@ fn failure_report(
         retries,
         retry_timeout: u64::try_from(retry_timeout.as_millis()).unwrap_or(u64::MAX),
     }
+}
+
+/// The per-task settings the worker itself reads, beside the adapter's.
+const STEP_SETTINGS: &[&str] = &["retries", "retry_backoff", "outputs"];
+
+/// The worker's part of one step: how it is retried and which outputs it hands back.
+#[derive(Debug, Clone)]
+struct StepSettings {
+    retries: u32,
+    retry_backoff: Duration,
+    max_retry_backoff: Duration,
+    /// Only these outputs become variables; each must be there.
+    outputs: Option<Vec<String>>,
+}
+
+impl StepSettings {
+    fn of_topic(config: &TopicConfig) -> Self {
+        Self {
+            retries: config.retries,
+            retry_backoff: config.retry_backoff,
+            max_retry_backoff: config.max_retry_backoff,
+            outputs: None,
+        }
+    }
+
+    /// The topic's settings with what the model sets on the step.
+    fn read(config: &TopicConfig, settings: &TaskSettings) -> Result<Self, Failure> {
+        let mut step = Self::of_topic(config);
+        if let Some(retries) = settings.u64("retries")? {
+            step.retries = match u32::try_from(retries) {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(Failure::new(
+                        format!(
+                            "the task's setting `procos.retries` is {retries}; it must be from 1 (the first attempt counts) to {}",
+                            u32::MAX
+                        ),
+                        "Fix `procos.retries` in the model: the attempts in all before a failing task becomes an incident.",
+                        Retry::Never,
+                    ));
+                }
+            };
+        }
+        if let Some(backoff) = settings.duration("retry_backoff")? {
+            step.retry_backoff = backoff;
+            step.max_retry_backoff = step.max_retry_backoff.max(backoff);
+        }
+        step.outputs = settings.text_list("outputs")?;
+        Ok(step)
+    }
+
+    /// The outputs the step hands back: all of them, or those the model names (each must be
+    /// there: a model that reads a missing one would fail later, further from the cause).
+    fn hand_back(&self, mut outputs: Map<String, Value>) -> Result<Map<String, Value>, Failure> {
+        let Some(names) = &self.outputs else {
+            return Ok(outputs);
+        };
+        let missing: Vec<&str> = names
+            .iter()
+            .filter(|n| !outputs.contains_key(n.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            let produced: Vec<&str> = outputs.keys().map(String::as_str).collect();
+            return Err(Failure::new(
+                format!(
+                    "the step did not produce the output(s) {} that `procos.outputs` asks for",
+                    missing.join(", ")
+                ),
+                format!(
+                    "Outputs produced: {}. Set them in the step's work, or fix `procos.outputs` in the model.",
+                    if produced.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        produced.join(", ")
+                    }
+                ),
+                Retry::Never,
+            ));
+        }
+        outputs.retain(|name, _| names.contains(name));
+        Ok(outputs)
+    }
+}
+
+/// The task's per-task settings: its `procos.*` extension properties and input parameters.
+/// Only the task's own scope is read: when a fetched variable has a setting's name, the task's
+/// local variables are asked for, so a process variable of that name is never taken.
+async fn read_settings(
+    shared: &Shared,
+    route: &Route,
+    locked: &LockedExternalTask,
+    inputs: &Map<String, Value>,
+) -> Result<(TaskSettings, StepSettings), Failure> {
+    let properties = locked.extension_properties.clone().unwrap_or_default();
+    let named = inputs.keys().any(|name| name.starts_with(SETTING_PREFIX));
+    let locals: Map<String, Value> = if !named {
+        Map::new()
+    } else if route.config.local_variables {
+        inputs.clone()
+    } else {
+        let Some(execution) = locked.execution_id.as_deref() else {
+            return Ok((
+                TaskSettings::default(),
+                StepSettings::of_topic(&route.config),
+            ));
+        };
+        match shared.client.execution_local_variables(execution).await {
+            Ok(locals) => locals
+                .iter()
+                .map(|(name, v)| (name.clone(), v.to_json()))
+                .collect(),
+            Err(e) => {
+                return Err(Failure::new(
+                    format!("could not read the task's input parameters: {e}"),
+                    format!(
+                        "The worker reads the task's `procos.*` input parameters from its execution's local variables; the engine did not answer: {e}"
+                    ),
+                    if e.is_transient() {
+                        Retry::Later
+                    } else {
+                        Retry::Never
+                    },
+                ));
+            }
+        }
+    };
+    let settings = TaskSettings::from_task(&properties, &locals);
+    let mut known: Vec<&str> = route.adapter.task_settings().to_vec();
+    known.extend_from_slice(STEP_SETTINGS);
+    settings.check_known(&known)?;
+    let step = StepSettings::read(&route.config, &settings)?;
+    Ok((settings, step))
 }
 
 /// The adapter's outputs as typed variables (see [`Variable::from_output`]), or all of them as
@@ -528,7 +686,7 @@ mod tests {
 
     #[test]
     fn retries_count_down_from_the_configuration_then_from_the_task() {
-        let config = TopicConfig::new("echo");
+        let config = StepSettings::of_topic(&TopicConfig::new("echo"));
         let first = failure_report("w".into(), &config, None, failure(Retry::Later));
         assert_eq!((first.retries, first.retry_timeout), (2, 10_000));
         let second = failure_report("w".into(), &config, Some(2), failure(Retry::Later));
@@ -541,7 +699,7 @@ mod tests {
 
     #[test]
     fn a_failure_that_cannot_be_helped_by_retrying_raises_the_incident_at_once() {
-        let config = TopicConfig::new("echo");
+        let config = StepSettings::of_topic(&TopicConfig::new("echo"));
         let report = failure_report("w".into(), &config, None, failure(Retry::Never));
         assert_eq!(report.retries, 0);
     }

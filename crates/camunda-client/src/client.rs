@@ -286,6 +286,19 @@ impl EngineClient {
         self.send(request, "GET", &path, CALL_TIMEOUT).await
     }
 
+    /// `GET /execution/{id}/localVariables`: the variables of that execution's own scope (an
+    /// activity's input parameters), not those it sees from enclosing scopes.
+    pub async fn execution_local_variables(
+        &self,
+        execution_id: &str,
+    ) -> Result<Variables, ClientError> {
+        let path = format!("execution/{}/localVariables", segment(execution_id));
+        let request = self
+            .request(Method::GET, &path)
+            .query(&[("deserializeValues", "false")]);
+        self.send(request, "GET", &path, CALL_TIMEOUT).await
+    }
+
     /// `GET /history/process-instance/{id}`.
     pub async fn historic_process_instance(
         &self,

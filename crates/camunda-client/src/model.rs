@@ -66,6 +66,9 @@ pub struct LockedExternalTask {
     pub process_definition_key: Option<String>,
     #[serde(default)]
     pub activity_id: Option<String>,
+    /// The execution the task belongs to: its local variables are the task's input parameters.
+    #[serde(default)]
+    pub execution_id: Option<String>,
     #[serde(default)]
     pub business_key: Option<String>,
     #[serde(default)]
