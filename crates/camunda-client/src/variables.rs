@@ -4,6 +4,12 @@
 //! [`Variable`] keeps the type so that a value read from the engine is written back as what it was.
 //! Adapters see plain JSON ([`Variable::to_json`]); their JSON answers become typed variables by
 //! [`Variable::from_json`].
+//!
+//! Plain JSON is stored so that a model can use it as it expects: a list as a Java list (an
+//! `Object` of class `java.util.ArrayList`, serialized as JSON), which a multi-instance
+//! `camunda:collection` runs over and `${items.size()}` measures; a map as Spin's `Json`, for
+//! `${doc.prop("a")}`; text over the engine's 4,000-character `String` column as an `Object` of
+//! class `java.lang.String`, which the engine keeps in its byte-array table.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +58,19 @@ fn parse_date(text: &str) -> Option<DateTime<FixedOffset>> {
         .ok()
 }
 
+/// The longest text a `String` variable holds: the engine stores it in a 4,000-character column.
+/// Counted in UTF-16 units, as Java counts a string's length (never fewer than its characters).
+pub const MAX_STRING_CHARS: usize = 4000;
+
+/// The serialization format of the `Object` variables ProcOS writes and reads as JSON.
+const JSON_FORMAT: &str = "application/json";
+
+/// The Java class a JSON array is stored as.
+const LIST_CLASS: &str = "java.util.ArrayList";
+
+/// The Java class a text too long for a `String` variable is stored as.
+const STRING_CLASS: &str = "java.lang.String";
+
 /// Type names an adapter may ask for in an output's typed form.
 const OUTPUT_TYPES: &[&str] = &[
     "Null", "String", "Boolean", "Short", "Integer", "Long", "Double", "Date", "Bytes", "Json",
@@ -71,8 +90,22 @@ pub enum Variable {
     Bytes(Vec<u8>),
     /// Camunda Spin's `Json` type.
     Json(Value),
-    /// Any other engine type (Object, File, Xml, …), carried through unchanged; also a Bytes
-    /// variable whose content a list query left out (its value is then null).
+    /// A Java object the engine keeps serialized as JSON: type `Object`, `valueInfo`
+    /// `{"objectTypeName": class, "serializationDataFormat": "application/json"}`. `class` is
+    /// the Java class the engine deserializes it into (with Spin's Jackson) when a model uses
+    /// it, and so does the official Java client's `getVariable`: a `java.util.ArrayList` for a
+    /// JSON array, a `java.lang.String` for a long text, a `java.util.LinkedHashMap` for each
+    /// element of such a list the engine hands a multi-instance activity. (The official
+    /// JavaScript client hands the serialized text over as it is.) `json` is the serialized
+    /// document exactly as the engine stores it, kept as text so that it goes back unchanged.
+    /// Objects in other formats (Java serialization, XML) are [`Variable::Other`].
+    Object {
+        class: String,
+        json: String,
+    },
+    /// Any other engine type (File, Xml, Objects not serialized as JSON, …), carried through
+    /// unchanged; also a Bytes or Object variable whose content a list query left out (its
+    /// value is then null).
     Other {
         type_name: String,
         value: Value,
@@ -94,12 +127,24 @@ impl Variable {
             Variable::Date(_) => "Date",
             Variable::Bytes(_) => "Bytes",
             Variable::Json(_) => "Json",
+            Variable::Object { .. } => "Object",
             Variable::Other { type_name, .. } => type_name,
         }
     }
 
+    /// `document` as an `Object` of the Java class `class`, serialized as JSON: what the Java
+    /// client's `Variables.objectValue(value).serializationDataFormat("application/json")`
+    /// writes for an object of that class.
+    pub fn object(class: impl Into<String>, document: &Value) -> Variable {
+        Variable::Object {
+            class: class.into(),
+            json: document.to_string(),
+        }
+    }
+
     /// The plain-JSON view adapters work with: dates as the engine's text, bytes as base64,
-    /// `Json` as the document itself, objects serialized as JSON as their document.
+    /// `Json` as the document itself, objects serialized as JSON as their document (a list as
+    /// the array, a long text as the string).
     pub fn to_json(&self) -> Value {
         match self {
             Variable::Null => Value::Null,
@@ -115,6 +160,9 @@ impl Variable {
             Variable::Date(d) => Value::String(d.format(DATE_FORMAT).to_string()),
             Variable::Bytes(b) => Value::String(BASE64.encode(b)),
             Variable::Json(v) => v.clone(),
+            Variable::Object { json, .. } => {
+                serde_json::from_str(json).unwrap_or_else(|_| Value::String(json.clone()))
+            }
             Variable::Other {
                 value, value_info, ..
             } => {
@@ -133,11 +181,17 @@ impl Variable {
     }
 
     /// The typed variable for a plain-JSON value: integers become `Integer` when they fit in 32
-    /// bits and `Long` otherwise, other numbers `Double`, arrays and objects `Json`.
+    /// bits and `Long` otherwise, other numbers `Double`, objects `Json`, arrays an `Object` of
+    /// class `java.util.ArrayList` (a Java list for the engine: a multi-instance collection,
+    /// `${items.size()}`), strings `String` up to [`MAX_STRING_CHARS`] and an `Object` of class
+    /// `java.lang.String` beyond (stored as a byte array; read back as the same text).
     pub fn from_json(value: Value) -> Variable {
         match value {
             Value::Null => Variable::Null,
             Value::Bool(b) => Variable::Boolean(b),
+            Value::String(s) if s.encode_utf16().count() > MAX_STRING_CHARS => {
+                Variable::object(STRING_CLASS, &Value::String(s))
+            }
             Value::String(s) => Variable::String(s),
             Value::Number(n) => {
                 if let Some(i) = n.as_i64() {
@@ -147,7 +201,8 @@ impl Variable {
                     Variable::Double(n.as_f64().unwrap_or(f64::NAN))
                 }
             }
-            doc @ (Value::Array(_) | Value::Object(_)) => Variable::Json(doc),
+            list @ Value::Array(_) => Variable::object(LIST_CLASS, &list),
+            doc @ Value::Object(_) => Variable::Json(doc),
         }
     }
 }
@@ -157,8 +212,9 @@ impl Variable {
     /// an object of exactly `type` and `value` (and optionally `valueInfo`), with `type` one of
     /// Null, String, Boolean, Short, Integer, Long, Double, Date, Bytes or Json, is Camunda's own
     /// typed form and gives that type: `{"type": "Date", "value": "2024-02-29T13:45:00Z"}`,
-    /// `{"type": "Bytes", "value": "<base64>"}`. A typed form whose value does not fit its type
-    /// is refused, with the reason.
+    /// `{"type": "Bytes", "value": "<base64>"}`; `Json` keeps an array a Spin document. A
+    /// `String` too long for the engine's column is stored as [`Variable::from_json`] stores
+    /// long text. A typed form whose value does not fit its type is refused, with the reason.
     pub fn from_output(value: Value) -> Result<Variable, String> {
         let typed = match &value {
             Value::Object(map) => {
@@ -179,7 +235,10 @@ impl Variable {
         if is_json && let Some(doc) = value.get("value").filter(|v| !v.is_string()) {
             return Ok(Variable::Json(doc.clone()));
         }
-        serde_json::from_value(value).map_err(|e| e.to_string())
+        match serde_json::from_value(value).map_err(|e| e.to_string())? {
+            Variable::String(s) => Ok(Variable::from_json(Value::String(s))),
+            typed => Ok(typed),
+        }
     }
 }
 
@@ -200,6 +259,16 @@ impl Serialize for Variable {
         let (value, value_info) = match self {
             // Spin's Json type travels as text.
             Variable::Json(doc) => (Value::String(doc.to_string()), Map::new()),
+            Variable::Object { class, json } => (
+                Value::String(json.clone()),
+                Map::from_iter([
+                    ("objectTypeName".to_owned(), Value::String(class.clone())),
+                    (
+                        "serializationDataFormat".to_owned(),
+                        Value::String(JSON_FORMAT.to_owned()),
+                    ),
+                ]),
+            ),
             Variable::Other {
                 value, value_info, ..
             } => (value.clone(), value_info.clone()),
@@ -257,6 +326,14 @@ impl<'de> Deserialize<'de> for Variable {
                 Variable::Json(serde_json::from_str(s).map_err(|_| mismatch("a JSON document"))?)
             }
             ("Json", doc) => Variable::Json(doc.clone()),
+            ("Object", Value::String(json))
+                if let Some(class) = json_object_class(&wire.value_info, json) =>
+            {
+                Variable::Object {
+                    class,
+                    json: json.clone(),
+                }
+            }
             ("String" | "Boolean" | "Date", _) | ("Bytes", Value::Bool(_) | Value::Number(_)) => {
                 return Err(mismatch(&format!("a {type_name}")));
             }
@@ -267,6 +344,15 @@ impl<'de> Deserialize<'de> for Variable {
             },
         })
     }
+}
+
+/// The class of an `Object` whose `valueInfo` says nothing but its class and the JSON format
+/// and whose value is a JSON document: one [`Variable::Object`] holds and writes back exactly.
+fn json_object_class(value_info: &Map<String, Value>, json: &str) -> Option<String> {
+    let class = value_info.get("objectTypeName")?.as_str()?;
+    let json_format = value_info.get("serializationDataFormat")? == JSON_FORMAT;
+    (json_format && value_info.len() == 2 && serde_json::from_str::<Value>(json).is_ok())
+        .then(|| class.to_owned())
 }
 
 #[cfg(test)]
@@ -293,6 +379,9 @@ mod tests {
             Variable::Date(date),
             Variable::Bytes(vec![0, 255, 7]),
             Variable::Json(json!({"a": [1, 2, {"b": null}]})),
+            Variable::Json(json!([1, 2])),
+            Variable::object("java.util.ArrayList", &json!([{"a": 1}, 2])),
+            Variable::object("java.lang.String", &json!("y".repeat(5000))),
         ] {
             assert_eq!(round_trip(&v), v, "{v:?}");
         }
@@ -318,7 +407,10 @@ mod tests {
             Variable::Long(5_000_000_000)
         );
         assert_eq!(Variable::from_json(json!(1.5)), Variable::Double(1.5));
-        assert_eq!(Variable::from_json(json!([1])), Variable::Json(json!([1])));
+        assert_eq!(
+            Variable::from_json(json!({"a": [1]})),
+            Variable::Json(json!({"a": [1]}))
+        );
         assert_eq!(Variable::from_json(json!(null)), Variable::Null);
     }
 
@@ -382,10 +474,112 @@ mod tests {
 
     #[test]
     fn unknown_types_are_carried_unchanged() {
-        let wire = json!({"type": "Object", "value": "{\"x\":1}",
-            "valueInfo": {"objectTypeName": "java.util.HashMap", "serializationDataFormat": "application/json"}});
-        let v: Variable = serde_json::from_value(wire.clone()).unwrap();
-        assert_eq!(v.to_json(), json!({"x": 1}));
-        assert_eq!(serde_json::to_value(&v).unwrap(), wire);
+        let java = json!({"type": "Object", "value": "rO0ABXQAA2FiYw==",
+            "valueInfo": {"objectTypeName": "java.lang.String",
+                "serializationDataFormat": "application/x-java-serialized-object"}});
+        let xml = json!({"type": "Xml", "value": "<a/>"});
+        let file = json!({"type": "File", "value": null,
+            "valueInfo": {"filename": "a.txt", "mimeType": "text/plain"}});
+        // JSON with more in valueInfo than class and format, or a value that is no document.
+        let transient = json!({"type": "Object", "value": "[1]",
+            "valueInfo": {"objectTypeName": "java.util.ArrayList",
+                "serializationDataFormat": "application/json", "transient": true}});
+        let broken = json!({"type": "Object", "value": "[1",
+            "valueInfo": {"objectTypeName": "java.util.ArrayList",
+                "serializationDataFormat": "application/json"}});
+        for (wire, plain) in [
+            (java, json!("rO0ABXQAA2FiYw==")),
+            (xml, json!("<a/>")),
+            (file, json!(null)),
+            (transient, json!([1])),
+            (broken, json!("[1")),
+        ] {
+            let v: Variable = serde_json::from_value(wire.clone()).unwrap();
+            assert!(matches!(v, Variable::Other { .. }), "{v:?}");
+            assert_eq!(serde_json::to_value(&v).unwrap(), wire);
+            assert_eq!(v.to_json(), plain, "{v:?}");
+        }
+    }
+
+    /// What the engine holds for a list output: a Java `ArrayList` serialized as JSON.
+    fn list_wire(json: &str) -> Value {
+        json!({"type": "Object", "value": json, "valueInfo": {
+            "objectTypeName": "java.util.ArrayList", "serializationDataFormat": "application/json"}})
+    }
+
+    #[test]
+    fn arrays_are_stored_as_java_lists_serialized_as_json() {
+        let items = json!([1, 2.5, "three", null, {"sku": "A-1", "qty": 4}, [5]]);
+        let v = Variable::from_json(items.clone());
+        assert_eq!(v.type_name(), "Object");
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            list_wire(r#"[1,2.5,"three",null,{"qty":4,"sku":"A-1"},[5]]"#)
+        );
+        assert_eq!(v.to_json(), items);
+        assert_eq!(round_trip(&v), v);
+        assert_eq!(Variable::from_output(items.clone()).unwrap(), v);
+        let empty = Variable::from_json(json!([]));
+        assert_eq!(serde_json::to_value(&empty).unwrap(), list_wire("[]"));
+        // Asked for as Json, an array stays a Spin document.
+        let spin = Variable::from_output(json!({"type": "Json", "value": [1, 2]})).unwrap();
+        assert_eq!(spin, Variable::Json(json!([1, 2])));
+    }
+
+    #[test]
+    fn objects_serialized_as_json_read_as_their_document_and_go_back_exactly() {
+        // The engine's own serialization of a multi-instance element, and a list it re-wrote:
+        // key order, spacing and number forms are Jackson's, and stay so.
+        let element = json!({"type": "Object", "value": "{\"sku\":\"B-2\",\"price\":1.0E10}",
+            "valueInfo": {"objectTypeName": "java.util.LinkedHashMap<java.lang.Object,java.lang.Object>",
+                "serializationDataFormat": "application/json"}});
+        let v: Variable = serde_json::from_value(element.clone()).unwrap();
+        assert_eq!(
+            v,
+            Variable::Object {
+                class: "java.util.LinkedHashMap<java.lang.Object,java.lang.Object>".into(),
+                json: r#"{"sku":"B-2","price":1.0E10}"#.into(),
+            }
+        );
+        assert_eq!(v.to_json(), json!({"sku": "B-2", "price": 1e10}));
+        assert_eq!(serde_json::to_value(&v).unwrap(), element);
+        let spaced = list_wire("[ 1, 2 ]");
+        let v: Variable = serde_json::from_value(spaced.clone()).unwrap();
+        assert_eq!(v.to_json(), json!([1, 2]));
+        assert_eq!(serde_json::to_value(&v).unwrap(), spaced);
+        // A list query leaves an object's content out: the type stays, the value is null.
+        let left_out = json!({"type": "Object", "value": null, "valueInfo": {
+            "objectTypeName": "java.util.ArrayList", "serializationDataFormat": "application/json"}});
+        let v: Variable = serde_json::from_value(left_out.clone()).unwrap();
+        assert_eq!(v.type_name(), "Object");
+        assert_eq!(serde_json::to_value(&v).unwrap(), left_out);
+    }
+
+    #[test]
+    fn text_beyond_the_string_column_is_stored_as_a_java_string_serialized_as_json() {
+        let longest = "x".repeat(MAX_STRING_CHARS);
+        assert_eq!(
+            Variable::from_json(json!(longest)),
+            Variable::String(longest.clone())
+        );
+        let long = format!("{longest}\"é\n");
+        let v = Variable::from_json(json!(long));
+        let wire = serde_json::to_value(&v).unwrap();
+        assert_eq!(
+            wire,
+            json!({"type": "Object", "value": serde_json::to_string(&long).unwrap(),
+                "valueInfo": {"objectTypeName": "java.lang.String",
+                    "serializationDataFormat": "application/json"}})
+        );
+        assert_eq!(v.to_json(), json!(long));
+        assert_eq!(round_trip(&v), v);
+        // Java counts UTF-16 units: 2,001 characters outside the BMP are 4,002 of them.
+        let emoji = "😀".repeat(2001);
+        assert_eq!(Variable::from_json(json!(emoji)).type_name(), "Object");
+        // The typed form of a String is held the same way when it is too long.
+        let typed = Variable::from_output(json!({"type": "String", "value": long})).unwrap();
+        assert_eq!(typed, v);
+        let short = Variable::from_output(json!({"type": "String", "value": "hi"})).unwrap();
+        assert_eq!(short, Variable::String("hi".into()));
     }
 }
