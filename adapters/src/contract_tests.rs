@@ -11,7 +11,7 @@ use crate::docker::DockerAdapter;
 use crate::python::PythonAdapter;
 use crate::sandbox::{ContainerSpec, pool_key, waiting};
 use crate::scilab::ScilabAdapter;
-use crate::{AdapterConfig, AdapterTask};
+use crate::{AdapterConfig, AdapterTask, TaskSettings};
 
 fn images() -> ImageAllowlist {
     ImageAllowlist::new(["procos/*".to_owned()])
@@ -26,12 +26,17 @@ fn largest_sandbox() -> Value {
     })
 }
 
-fn task(inputs: Value) -> AdapterTask {
+/// The ceilings that let the largest sandbox through.
+fn largest_limits() -> Value {
+    json!({"max_timeout": "24h", "max_memory_mb": 65_536, "max_cpus": 64.0})
+}
+
+fn task(inputs: Value, settings: Value) -> AdapterTask {
     AdapterTask {
         task_id: "task-1".to_owned(),
         topic: "contract".to_owned(),
         inputs: inputs.as_object().cloned().unwrap_or_default(),
-        settings: Default::default(),
+        settings: TaskSettings::from_pairs(settings.as_object().cloned().unwrap_or_default()),
     }
 }
 
@@ -41,17 +46,28 @@ fn config(name: &str, settings: Value) -> AdapterConfig {
 }
 
 /// The container spec of one task on each sandboxed adapter, with default and with largest
-/// settings.
+/// settings: the topic's largest guards, and a task asking for its largest ceilings.
 async fn specs() -> Vec<(String, ContainerSpec)> {
     let images = images();
     let mut specs = Vec::new();
-    for (size, sandbox) in [("default", json!({})), ("largest", largest_sandbox())] {
+    let largest_task = json!({"timeout": "24h", "memory_mb": 65_536, "cpus": 64.0});
+    for (size, sandbox, limits, asked) in [
+        ("default", json!({}), json!({}), json!({})),
+        ("largest", largest_sandbox(), largest_limits(), largest_task),
+    ] {
+        let with = |mut settings: Value, more: Value| {
+            if let (Some(settings), Some(more)) = (settings.as_object_mut(), more.as_object()) {
+                settings.extend(more.clone());
+            }
+            settings
+        };
         let docker = config(
             "docker",
             json!({
                 "image": "procos/tool:1", "command": ["run", "--fast"],
                 "env": {"MODE": "x"}, "env_from_inputs": ["n"],
                 "bpmn_error_exit_codes": {"3": "NO_STOCK"}, "sandbox": sandbox,
+                "limits": limits,
             }),
         );
         let AdapterConfig::Docker(docker) = docker else {
@@ -60,10 +76,18 @@ async fn specs() -> Vec<(String, ContainerSpec)> {
         let docker = DockerAdapter::new(docker, images.clone()).unwrap();
         specs.push((
             format!("docker/{size}"),
-            docker.container_spec(task(json!({"n": 1}))).unwrap(),
+            docker
+                .container_spec(task(
+                    json!({"n": 1}),
+                    with(json!({"error_exit_codes": "4=X"}), asked.clone()),
+                ))
+                .unwrap(),
         ));
 
-        let python = config("python", json!({"warm": 2, "sandbox": sandbox}));
+        let python = config(
+            "python",
+            json!({"warm": 2, "sandbox": sandbox, "limits": limits}),
+        );
         let AdapterConfig::Python(python) = python else {
             panic!("not python")
         };
@@ -71,12 +95,18 @@ async fn specs() -> Vec<(String, ContainerSpec)> {
         specs.push((
             format!("python/{size}"),
             python
-                .container_spec(task(json!({"script": "outputs['n'] = 1"})))
+                .container_spec(task(
+                    json!({}),
+                    with(json!({"script": "outputs['n'] = 1"}), asked.clone()),
+                ))
                 .await
                 .unwrap(),
         ));
 
-        let scilab = config("scilab", json!({"outputs": ["x"], "sandbox": sandbox}));
+        let scilab = config(
+            "scilab",
+            json!({"outputs": ["x"], "sandbox": sandbox, "limits": limits}),
+        );
         let AdapterConfig::Scilab(scilab) = scilab else {
             panic!("not scilab")
         };
@@ -84,7 +114,10 @@ async fn specs() -> Vec<(String, ContainerSpec)> {
         specs.push((
             format!("scilab/{size}"),
             scilab
-                .container_spec(task(json!({"script": "x = 1", "a": 2})))
+                .container_spec(task(
+                    json!({"a": 2}),
+                    with(json!({"script": "x = 1"}), asked.clone()),
+                ))
                 .await
                 .unwrap(),
         ));

@@ -2,6 +2,10 @@
 //! one locked-down container per task. The script reads `inputs` and fills `outputs`; raising
 //! `BpmnError(code, message)` ends the task with a BPMN error; any other exception fails it with
 //! the traceback as the incident's details.
+//!
+//! Per-task settings (the step's `procos.*` extension properties and input parameters):
+//! `procos.script` (the source), `procos.image` (within the worker's allowed images), and
+//! `procos.timeout`, `procos.memory_mb`, `procos.cpus` (within the topic's `limits`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,9 +16,12 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::{
-    ContainerSpec, Runner, Sandbox, WarmPool, check_script_name, image_refusal, script_source,
+    ContainerSpec, Limits, Runner, Sandbox, WarmPool, check_script_name, image_refusal,
+    script_source,
 };
-use crate::{Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, async_trait};
+use crate::{
+    Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, TaskSettings, async_trait,
+};
 
 /// The runner's exit code for a `BpmnError` (see `docker/python-sandbox/runner.py`).
 const BPMN_ERROR_EXIT: i64 = 3;
@@ -23,14 +30,15 @@ const BPMN_ERROR_EXIT: i64 = 3;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PythonConfig {
-    /// A script file in `scripts_dir`, used when the task has no input `script` (the model's
-    /// input parameter holding the source).
+    /// A script file in `scripts_dir`, used when the task has no `procos.script` (the step's
+    /// extension property or input parameter holding the source).
     #[serde(default)]
     script: Option<String>,
     /// Where `script` files are looked up (read at each run, so edits apply at once).
     #[serde(default = "default_scripts_dir")]
     scripts_dir: PathBuf,
-    /// The sandbox image.
+    /// The sandbox image; a task's `procos.image` replaces it (within the worker's allowed
+    /// images).
     #[serde(default = "default_image")]
     image: String,
     /// Containers kept started and waiting, so a task does not wait for one to start (0: none).
@@ -41,10 +49,17 @@ pub struct PythonConfig {
     /// a task needs one).
     #[serde(default = "default_warm_idle", with = "humantime_serde")]
     warm_idle: Duration,
-    /// The container's guards.
+    /// The container's guards; a task's `procos.timeout`, `procos.memory_mb` and `procos.cpus`
+    /// replace the first three, within `limits`.
     #[serde(default)]
     sandbox: Guards,
+    /// The most a task may ask for.
+    #[serde(default)]
+    limits: Limits,
 }
+
+/// The per-task settings `python` reads (beside the worker's own).
+const TASK_SETTINGS: &[&str] = &["script", "image", "timeout", "memory_mb", "cpus"];
 
 fn default_warm() -> usize {
     2
@@ -65,6 +80,8 @@ fn default_image() -> String {
 #[derive(Debug)]
 pub(crate) struct PythonAdapter {
     settings: PythonConfig,
+    /// The images a task may name (`[worker] allowed_images`).
+    allowlist: ImageAllowlist,
     /// Cold runs, or a warm pool in front of them.
     runner: Box<dyn Runner>,
 }
@@ -79,18 +96,30 @@ impl PythonAdapter {
             return Err(image_refusal(allowlist, &settings.image).message);
         }
         check_script_name(settings.script.as_deref())?;
+        settings.limits.check(&settings.sandbox)?;
         let sandbox = Sandbox::connect(&settings.sandbox)?;
         let runner: Box<dyn Runner> = if settings.warm > 0 {
+            let template = container_spec(
+                topic,
+                &settings.image,
+                &settings.sandbox,
+                Vec::new(),
+                String::new(),
+            );
             Box::new(WarmPool::new(
                 sandbox,
-                container_spec(&settings, topic, Vec::new(), String::new()),
+                template,
                 settings.warm,
                 settings.warm_idle,
             ))
         } else {
             Box::new(sandbox)
         };
-        Ok(Self { settings, runner })
+        Ok(Self {
+            settings,
+            allowlist: allowlist.clone(),
+            runner,
+        })
     }
 
     pub(crate) fn relaxed_guards(&self) -> Vec<&'static str> {
@@ -99,15 +128,18 @@ impl PythonAdapter {
 
     /// The container `task` runs in, or why it cannot run.
     pub(crate) async fn container_spec(&self, task: AdapterTask) -> Result<ContainerSpec, Failure> {
+        let guards = self
+            .settings
+            .limits
+            .guards_for(&self.settings.sandbox, &task.settings)?;
+        let image = self.image(&task.settings)?;
         let (script_name, source) = script_source(
-            &task.inputs,
+            &task.settings,
             self.settings.script.as_deref(),
             &self.settings.scripts_dir,
         )
         .await?;
-        let mut inputs = task.inputs;
-        inputs.remove("script");
-        let input = serde_json::to_vec(&Value::Object(inputs)).unwrap_or_default();
+        let input = serde_json::to_vec(&Value::Object(task.inputs)).unwrap_or_default();
         let files = vec![
             ("input.json".to_owned(), input),
             ("script.py".to_owned(), source.into_bytes()),
@@ -116,11 +148,26 @@ impl PythonAdapter {
             ("script-name".to_owned(), script_name.into_bytes()),
         ];
         Ok(container_spec(
-            &self.settings,
             &task.topic,
+            &image,
+            &guards,
             files,
             task.task_id,
         ))
+    }
+
+    /// The task's `procos.image` if it sets one (and the worker allows it), else the topic's.
+    fn image(&self, settings: &TaskSettings) -> Result<String, Failure> {
+        match settings.text("image")? {
+            Some(image) if !image.trim().is_empty() => {
+                let image = image.trim();
+                if !self.allowlist.allows(image) {
+                    return Err(image_refusal(&self.allowlist, image));
+                }
+                Ok(image.to_owned())
+            }
+            _ => Ok(self.settings.image.clone()),
+        }
     }
 }
 
@@ -133,21 +180,26 @@ impl Adapter for PythonAdapter {
         }
     }
 
+    fn task_settings(&self) -> &'static [&'static str] {
+        TASK_SETTINGS
+    }
+
     async fn close(&self) {
         self.runner.close().await;
     }
 }
 
 fn container_spec(
-    settings: &PythonConfig,
     topic: &str,
+    image: &str,
+    guards: &Guards,
     files: Vec<(String, Vec<u8>)>,
     task_id: String,
 ) -> ContainerSpec {
     ContainerSpec {
         task_id,
         topic: topic.to_owned(),
-        image: settings.image.clone(),
+        image: image.to_owned(),
         command: Some(vec![
             "python3".to_owned(),
             "/opt/procos/runner.py".to_owned(),
@@ -155,6 +207,128 @@ fn container_spec(
         env: Vec::new(),
         files,
         bpmn_error_exit_codes: BTreeMap::from([(BPMN_ERROR_EXIT, String::new())]),
-        guards: settings.sandbox.clone(),
+        guards: guards.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::Retry;
+
+    fn adapter(settings: Value) -> Result<PythonAdapter, String> {
+        let config: PythonConfig = serde_json::from_value(settings).unwrap();
+        PythonAdapter::new(config, "py", &ImageAllowlist::new(["procos/*".to_owned()]))
+    }
+
+    fn task(inputs: Value, settings: Value) -> AdapterTask {
+        AdapterTask {
+            task_id: "task-1".into(),
+            topic: "py".into(),
+            inputs: inputs.as_object().cloned().unwrap_or_default(),
+            settings: TaskSettings::from_pairs(settings.as_object().cloned().unwrap_or_default()),
+        }
+    }
+
+    fn file<'a>(spec: &'a ContainerSpec, name: &str) -> &'a [u8] {
+        &spec.files.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    #[tokio::test]
+    async fn a_task_sets_its_script_image_and_guards() {
+        let python = adapter(json!({"warm": 0})).unwrap();
+        let spec = python
+            .container_spec(task(
+                json!({"n": 1}),
+                json!({
+                    "script": "outputs['n'] = inputs['n']", "image": "procos/python-sandbox:3",
+                    "timeout": "90s", "memory_mb": "512", "cpus": 0.5,
+                }),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(file(&spec, "script.py"), b"outputs['n'] = inputs['n']");
+        assert_eq!(file(&spec, "script-name"), b"procos.script");
+        assert_eq!(file(&spec, "input.json"), br#"{"n":1}"#);
+        assert_eq!(spec.image, "procos/python-sandbox:3");
+        assert_eq!(spec.guards.timeout, Duration::from_secs(90));
+        assert_eq!(spec.guards.memory_mb, 512);
+        assert_eq!(spec.guards.cpus, 0.5);
+        let plain = python
+            .container_spec(task(json!({}), json!({"script": "pass"})))
+            .await
+            .unwrap();
+        assert_eq!(plain.image, "procos/python-sandbox:latest");
+        assert_eq!(plain.guards, Guards::default());
+    }
+
+    #[tokio::test]
+    async fn a_variable_named_script_is_an_input_not_the_script() {
+        let python = adapter(json!({"warm": 0})).unwrap();
+        let failure = python
+            .container_spec(task(json!({"script": "import os"}), json!({})))
+            .await
+            .unwrap_err();
+        assert_eq!(failure.message, "no script to run");
+        let spec = python
+            .container_spec(task(json!({"script": "x"}), json!({"script": "pass"})))
+            .await
+            .unwrap();
+        assert_eq!(file(&spec, "script.py"), b"pass");
+        assert_eq!(file(&spec, "input.json"), br#"{"script":"x"}"#);
+    }
+
+    #[tokio::test]
+    async fn a_task_asking_for_more_than_the_topic_allows_fails_at_once() {
+        let python = adapter(json!({"warm": 0, "limits": {"max_memory_mb": 1024}})).unwrap();
+        let failure = python
+            .container_spec(task(
+                json!({}),
+                json!({"script": "pass", "memory_mb": 10240}),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(failure.retry, Retry::Never);
+        assert!(
+            failure.message.contains("procos.memory_mb = 10240")
+                && failure.message.contains("limits.max_memory_mb = 1024"),
+            "{}",
+            failure.message
+        );
+        let refused = python
+            .container_spec(task(
+                json!({}),
+                json!({"script": "pass", "image": "evil/miner:1"}),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.retry, Retry::Never);
+        assert!(
+            refused.message.contains("`evil/miner:1`"),
+            "{}",
+            refused.message
+        );
+    }
+
+    #[test]
+    fn a_topic_whose_guards_pass_its_limits_does_not_build() {
+        let refused =
+            adapter(json!({"sandbox": {"memory_mb": 4096}, "limits": {"max_memory_mb": 2048}}))
+                .unwrap_err();
+        assert!(refused.contains("limits.max_memory_mb"), "{refused}");
+        let unknown: Result<PythonConfig, _> =
+            serde_json::from_value(json!({"limits": {"max_cpu": 2}}));
+        assert!(unknown.is_err(), "unknown ceilings are refused");
+    }
+
+    #[test]
+    fn the_adapter_names_its_task_settings() {
+        let python = adapter(json!({"warm": 0})).unwrap();
+        assert_eq!(
+            python.task_settings(),
+            ["script", "image", "timeout", "memory_mb", "cpus"]
+        );
     }
 }

@@ -5,6 +5,10 @@
 //! checked here and written as Scilab assignments. Outputs come back through the runner's own
 //! JSON writer (`toJSON` writes NaN/Inf bare and escapes only the first quote of a string), so a
 //! value either round-trips or fails with a message that names it.
+//!
+//! Per-task settings (the step's `procos.*` extension properties and input parameters):
+//! `procos.script` (the source), `procos.outputs` (the Scilab variables handed back), and
+//! `procos.timeout`, `procos.memory_mb`, `procos.cpus` (within the topic's `limits`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,11 +18,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::inputs::json_input;
 use crate::sandbox::{
-    ContainerSpec, Runner, Sandbox, check_script_name, image_refusal, script_source,
+    ContainerSpec, Limits, Runner, Sandbox, check_script_name, image_refusal, script_source,
 };
-use crate::{Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, Retry, async_trait};
+use crate::{
+    Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, Retry, TaskSettings,
+    async_trait,
+};
 
 /// The runner's exit code for `procos_bpmn_error` (see `docker/scilab-sandbox/procos.sce`).
 const BPMN_ERROR_EXIT: i64 = 3;
@@ -27,15 +33,15 @@ const BPMN_ERROR_EXIT: i64 = 3;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScilabConfig {
-    /// A script file in `scripts_dir`, used when the task has no input `script`.
+    /// A script file in `scripts_dir`, used when the task has no `procos.script`.
     #[serde(default)]
     script: Option<String>,
     /// Where `script` files are looked up.
     #[serde(default = "default_scripts_dir")]
     scripts_dir: PathBuf,
-    /// The Scilab variables handed back as outputs after the script ran. Empty: the task's
-    /// input `outputs` names them (a list, or names separated by commas or spaces), so one
-    /// generic topic serves every script a model holds.
+    /// The Scilab variables handed back as outputs after the script ran, unless the task's
+    /// `procos.outputs` names them (a list, or names separated by commas), as a generic topic
+    /// serving every script a model holds leaves it to do.
     #[serde(default)]
     outputs: Vec<String>,
     /// The inputs handed to Scilab; each must exist and be a Scilab value. Absent: every input
@@ -45,10 +51,18 @@ pub struct ScilabConfig {
     /// The sandbox image.
     #[serde(default = "default_image")]
     image: String,
-    /// The container's guards (Scilab wants more memory than the default).
+    /// The container's guards (Scilab wants more memory than the default); a task's
+    /// `procos.timeout`, `procos.memory_mb` and `procos.cpus` replace the first three, within
+    /// `limits`.
     #[serde(default = "default_guards")]
     sandbox: Guards,
+    /// The most a task may ask for.
+    #[serde(default)]
+    limits: Limits,
 }
+
+/// The per-task settings `scilab` reads (beside the worker's own).
+const TASK_SETTINGS: &[&str] = &["script", "outputs", "timeout", "memory_mb", "cpus"];
 
 fn default_scripts_dir() -> PathBuf {
     PathBuf::from("scripts")
@@ -88,6 +102,7 @@ impl ScilabAdapter {
                 ));
             }
         }
+        settings.limits.check(&settings.sandbox)?;
         let sandbox = Box::new(Sandbox::connect(&settings.sandbox)?);
         Ok(Self { settings, sandbox })
     }
@@ -105,18 +120,26 @@ impl Adapter for ScilabAdapter {
             Err(failure) => Outcome::Failure(failure),
         }
     }
+
+    fn task_settings(&self) -> &'static [&'static str] {
+        TASK_SETTINGS
+    }
 }
 
 impl ScilabAdapter {
     /// The container `task` runs in, or why it cannot run.
     pub(crate) async fn container_spec(&self, task: AdapterTask) -> Result<ContainerSpec, Failure> {
+        let guards = self
+            .settings
+            .limits
+            .guards_for(&self.settings.sandbox, &task.settings)?;
+        let outputs = outputs_of(&self.settings.outputs, &task.settings)?;
         let script = script_source(
-            &task.inputs,
+            &task.settings,
             self.settings.script.as_deref(),
             &self.settings.scripts_dir,
         );
         let (script_name, source) = script.await?;
-        let outputs = outputs_of(&self.settings.outputs, &task.inputs)?;
         let assignments = scilab_inputs(&task.inputs, self.settings.inputs.as_deref())?;
         Ok(ContainerSpec {
             task_id: task.task_id,
@@ -130,44 +153,26 @@ impl ScilabAdapter {
                 ("outputs.txt".to_owned(), outputs.join("\n").into_bytes()),
             ],
             bpmn_error_exit_codes: BTreeMap::from([(BPMN_ERROR_EXIT, String::new())]),
-            guards: self.settings.sandbox.clone(),
+            guards,
         })
     }
 }
 
-/// The outputs of a task: the topic's (`configured`), else those its input `outputs` names.
-fn outputs_of(configured: &[String], inputs: &Map<String, Value>) -> Result<Vec<String>, Failure> {
-    if !configured.is_empty() {
+/// The outputs of a task: those its `procos.outputs` names, else the topic's (`configured`).
+fn outputs_of(configured: &[String], settings: &TaskSettings) -> Result<Vec<String>, Failure> {
+    let Some(names) = settings.text_list("outputs")? else {
         return Ok(configured.to_vec());
-    }
-    let names: Vec<String> = match json_input(inputs, "outputs") {
-        None => return Ok(Vec::new()),
-        Some(Value::String(text)) => text
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|name| !name.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| item.as_str().map(str::to_owned).ok_or(()))
-            .collect::<Result<_, _>>()
-            .map_err(|()| outputs_refused("is a list with something other than names in it"))?,
-        Some(_) => return Err(outputs_refused("is neither a list of names nor text")),
     };
     if let Some(bad) = names.iter().find(|name| !is_identifier(name)) {
-        return Err(outputs_refused(&format!(
-            "names `{bad}`, which is not a Scilab variable name"
-        )));
+        return Err(Failure::new(
+            format!(
+                "the task's setting `procos.outputs` names `{bad}`, which is not a Scilab variable name"
+            ),
+            "Name the Scilab variables to hand back in `procos.outputs` (the template's Outputs field), separated by commas, e.g. `total, mean`: letters, digits and _, not starting with a digit, no keyword.",
+            Retry::Never,
+        ));
     }
     Ok(names)
-}
-
-fn outputs_refused(what: &str) -> Failure {
-    Failure::new(
-        format!("the input `outputs` {what}"),
-        "Name the Scilab variables to hand back, e.g. `total, mean` (letters, digits and _, not starting with a digit, no keyword), in the task's input `outputs` or the topic's settings.",
-        Retry::Never,
-    )
 }
 
 /// Scilab's keywords, which no variable may be named.
@@ -204,8 +209,7 @@ fn is_identifier(name: &str) -> bool {
 }
 
 /// One Scilab assignment per input. With `wanted`, each named input must exist and convert;
-/// without, inputs that are no Scilab value (objects, ragged arrays, the script itself) are left
-/// out.
+/// without, inputs that are no Scilab value (objects, ragged arrays) are left out.
 fn scilab_inputs(
     inputs: &Map<String, Value>,
     wanted: Option<&[String]>,
@@ -230,7 +234,7 @@ fn scilab_inputs(
         }
         None => {
             for (name, value) in inputs {
-                if name == "script" || !is_identifier(name) {
+                if !is_identifier(name) {
                     continue;
                 }
                 if let Ok(literal) = scilab_literal(value) {
@@ -341,24 +345,104 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_task_names_its_outputs_when_the_topic_does_not() {
-        let inputs = |value: Value| json!({ "outputs": value }).as_object().cloned().unwrap();
+    fn a_task_names_its_outputs_over_the_topics() {
+        let outputs = |value: Value| TaskSettings::from_pairs([("outputs", value)]);
         let configured = vec!["x".to_owned()];
-        assert_eq!(outputs_of(&configured, &inputs(json!("y"))).unwrap(), ["x"]);
         assert_eq!(
-            outputs_of(&[], &inputs(json!("total, mean  n"))).unwrap(),
+            outputs_of(&configured, &outputs(json!("y"))).unwrap(),
+            ["y"]
+        );
+        assert_eq!(
+            outputs_of(&configured, &TaskSettings::default()).unwrap(),
+            ["x"]
+        );
+        assert_eq!(
+            outputs_of(&[], &outputs(json!("total, mean ,n"))).unwrap(),
             ["total", "mean", "n"]
         );
         assert_eq!(
-            outputs_of(&[], &inputs(json!("[\"a\", \"b\"]"))).unwrap(),
+            outputs_of(&[], &outputs(json!("[\"a\", \"b\"]"))).unwrap(),
             ["a", "b"]
         );
-        assert_eq!(outputs_of(&[], &inputs(json!(["a"]))).unwrap(), ["a"]);
-        assert!(outputs_of(&[], &Map::new()).unwrap().is_empty());
-        let refused = outputs_of(&[], &inputs(json!("total, 2x"))).unwrap_err();
+        assert_eq!(outputs_of(&[], &outputs(json!(["a"]))).unwrap(), ["a"]);
+        assert!(
+            outputs_of(&[], &TaskSettings::default())
+                .unwrap()
+                .is_empty()
+        );
+        let refused = outputs_of(&[], &outputs(json!("total, 2x"))).unwrap_err();
         assert!(refused.message.contains("`2x`"), "{}", refused.message);
-        assert!(outputs_of(&[], &inputs(json!([1]))).is_err());
-        assert!(outputs_of(&[], &inputs(json!("end"))).is_err());
+        assert!(
+            refused.message.contains("procos.outputs"),
+            "{}",
+            refused.message
+        );
+        assert!(outputs_of(&[], &outputs(json!([1]))).is_err());
+        assert!(outputs_of(&[], &outputs(json!("end"))).is_err());
+        assert!(outputs_of(&[], &outputs(json!("total mean"))).is_err());
+    }
+
+    fn adapter(settings: Value) -> Result<ScilabAdapter, String> {
+        let config: ScilabConfig = serde_json::from_value(settings).unwrap();
+        ScilabAdapter::new(config, &ImageAllowlist::new(["procos/*".to_owned()]))
+    }
+
+    fn task(inputs: Value, settings: Value) -> AdapterTask {
+        AdapterTask {
+            task_id: "task-1".into(),
+            topic: "scilab".into(),
+            inputs: inputs.as_object().cloned().unwrap_or_default(),
+            settings: TaskSettings::from_pairs(settings.as_object().cloned().unwrap_or_default()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_sets_its_script_outputs_and_guards_within_the_limits() {
+        let scilab = adapter(json!({})).unwrap();
+        let spec = scilab
+            .container_spec(task(
+                json!({"a": 2, "script": "not the script"}),
+                json!({"script": "x = a * 2;", "outputs": "x", "memory_mb": 2048, "timeout": "1m"}),
+            ))
+            .await
+            .unwrap();
+        let file = |name: &str| {
+            let bytes = &spec.files.iter().find(|(n, _)| n == name).unwrap().1;
+            String::from_utf8(bytes.clone()).unwrap()
+        };
+        assert_eq!(file("script.sce"), "x = a * 2;");
+        assert_eq!(file("outputs.txt"), "x");
+        assert_eq!(
+            file("inputs.sce"),
+            "a = 2.0;\nscript = \"not the script\";\n"
+        );
+        assert_eq!(spec.guards.memory_mb, 2048);
+        assert_eq!(spec.guards.timeout, std::time::Duration::from_secs(60));
+        let failure = scilab
+            .container_spec(task(
+                json!({}),
+                json!({"script": "x = 1;", "memory_mb": 20480}),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(failure.retry, Retry::Never);
+        assert!(
+            failure.message.contains("procos.memory_mb = 20480")
+                && failure.message.contains("limits.max_memory_mb = 2048"),
+            "{}",
+            failure.message
+        );
+        assert_eq!(
+            scilab.task_settings(),
+            ["script", "outputs", "timeout", "memory_mb", "cpus"]
+        );
+    }
+
+    #[test]
+    fn a_topic_whose_guards_pass_its_limits_does_not_build() {
+        let refused = adapter(json!({"sandbox": {"cpus": 4.0}})).unwrap_err();
+        assert!(refused.contains("limits.max_cpus = 2"), "{refused}");
+        assert!(adapter(json!({"sandbox": {"cpus": 4.0}, "limits": {"max_cpus": 4.0}})).is_ok());
     }
 
     #[test]

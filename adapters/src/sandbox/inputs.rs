@@ -1,8 +1,8 @@
-//! The script a sandboxed task runs: the model's `script` input, or a file the topic names.
+//! The script a sandboxed task runs: the task's `procos.script` setting, or a file the topic
+//! names.
 
-use serde_json::{Map, Value};
-
-use crate::{Failure, Retry};
+use crate::settings::PREFIX;
+use crate::{Failure, Retry, TaskSettings};
 
 /// A script setting names a file inside `scripts_dir`, never a path out of it.
 pub(crate) fn check_script_name(name: Option<&str>) -> Result<(), String> {
@@ -14,21 +14,26 @@ pub(crate) fn check_script_name(name: Option<&str>) -> Result<(), String> {
     }
 }
 
-/// The script a task runs, with a name for messages: the task's input `script` (the model's
-/// input parameter holding the source), else the file `setting` in `scripts_dir`, read at each
-/// run so that edits apply at once.
+/// The script a task runs, with a name for messages (tracebacks say `File "procos.script"`):
+/// the task's setting `procos.script` (an extension property or an input parameter of the
+/// step, never a process variable), else the file `file` in `scripts_dir`, read at each run so
+/// that edits apply at once.
 pub(crate) async fn script_source(
-    inputs: &Map<String, Value>,
-    setting: Option<&str>,
+    settings: &TaskSettings,
+    file: Option<&str>,
     scripts_dir: &std::path::Path,
 ) -> Result<(String, String), Failure> {
-    if let Some(Value::String(source)) = inputs.get("script") {
-        return Ok(("the model's `script` input".to_owned(), source.clone()));
+    if let Some(source) = settings.text("script")?
+        && !source.trim().is_empty()
+    {
+        return Ok((format!("{PREFIX}script"), source));
     }
-    let Some(name) = setting else {
+    let Some(name) = file else {
         return Err(Failure::new(
             "no script to run",
-            "Give the task an input `script` with the source (an input parameter in Camunda Modeler), or set `script` in the topic's settings to a file in scripts_dir.",
+            format!(
+                "Set the step's `{PREFIX}script` to the source (the template's Script field: an input parameter, or an extension property), or set `script` in the topic's settings to a file in scripts_dir."
+            ),
             Retry::Never,
         ));
     };
@@ -43,5 +48,51 @@ pub(crate) async fn script_source(
             ),
             Retry::Later,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_tasks_script_comes_before_the_topics_file() {
+        let dir = std::env::temp_dir().join(format!("procos-scripts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("topic.py"), "outputs['from'] = 'file'").unwrap();
+        let own = TaskSettings::from_pairs([("script", json!("outputs['from'] = 'task'"))]);
+        assert_eq!(
+            script_source(&own, Some("topic.py"), &dir).await.unwrap(),
+            (
+                "procos.script".to_owned(),
+                "outputs['from'] = 'task'".to_owned()
+            )
+        );
+        let none = TaskSettings::default();
+        assert_eq!(
+            script_source(&none, Some("topic.py"), &dir)
+                .await
+                .unwrap()
+                .1,
+            "outputs['from'] = 'file'"
+        );
+        let blank = TaskSettings::from_pairs([("script", json!("  "))]);
+        assert_eq!(
+            script_source(&blank, Some("topic.py"), &dir)
+                .await
+                .unwrap()
+                .0,
+            "topic.py"
+        );
+        let failure = script_source(&none, None, &dir).await.unwrap_err();
+        assert_eq!(failure.retry, Retry::Never);
+        assert!(
+            failure.details.contains("procos.script"),
+            "{}",
+            failure.details
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -5,7 +5,8 @@
 //! This module carries runs out:
 //!
 //! - `guards`: the image check and the contract's spec a run becomes;
-//! - `inputs`: the inputs the sandboxed adapters read alike (JSON inputs, scripts);
+//! - `inputs`: what the sandboxed adapters read alike from a task (its script);
+//! - `limits`: the operator's ceilings ([`Limits`]) and the guards a task runs under;
 //! - `run`: one container on Docker, from create to remove ([`Sandbox`]);
 //! - `warm`: containers started ahead of their task ([`WarmPool`]);
 //! - `sweep`: clearing the containers dead workers left;
@@ -16,6 +17,7 @@
 
 mod guards;
 mod inputs;
+mod limits;
 mod outcome;
 mod run;
 mod sweep;
@@ -30,6 +32,7 @@ use crate::{Outcome, async_trait};
 
 pub(crate) use guards::{ContainerSpec, image_refusal};
 pub(crate) use inputs::{check_script_name, script_source};
+pub(crate) use limits::Limits;
 pub(crate) use run::Sandbox;
 pub(crate) use warm::WarmPool;
 #[cfg(test)]

@@ -21,9 +21,13 @@ pub(super) const GAVE_UP_WAITING: i64 = 75;
 /// Started containers of one spec, each waiting for the one task it will run: a short script
 /// pays for its container's start ahead of time, and still gets a container of its own. A
 /// waiting container gives up after `idle` by itself (the runner's `PROCOS_WAIT_SECONDS`).
+/// A run that differs from the spec (another image, or guards a task set for itself) cannot
+/// use a container made for it, and runs cold.
 #[derive(Debug)]
 pub(crate) struct WarmPool {
     sandbox: Sandbox,
+    /// The spec the containers were made for, before it was made to wait.
+    made_for: ContainerSpec,
     template: ContainerSpec,
     size: usize,
     ready: Arc<Mutex<VecDeque<String>>>,
@@ -43,6 +47,7 @@ impl WarmPool {
     ) -> Self {
         Self {
             sandbox,
+            made_for: template.clone(),
             template: waiting(template, idle),
             size,
             ready: Arc::default(),
@@ -55,9 +60,22 @@ impl WarmPool {
         pool_key(&self.template)
     }
 
-    /// Runs `spec` in a waiting container when one is ready, else in a cold one; tops the pool
-    /// up either way.
+    /// Whether a container made for the pool can run `spec`: what a container is created with
+    /// (image, command, environment, guards) cannot change once it waits.
+    pub(crate) fn fits(&self, spec: &ContainerSpec) -> bool {
+        let made_for = &self.made_for;
+        spec.image == made_for.image
+            && spec.command == made_for.command
+            && spec.env == made_for.env
+            && spec.guards == made_for.guards
+    }
+
+    /// Runs `spec` in a waiting container when one is ready and fits, else in a cold one; tops
+    /// the pool up after taking from it.
     pub(crate) async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
+        if !self.fits(spec) {
+            return self.sandbox.run(spec, cancel).await;
+        }
         self.sandbox.sweep_if_due().await;
         let warm = self.take_running().await;
         self.top_up();
@@ -183,5 +201,49 @@ impl Sandbox {
             return Err(failure);
         }
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use procos_sandbox_contract::Guards;
+
+    use super::*;
+
+    fn spec(image: &str, guards: Guards) -> ContainerSpec {
+        ContainerSpec {
+            task_id: "t".into(),
+            topic: "warm".into(),
+            image: image.into(),
+            command: Some(vec!["python3".into(), "/opt/procos/runner.py".into()]),
+            env: Vec::new(),
+            files: vec![("script.py".into(), b"outputs['x'] = 1".to_vec())],
+            bpmn_error_exit_codes: BTreeMap::new(),
+            guards,
+        }
+    }
+
+    #[test]
+    fn only_a_run_like_the_pools_takes_a_waiting_container() {
+        let sandbox = Sandbox::connect(&Guards::default()).unwrap();
+        let made_for = spec("procos/python-sandbox:latest", Guards::default());
+        let pool = WarmPool::new(sandbox, made_for.clone(), 2, Duration::from_secs(60));
+        let mut other_task = made_for.clone();
+        other_task.task_id = "another".into();
+        other_task.files.clear();
+        assert!(pool.fits(&other_task), "another task, same container spec");
+        let more_memory = Guards {
+            memory_mb: 1024,
+            ..Guards::default()
+        };
+        assert!(!pool.fits(&spec("procos/python-sandbox:latest", more_memory)));
+        let longer = Guards {
+            timeout: Duration::from_secs(600),
+            ..Guards::default()
+        };
+        assert!(!pool.fits(&spec("procos/python-sandbox:latest", longer)));
+        assert!(!pool.fits(&spec("procos/python-sandbox:other", Guards::default())));
     }
 }
