@@ -19,36 +19,48 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::inputs::json_input;
 use crate::{Adapter, AdapterTask, Failure, Outcome, Retry, async_trait};
 
-/// `[topics.NAME.settings]` for `llm`.
+/// `[topics.NAME.settings]` for `llm`: the operator's defaults for every step of the topic, the
+/// providers a step may name, and the policy that bounds what a step may ask for. A step sets
+/// its own model, prompt, schema and vote through `procos.*` settings (see [`TASK_SETTINGS`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmConfig {
-    /// `openai` (any OpenAI-compatible server) or `ollama`.
+    /// The kind of the topic's own provider (named `default`): `openai` (any OpenAI-compatible
+    /// server) or `ollama`.
     #[serde(default)]
     provider: Provider,
-    /// The server: e.g. `http://localhost:8000/v1` (OpenAI-compatible) or
+    /// The `default` provider's server: e.g. `http://localhost:8000/v1` (OpenAI-compatible) or
     /// `http://localhost:11434` (Ollama). Default: OpenAI's, or Ollama's local port.
     #[serde(default)]
     base_url: Option<String>,
-    /// The API key, or where to read it: `api_key_env` (an environment variable) or
-    /// `api_key_file` (a secret file). None of them: no key.
+    /// The `default` provider's API key, or where to read it: `api_key_env` (an environment
+    /// variable) or `api_key_file` (a secret file). None of them: no key.
     #[serde(default)]
     api_key: Option<String>,
     #[serde(default)]
     api_key_env: Option<String>,
     #[serde(default)]
     api_key_file: Option<PathBuf>,
-    /// The model's name on the server.
-    model: String,
+    /// More providers, by the name a step gives in `procos.provider`
+    /// (`[topics.NAME.settings.providers.local]`). Keys are held here, never in a model.
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderConfig>,
+    /// The provider of a step that names none. Default: `default` when the flat settings
+    /// define it, else the only provider in `providers`.
+    #[serde(default)]
+    default_provider: Option<String>,
+    /// The model's name on the server, for steps that name none.
+    #[serde(default)]
+    model: Option<String>,
     /// The system prompt (a template too).
     #[serde(default)]
     system: Option<String>,
-    /// The user prompt: `{{name}}` is replaced by the variable `name` (strings as they are,
-    /// other values as JSON).
-    prompt: String,
+    /// The user prompt, for steps that give none: `{{name}}` is replaced by the variable
+    /// `name` (strings as they are, other values as JSON).
+    #[serde(default)]
+    prompt: Option<String>,
     #[serde(default)]
     temperature: Option<f32>,
     /// The seed of the (first) answer; sample i of the probabilistic mode uses seed + i.
@@ -59,13 +71,95 @@ pub struct LlmConfig {
     /// How long one answer may take.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     timeout: Duration,
-    /// A JSON schema the answer must satisfy; the task's input `schema` overrides it.
+    /// A JSON schema the answer must satisfy, for steps that give none.
     #[serde(default)]
     schema: Option<Value>,
-    /// Sample several answers and vote (`[topics.NAME.settings.probabilistic]`).
+    /// Sample several answers and vote (`[topics.NAME.settings.probabilistic]`); a step that
+    /// sets `procos.samples` votes with these as its defaults.
     #[serde(default)]
     probabilistic: Option<Probabilistic>,
+    /// What a step may ask for (`[topics.NAME.settings.policy]`).
+    #[serde(default)]
+    policy: LlmPolicy,
 }
+
+/// One model server a step may name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `openai` (any OpenAI-compatible server) or `ollama`.
+    #[serde(default)]
+    kind: Provider,
+    /// The server; default: OpenAI's, or Ollama's local port.
+    #[serde(default)]
+    base_url: Option<String>,
+    /// The API key, or where to read it (`api_key_env`, `api_key_file`).
+    #[serde(default)]
+    api_key: Option<String>,
+    #[serde(default)]
+    api_key_env: Option<String>,
+    #[serde(default)]
+    api_key_file: Option<PathBuf>,
+}
+
+/// `[topics.NAME.settings.policy]`: the ceilings and allowlists a step's settings may not pass.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmPolicy {
+    /// Models a step may name: exact names or prefixes ending in `*`. Empty: any model.
+    models: Vec<String>,
+    /// The longest `procos.timeout` a step may ask for.
+    #[serde(with = "humantime_serde")]
+    max_timeout: Duration,
+    /// The most `procos.max_tokens` a step may ask for; none: no ceiling of its own.
+    max_tokens: Option<u32>,
+    /// The most `procos.samples` a step may ask for.
+    max_samples: u32,
+}
+
+impl Default for LlmPolicy {
+    fn default() -> Self {
+        Self {
+            models: Vec::new(),
+            max_timeout: Duration::from_secs(600),
+            max_tokens: None,
+            max_samples: 20,
+        }
+    }
+}
+
+impl LlmPolicy {
+    fn allows_model(&self, model: &str) -> bool {
+        self.models.is_empty()
+            || self
+                .models
+                .iter()
+                .any(|allowed| match allowed.strip_suffix('*') {
+                    Some(prefix) => model.starts_with(prefix),
+                    None => model == allowed,
+                })
+    }
+}
+
+/// The per-task settings `llm` reads (`procos.NAME`).
+const TASK_SETTINGS: &[&str] = &[
+    "provider",
+    "model",
+    "system",
+    "prompt",
+    "schema",
+    "temperature",
+    "seed",
+    "max_tokens",
+    "timeout",
+    "samples",
+    "window",
+    "min_confidence",
+    "no_consensus_error",
+];
+
+/// The name of the provider the flat settings define.
+const DEFAULT_PROVIDER: &str = "default";
 
 fn default_timeout() -> Duration {
     Duration::from_secs(120)
@@ -104,6 +198,27 @@ impl Default for Probabilistic {
     }
 }
 
+impl Probabilistic {
+    fn check(&self) -> Result<(), String> {
+        if self.samples == 0 || self.window == 0 || self.window > self.samples {
+            return Err(format!(
+                "need samples ≥ window ≥ 1 (samples = {}, window = {})",
+                self.samples, self.window
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_confidence) {
+            return Err(format!(
+                "min_confidence must be between 0 and 1 (is {})",
+                self.min_confidence
+            ));
+        }
+        if self.no_consensus_error.trim().is_empty() {
+            return Err("no_consensus_error is empty".to_owned());
+        }
+        Ok(())
+    }
+}
+
 /// How a structured answer is asked for, most precise first; a server that refuses one gets
 /// the next, and the adapter remembers which one worked.
 const MODE_JSON_SCHEMA: u8 = 0;
@@ -116,13 +231,36 @@ enum Client {
     Ollama(ollama_rs::Ollama),
 }
 
+/// One model server the topic may use, by the name the operator gave it.
+#[derive(Debug)]
+struct Server {
+    name: String,
+    client: Client,
+    base_url: String,
+    /// The most precise structured-answer format this server accepted.
+    structured_mode: AtomicU8,
+}
+
 #[derive(Debug)]
 pub(crate) struct LlmAdapter {
     settings: LlmConfig,
+    servers: BTreeMap<String, Server>,
+    default_server: Option<String>,
+}
+
+/// One step's request: the topic's settings with what the step sets, within the policy.
+#[derive(Debug)]
+struct Step<'a> {
+    server: &'a Server,
+    model: String,
+    system: Option<String>,
+    prompt: String,
     schema: Option<Value>,
-    client: Client,
-    base_url: String,
-    structured_mode: AtomicU8,
+    temperature: Option<f32>,
+    seed: Option<i64>,
+    max_tokens: Option<u32>,
+    timeout: Duration,
+    vote: Option<Probabilistic>,
 }
 
 /// One answer.
@@ -144,89 +282,335 @@ enum CallError {
     Unavailable(String),
 }
 
+/// The API key a provider's settings name: inline, from an environment variable, or a file.
+fn api_key(
+    key: Option<&String>,
+    env: Option<&String>,
+    file: Option<&PathBuf>,
+    at: &str,
+) -> Result<Option<String>, String> {
+    Ok(match (key, env, file) {
+        (Some(key), _, _) => Some(key.clone()),
+        (None, Some(var), _) => Some(
+            std::env::var(var)
+                .map_err(|_| format!("{at}api_key_env names `{var}`, which is not set"))?,
+        ),
+        (None, None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("{at}api_key_file {}: {e}", file.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None, None) => None,
+    })
+}
+
+fn server(
+    name: &str,
+    kind: Provider,
+    base_url: Option<&String>,
+    key: Option<String>,
+) -> Result<Server, String> {
+    let (client, base_url) = match kind {
+        Provider::Openai => {
+            let base = base_url
+                .cloned()
+                .unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
+            let mut config = OpenAIConfig::new().with_api_base(base.clone());
+            if let Some(key) = key {
+                config = config.with_api_key(key);
+            }
+            (
+                Client::OpenAi(async_openai::Client::with_config(config)),
+                base,
+            )
+        }
+        Provider::Ollama => {
+            let base = base_url
+                .cloned()
+                .unwrap_or_else(|| "http://localhost:11434".to_owned());
+            let url = url::Url::parse(&base).map_err(|e| format!("base_url `{base}`: {e}"))?;
+            (Client::Ollama(ollama_rs::Ollama::from_url(url)), base)
+        }
+    };
+    Ok(Server {
+        name: name.to_owned(),
+        client,
+        base_url,
+        structured_mode: AtomicU8::new(MODE_JSON_SCHEMA),
+    })
+}
+
 impl LlmAdapter {
     pub(crate) fn new(settings: LlmConfig) -> Result<Self, String> {
-        check_template(&settings.prompt)?;
+        if let Some(prompt) = &settings.prompt {
+            check_template(prompt)?;
+        }
         if let Some(system) = &settings.system {
             check_template(system)?;
         }
         if let Some(p) = &settings.probabilistic {
-            if p.samples == 0 || p.window == 0 || p.window > p.samples {
-                return Err("probabilistic: need samples ≥ window ≥ 1".to_owned());
-            }
-            if !(0.0..=1.0).contains(&p.min_confidence) {
-                return Err("probabilistic.min_confidence must be between 0 and 1".to_owned());
-            }
+            p.check().map_err(|e| format!("probabilistic: {e}"))?;
         }
-        let schema = match &settings.schema {
-            Some(schema) => {
-                let schema = serde_json::to_value(schema).map_err(|e| format!("schema: {e}"))?;
-                jsonschema::validator_for(&schema)
-                    .map_err(|e| format!("schema is not a JSON schema: {e}"))?;
-                Some(schema)
+        if let Some(schema) = &settings.schema {
+            jsonschema::validator_for(schema)
+                .map_err(|e| format!("schema is not a JSON schema: {e}"))?;
+        }
+        if let Some(model) = &settings.model
+            && !settings.policy.allows_model(model)
+        {
+            return Err(format!(
+                "model `{model}` is not among policy.models ({})",
+                settings.policy.models.join(", ")
+            ));
+        }
+        if settings.timeout > settings.policy.max_timeout {
+            return Err(format!(
+                "timeout {} is above policy.max_timeout {}",
+                humantime::format_duration(settings.timeout),
+                humantime::format_duration(settings.policy.max_timeout)
+            ));
+        }
+        let mut servers = BTreeMap::new();
+        // The flat settings are the `default` provider unless only named ones are configured.
+        let flat = settings.providers.is_empty()
+            || settings.base_url.is_some()
+            || settings.api_key.is_some()
+            || settings.api_key_env.is_some()
+            || settings.api_key_file.is_some();
+        if flat {
+            let key = api_key(
+                settings.api_key.as_ref(),
+                settings.api_key_env.as_ref(),
+                settings.api_key_file.as_ref(),
+                "",
+            )?;
+            servers.insert(
+                DEFAULT_PROVIDER.to_owned(),
+                server(
+                    DEFAULT_PROVIDER,
+                    settings.provider,
+                    settings.base_url.as_ref(),
+                    key,
+                )?,
+            );
+        }
+        for (name, p) in &settings.providers {
+            if name == DEFAULT_PROVIDER && flat {
+                return Err(format!(
+                    "providers.{DEFAULT_PROVIDER} clashes with the provider the flat settings (base_url, api_key…) define; rename it"
+                ));
             }
+            let at = format!("providers.{name}.");
+            let key = api_key(
+                p.api_key.as_ref(),
+                p.api_key_env.as_ref(),
+                p.api_key_file.as_ref(),
+                &at,
+            )?;
+            servers.insert(
+                name.clone(),
+                server(name, p.kind, p.base_url.as_ref(), key).map_err(|e| format!("{at}{e}"))?,
+            );
+        }
+        let default_server = match &settings.default_provider {
+            Some(name) if servers.contains_key(name) => Some(name.clone()),
+            Some(name) => {
+                return Err(format!(
+                    "default_provider `{name}` is not a provider of this topic ({})",
+                    servers.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            None if flat => Some(DEFAULT_PROVIDER.to_owned()),
+            None if servers.len() == 1 => servers.keys().next().cloned(),
             None => None,
-        };
-        let api_key = match (
-            &settings.api_key,
-            &settings.api_key_env,
-            &settings.api_key_file,
-        ) {
-            (Some(key), _, _) => Some(key.clone()),
-            (None, Some(var), _) => Some(
-                std::env::var(var)
-                    .map_err(|_| format!("api_key_env names `{var}`, which is not set"))?,
-            ),
-            (None, None, Some(file)) => Some(
-                std::fs::read_to_string(file)
-                    .map_err(|e| format!("api_key_file {}: {e}", file.display()))?
-                    .trim()
-                    .to_owned(),
-            ),
-            (None, None, None) => None,
-        };
-        let (client, base_url) = match settings.provider {
-            Provider::Openai => {
-                let base = settings
-                    .base_url
-                    .clone()
-                    .unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
-                let mut config = OpenAIConfig::new().with_api_base(base.clone());
-                if let Some(key) = api_key {
-                    config = config.with_api_key(key);
-                }
-                (
-                    Client::OpenAi(async_openai::Client::with_config(config)),
-                    base,
-                )
-            }
-            Provider::Ollama => {
-                let base = settings
-                    .base_url
-                    .clone()
-                    .unwrap_or_else(|| "http://localhost:11434".to_owned());
-                let url = url::Url::parse(&base).map_err(|e| format!("base_url `{base}`: {e}"))?;
-                (Client::Ollama(ollama_rs::Ollama::from_url(url)), base)
-            }
         };
         Ok(Self {
             settings,
-            schema,
-            client,
-            base_url,
-            structured_mode: AtomicU8::new(MODE_JSON_SCHEMA),
+            servers,
+            default_server,
         })
     }
 
-    /// One validated answer: text, or JSON that satisfies `schema`.
+    /// The step `task` asks for: the topic's settings with the task's, checked against the
+    /// policy. A setting that breaks the policy fails the task at once, naming the setting,
+    /// the value asked for and the ceiling.
+    fn step(&self, task: &AdapterTask) -> Result<Step<'_>, Failure> {
+        let s = &task.settings;
+        let topic = &self.settings;
+        let policy = &topic.policy;
+        let known = || self.servers.keys().cloned().collect::<Vec<_>>().join(", ");
+        let provider = s.text("provider")?.or_else(|| self.default_server.clone());
+        let Some(provider) = provider else {
+            return Err(Failure::new(
+                "the step names no provider and the topic has no default one",
+                format!(
+                    "Set `procos.provider` in the model to one of this topic's providers ({}), or have the operator set `default_provider` in the topic's settings.",
+                    known()
+                ),
+                Retry::Never,
+            ));
+        };
+        let Some(server) = self.servers.get(&provider) else {
+            return Err(Failure::new(
+                format!(
+                    "the step names the provider `{provider}`, which this topic does not have (providers: {})",
+                    known()
+                ),
+                "Name one of the topic's providers in `procos.provider`, or have the operator add it under the topic's `providers` table.",
+                Retry::Never,
+            ));
+        };
+        let Some(model) = s.text("model")?.or_else(|| topic.model.clone()) else {
+            return Err(Failure::new(
+                "the step names no model and the topic has no default one",
+                "Set `procos.model` in the model (Camunda Modeler: the LLM template's Model field), or `model` in the topic's settings.",
+                Retry::Never,
+            ));
+        };
+        if !policy.allows_model(&model) {
+            return Err(Failure::new(
+                format!(
+                    "the model `{model}` is not allowed on this topic (allowed: {})",
+                    policy.models.join(", ")
+                ),
+                format!(
+                    "The operator's policy (`policy.models` in the topic's settings) lists the models a step may name: {}. Choose one of them in `procos.model`, or have the operator add `{model}`.",
+                    policy.models.join(", ")
+                ),
+                Retry::Never,
+            ));
+        }
+        let template = |name: &str, default: Option<&String>| -> Result<Option<String>, Failure> {
+            match s.text(name)? {
+                Some(text) => {
+                    check_template(&text).map_err(|e| {
+                        Failure::new(
+                            format!("the step's `procos.{name}` is not a valid template: {e}"),
+                            "Placeholders are `{{variable}}`; fix the template in the model.",
+                            Retry::Never,
+                        )
+                    })?;
+                    Ok(Some(text))
+                }
+                None => Ok(default.cloned()),
+            }
+        };
+        let Some(prompt) = template("prompt", topic.prompt.as_ref())? else {
+            return Err(Failure::new(
+                "the step has no prompt",
+                "Set `procos.prompt` in the model (the LLM template's Prompt field), or `prompt` in the topic's settings.",
+                Retry::Never,
+            ));
+        };
+        let system = template("system", topic.system.as_ref())?;
+        let schema = match s.json("schema")? {
+            Some(schema) => {
+                jsonschema::validator_for(&schema).map_err(|e| {
+                    Failure::new(
+                        format!("the step's `procos.schema` is not a JSON schema: {e}"),
+                        "Give the schema as a JSON object, e.g. {\"type\": \"object\", \"properties\": {…}}.",
+                        Retry::Never,
+                    )
+                })?;
+                Some(schema)
+            }
+            None => topic.schema.clone(),
+        };
+        let temperature = match s.f64("temperature")? {
+            Some(t) => Some(t as f32),
+            None => topic.temperature,
+        };
+        let seed = s.i64("seed")?.or(topic.seed);
+        let max_tokens = match s.u64("max_tokens")? {
+            Some(n) => {
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
+                match policy.max_tokens {
+                    Some(ceiling) => {
+                        Some(s.within("max_tokens", n, ceiling, "policy.max_tokens")?)
+                    }
+                    None => Some(n),
+                }
+            }
+            None => topic.max_tokens,
+        };
+        let timeout = match s.duration("timeout")? {
+            Some(asked) if asked > policy.max_timeout => {
+                return Err(crate::above_ceiling(
+                    &format!("procos.timeout = {}", humantime::format_duration(asked)),
+                    &format!(
+                        "policy.max_timeout = {}",
+                        humantime::format_duration(policy.max_timeout)
+                    ),
+                ));
+            }
+            Some(asked) if asked.is_zero() => {
+                return Err(Failure::new(
+                    "the step's `procos.timeout` is zero, so no answer could ever arrive",
+                    "Remove it, or set e.g. \"2m\".",
+                    Retry::Never,
+                ));
+            }
+            Some(asked) => asked,
+            None => topic.timeout,
+        };
+        let votes = ["samples", "window", "min_confidence", "no_consensus_error"]
+            .iter()
+            .any(|name| s.has(name));
+        let vote = if votes || topic.probabilistic.is_some() {
+            let mut vote = topic.probabilistic.clone().unwrap_or_default();
+            if let Some(n) = s.u64("samples")? {
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
+                vote.samples = s.within("samples", n, policy.max_samples, "policy.max_samples")?;
+                // A step that asks for fewer samples than the window would never stop early.
+                if !s.has("window") {
+                    vote.window = vote.window.min(vote.samples);
+                }
+            }
+            if let Some(n) = s.u64("window")? {
+                vote.window = u32::try_from(n).unwrap_or(u32::MAX);
+            }
+            if let Some(x) = s.f64("min_confidence")? {
+                vote.min_confidence = x;
+            }
+            if let Some(code) = s.text("no_consensus_error")? {
+                vote.no_consensus_error = code;
+            }
+            vote.check().map_err(|e| {
+                Failure::new(
+                    format!("the step's vote settings cannot work: {e}"),
+                    "Fix `procos.samples`, `procos.window`, `procos.min_confidence` or `procos.no_consensus_error` in the model.",
+                    Retry::Never,
+                )
+            })?;
+            Some(vote)
+        } else {
+            None
+        };
+        Ok(Step {
+            server,
+            model,
+            system,
+            prompt,
+            schema,
+            temperature,
+            seed,
+            max_tokens,
+            timeout,
+            vote,
+        })
+    }
+}
+
+impl Step<'_> {
+    /// One validated answer: text, or JSON that satisfies the schema.
     async fn answer(
         &self,
         system: Option<&str>,
         prompt: &str,
-        schema: Option<&Value>,
         seed: Option<i64>,
     ) -> Result<(Value, Answer), Failure> {
-        let Some(schema) = schema else {
+        let Some(schema) = &self.schema else {
             let answer = self
                 .call(system, prompt, None, seed, MODE_PROMPT_ONLY)
                 .await?;
@@ -234,19 +618,20 @@ impl LlmAdapter {
         };
         let validator = jsonschema::validator_for(schema).map_err(|e| {
             Failure::new(
-                format!("the input `schema` is not a JSON schema: {e}"),
+                format!("the answer schema is not a JSON schema: {e}"),
                 "Give the schema as a JSON object, e.g. {\"type\": \"object\", \"properties\": {…}}.",
                 Retry::Never,
             )
         })?;
-        let mut mode = self.structured_mode.load(Ordering::Relaxed);
+        let modes = &self.server.structured_mode;
+        let mut mode = modes.load(Ordering::Relaxed);
         let answer = loop {
             match self.call(system, prompt, Some(schema), seed, mode).await {
                 Ok(answer) => break answer,
                 Err(failure) if failure.retry == Retry::Never && mode < MODE_PROMPT_ONLY => {
                     // The server refused the format; try the next one, and remember.
                     mode += 1;
-                    self.structured_mode.store(mode, Ordering::Relaxed);
+                    modes.store(mode, Ordering::Relaxed);
                 }
                 Err(failure) => return Err(failure),
             }
@@ -291,7 +676,7 @@ impl LlmAdapter {
         };
         let started = Instant::now();
         let call = async {
-            match &self.client {
+            match &self.server.client {
                 Client::OpenAi(client) => {
                     self.call_openai(client, system, &prompt, schema, seed, mode)
                         .await
@@ -302,22 +687,26 @@ impl LlmAdapter {
                 }
             }
         };
-        let limit = self.settings.timeout;
+        let limit = self.timeout;
+        let server = &self.server;
         match tokio::time::timeout(limit, call).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(CallError::Refused(why))) => Err(Failure::new(
                 format!("the model server refused the request: {why}"),
-                format!("Server {}, model `{}`.", self.base_url, self.settings.model),
+                format!(
+                    "Provider `{}` at {}, model `{}`.",
+                    server.name, server.base_url, self.model
+                ),
                 Retry::Never,
             )),
             Ok(Err(CallError::Unavailable(why))) => Err(Failure::new(
                 format!(
-                    "the model server at {} did not answer: {why}",
-                    self.base_url
+                    "the model server `{}` at {} did not answer: {why}",
+                    server.name, server.base_url
                 ),
                 format!(
-                    "Model `{}`; the task is tried again with the topic's retries.",
-                    self.settings.model
+                    "Model `{}`; the task is tried again with the step's retries.",
+                    self.model
                 ),
                 Retry::Later,
             )),
@@ -327,10 +716,10 @@ impl LlmAdapter {
                     humantime::format_duration(limit)
                 ),
                 format!(
-                    "Waited {} for `{}` at {}; raise `timeout` or lower `max_tokens`.",
+                    "Waited {} for `{}` at {}; raise `procos.timeout` (up to the topic's policy.max_timeout) or lower `procos.max_tokens`.",
                     humantime::format_duration(started.elapsed()),
-                    self.settings.model,
-                    self.base_url
+                    self.model,
+                    server.base_url
                 ),
                 Retry::Later,
             )),
@@ -352,18 +741,17 @@ impl LlmAdapter {
         }
         messages.push(json!({"role": "user", "content": prompt}));
         let mut body = json!({
-            "model": self.settings.model,
+            "model": self.model,
             "messages": messages,
             "stream": false,
         });
-        let s = &self.settings;
-        if let Some(t) = s.temperature {
+        if let Some(t) = self.temperature {
             body["temperature"] = json!(t);
         }
         if let Some(seed) = seed {
             body["seed"] = json!(seed);
         }
-        if let Some(n) = s.max_tokens {
+        if let Some(n) = self.max_tokens {
             body["max_tokens"] = json!(n);
         }
         if let Some(schema) = schema {
@@ -402,7 +790,7 @@ impl LlmAdapter {
                 .to_owned(),
             prompt_tokens: usage["prompt_tokens"].as_u64().unwrap_or(0),
             completion_tokens: usage["completion_tokens"].as_u64().unwrap_or(0),
-            model: response["model"].as_str().unwrap_or(&s.model).to_owned(),
+            model: response["model"].as_str().unwrap_or(&self.model).to_owned(),
             finish_reason: choice["finish_reason"]
                 .as_str()
                 .unwrap_or("unknown")
@@ -428,18 +816,17 @@ impl LlmAdapter {
             messages.push(ChatMessage::system(system.to_owned()));
         }
         messages.push(ChatMessage::user(prompt.to_owned()));
-        let s = &self.settings;
         let mut options = ModelOptions::default();
-        if let Some(t) = s.temperature {
+        if let Some(t) = self.temperature {
             options = options.temperature(t);
         }
         if let Some(seed) = seed {
             options = options.seed(i32::try_from(seed).unwrap_or(i32::MAX));
         }
-        if let Some(n) = s.max_tokens {
+        if let Some(n) = self.max_tokens {
             options = options.num_predict(i32::try_from(n).unwrap_or(i32::MAX));
         }
-        let mut request = ChatMessageRequest::new(s.model.clone(), messages).options(options);
+        let mut request = ChatMessageRequest::new(self.model.clone(), messages).options(options);
         if let Some(schema) = schema {
             let format = match serde_json::from_value::<schemars::Schema>(schema.clone()) {
                 Ok(schema) => {
@@ -463,7 +850,7 @@ impl LlmAdapter {
             .map_or((0, 0), |d| (d.prompt_eval_count, d.eval_count));
         // Ollama says why it stopped only in fields ollama-rs does not keep: a reply that used
         // up max_tokens was cut there.
-        let finish_reason = match s.max_tokens {
+        let finish_reason = match self.max_tokens {
             Some(n) if completion_tokens >= u64::from(n) => "length",
             _ => "stop",
         };
@@ -486,47 +873,42 @@ impl Adapter for LlmAdapter {
             () = cancel.cancelled() => Outcome::Failure(Failure::new("cancelled", "", Retry::Later)),
         }
     }
+
+    fn task_settings(&self) -> &'static [&'static str] {
+        TASK_SETTINGS
+    }
 }
 
 impl LlmAdapter {
     async fn run_task(&self, task: &AdapterTask) -> Outcome {
+        let step = match self.step(task) {
+            Ok(step) => step,
+            Err(failure) => return Outcome::Failure(failure),
+        };
         let render = |template: &str| render(template, &task.inputs);
-        let prompt = match render(&self.settings.prompt) {
+        let prompt = match render(&step.prompt) {
             Ok(prompt) => prompt,
             Err(failure) => return Outcome::Failure(failure),
         };
-        let system = match self.settings.system.as_deref().map(render).transpose() {
+        let system = match step.system.as_deref().map(render).transpose() {
             Ok(system) => system,
             Err(failure) => return Outcome::Failure(failure),
         };
-        // A Modeler text field gives the schema as JSON text.
-        let schema = json_input(&task.inputs, "schema").or_else(|| self.schema.clone());
         let started = Instant::now();
-        let Some(vote) = &self.settings.probabilistic else {
-            return match self
-                .answer(
-                    system.as_deref(),
-                    &prompt,
-                    schema.as_ref(),
-                    self.settings.seed,
-                )
-                .await
-            {
+        let Some(vote) = &step.vote else {
+            return match step.answer(system.as_deref(), &prompt, step.seed).await {
                 Ok((value, answer)) => Outcome::Complete(outputs(value, &[answer], started)),
                 Err(failure) => Outcome::Failure(failure),
             };
         };
 
-        let base_seed = self.settings.seed.unwrap_or(0);
+        let base_seed = step.seed.unwrap_or(0);
         let mut answers = Vec::new();
         let mut keys: Vec<String> = Vec::new();
         let mut values: BTreeMap<String, Value> = BTreeMap::new();
         for i in 0..vote.samples {
             let seed = base_seed + i64::from(i);
-            match self
-                .answer(system.as_deref(), &prompt, schema.as_ref(), Some(seed))
-                .await
-            {
+            match step.answer(system.as_deref(), &prompt, Some(seed)).await {
                 Ok((value, answer)) => {
                     let key = normalise(&value);
                     values.entry(key.clone()).or_insert(value);
@@ -755,5 +1137,104 @@ mod tests {
                 .unwrap_err()
                 .contains("not JSON")
         );
+    }
+
+    fn adapter(settings: Value) -> LlmAdapter {
+        LlmAdapter::new(serde_json::from_value(settings).unwrap()).unwrap()
+    }
+
+    fn task(settings: Value) -> AdapterTask {
+        AdapterTask {
+            task_id: "t".into(),
+            topic: "llm".into(),
+            inputs: Map::new(),
+            settings: crate::TaskSettings::from_pairs(
+                settings.as_object().cloned().unwrap_or_default(),
+            ),
+        }
+    }
+
+    #[test]
+    fn a_step_takes_the_topics_defaults_and_overrides_them_within_the_policy() {
+        let llm = adapter(json!({
+            "base_url": "http://127.0.0.1:1/v1", "model": "small", "prompt": "p", "timeout": "20s",
+            "providers": {"local": {"kind": "ollama", "base_url": "http://127.0.0.1:2"}},
+            "policy": {"models": ["small", "qwen*"], "max_timeout": "1m", "max_samples": 4}
+        }));
+        let step = llm.step(&task(json!({}))).unwrap();
+        assert_eq!(
+            (step.server.name.as_str(), step.model.as_str()),
+            ("default", "small")
+        );
+        assert!(step.vote.is_none());
+        let step = llm
+            .step(&task(
+                json!({"provider": "local", "model": "qwen2", "prompt": "{{x}}",
+                "timeout": "30s", "samples": "3", "schema": "{\"type\": \"object\"}"}),
+            ))
+            .unwrap();
+        assert_eq!(step.server.name, "local");
+        assert_eq!(step.timeout, Duration::from_secs(30));
+        let vote = step.vote.unwrap();
+        assert_eq!((vote.samples, vote.window), (3, 3));
+        assert_eq!(step.schema, Some(json!({"type": "object"})));
+
+        let refused = |settings: Value, needle: &str| {
+            let failure = llm.step(&task(settings)).unwrap_err();
+            assert!(
+                failure.message.contains(needle),
+                "{needle}: {}",
+                failure.message
+            );
+            assert_eq!(failure.retry, Retry::Never);
+        };
+        refused(
+            json!({"model": "gpt-4o"}),
+            "`gpt-4o` is not allowed on this topic (allowed: small, qwen*)",
+        );
+        refused(json!({"provider": "cloud"}), "provider `cloud`");
+        refused(
+            json!({"timeout": "5m"}),
+            "procos.timeout = 5m, above the topic's ceiling (policy.max_timeout = 1m)",
+        );
+        refused(json!({"samples": 40}), "procos.samples = 40");
+        refused(json!({"prompt": "{{unclosed"}), "procos.prompt");
+        refused(json!({"samples": 2, "window": 3}), "vote settings");
+    }
+
+    #[test]
+    fn a_topic_with_named_providers_only_needs_a_step_or_a_default_to_choose() {
+        let two = json!({"providers": {
+            "a": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1"},
+            "b": {"kind": "ollama"}}});
+        let llm = adapter(two.clone());
+        let failure = llm
+            .step(&task(json!({"model": "m", "prompt": "p"})))
+            .unwrap_err();
+        assert!(
+            failure.message.contains("names no provider"),
+            "{}",
+            failure.message
+        );
+        assert_eq!(
+            llm.step(&task(json!({"provider": "b", "model": "m", "prompt": "p"})))
+                .unwrap()
+                .server
+                .name,
+            "b"
+        );
+        let mut chosen = two;
+        chosen["default_provider"] = json!("a");
+        let llm = adapter(chosen);
+        assert_eq!(
+            llm.step(&task(json!({"model": "m", "prompt": "p"})))
+                .unwrap()
+                .server
+                .name,
+            "a"
+        );
+        let bad: LlmConfig =
+            serde_json::from_value(json!({"model": "x", "policy": {"models": ["y"]}})).unwrap();
+        assert!(LlmAdapter::new(bad).unwrap_err().contains("policy.models"));
     }
 }

@@ -149,7 +149,9 @@ async fn an_unreachable_server_is_retried_then_an_incident() {
     config.retry_backoff = Duration::from_secs(1);
     let message = run_one(config, Variables::new()).await.unwrap_err();
     assert!(
-        message.contains(&format!("the model server at {down} did not answer")),
+        message.contains(&format!(
+            "the model server `default` at {down} did not answer"
+        )),
         "{message}"
     );
 }
@@ -212,4 +214,140 @@ async fn no_consensus_is_a_bpmn_error_the_model_routes() {
         "all five samples are in the distribution: {distribution}"
     );
     assert!(json_of(&vars["confidence"]).as_f64().unwrap() < 1.0);
+}
+
+/// The fleet's own `llm` topic as `procos.toml` defines it, its servers pointed at the test's
+/// (what `PROCOS_TOPICS__LLM__SETTINGS__BASE_URL` does for an operator): no table of the test's.
+fn default_fleet_llm_topic() -> TopicConfig {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/procos.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let mut topic: TopicConfig = table["topics"]["llm"].clone().try_into().unwrap();
+    topic
+        .settings
+        .insert("base_url".into(), Value::String(openai_url()));
+    topic.settings["providers"]["ollama"]["base_url"] = Value::String(ollama_url());
+    topic
+}
+
+/// A step whose every setting is in the model: `procos.*` extension properties.
+fn step_in_the_model(key: &str, topic: &str, properties: &[(&str, &str)]) -> String {
+    let properties: String = properties
+        .iter()
+        .map(|(name, value)| {
+            let value = value
+                .replace('&', "&amp;")
+                .replace('"', "&quot;")
+                .replace('<', "&lt;");
+            format!(r#"<camunda:property name="procos.{name}" value="{value}"/>"#)
+        })
+        .collect();
+    support::model(
+        key,
+        topic,
+        &format!(
+            "<bpmn:extensionElements><camunda:properties>{properties}</camunda:properties></bpmn:extensionElements>"
+        ),
+        r#"<bpmn:task id="after"/>"#,
+    )
+}
+
+/// Runs one instance of `xml` on the fleet's `llm` topic.
+async fn run_on_the_default_fleet(
+    xml: &str,
+    key: &str,
+    variables: Variables,
+) -> Result<Variables, String> {
+    let client = support::engine();
+    support::deploy(&client, key, xml).await;
+    let (stop, worker) = support::start_quick_worker(&client, "llm", default_fleet_llm_topic());
+    let instance = support::start(&client, key, variables).await;
+    let result = support::settle(&client, &instance, Duration::from_secs(180)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_set_wholly_in_the_model_runs_on_the_default_fleet() {
+    for provider in ["default", "ollama"] {
+        let key = support::unique("llm-in-model");
+        let xml = step_in_the_model(
+            &key,
+            "llm",
+            &[
+                ("provider", provider),
+                ("model", "smollm2"),
+                ("system", "You answer in JSON."),
+                ("prompt", "Is {{n}} a prime number?"),
+                ("schema", YES_NO),
+                ("temperature", "0.9"),
+                ("seed", "5"),
+                ("max_tokens", "40"),
+                ("samples", "3"),
+                ("window", "2"),
+                ("min_confidence", "0"),
+                ("retries", "1"),
+            ],
+        );
+        let vars =
+            run_on_the_default_fleet(&xml, &key, [("n".to_owned(), Variable::Integer(7))].into())
+                .await
+                .unwrap_or_else(|e| panic!("{provider}: {e}"));
+        let outcome = json_of(&vars["outcome"]);
+        assert!(
+            outcome["answer"] == "yes" || outcome["answer"] == "no",
+            "{provider}: the model's schema holds: {outcome}"
+        );
+        let samples = json_of(&vars["samples"]).as_u64().unwrap();
+        assert!(
+            (2..=3).contains(&samples),
+            "{provider}: the model's vote settings: {samples}"
+        );
+        assert!(
+            !vars.keys().any(|name| name.starts_with("procos.")),
+            "settings are not variables: {:?}",
+            vars.keys()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_the_policy_does_not_allow_is_an_incident_naming_it_and_the_allowed_ones() {
+    let key = support::unique("llm-not-allowed");
+    let xml = step_in_the_model(
+        &key,
+        "llm",
+        &[("model", "gpt-4o"), ("prompt", "Hello"), ("retries", "3")],
+    );
+    let message = run_on_the_default_fleet(&xml, &key, Variables::new())
+        .await
+        .unwrap_err();
+    assert!(
+        message.contains("`gpt-4o` is not allowed") && message.contains("smollm2"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_variable_named_like_a_setting_is_not_a_setting() {
+    // The step sets no model of its own; a process variable `procos.model` must not become one.
+    let key = support::unique("llm-shadow");
+    let xml = step_in_the_model(
+        &key,
+        "llm",
+        &[("prompt", "Say hi."), ("max_tokens", "3"), ("retries", "1")],
+    );
+    let vars = run_on_the_default_fleet(
+        &xml,
+        &key,
+        [("procos.model".to_owned(), Variable::String("gpt-4o".into()))].into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        vars["model"],
+        Variable::String("smollm2".into()),
+        "the topic's model"
+    );
 }
