@@ -38,9 +38,16 @@ fn worker_config(topics: &[String], process: &str) -> String {
         .unwrap();
     worker.insert("listen".into(), "off".into());
     worker.insert("grace_period".into(), "5s".into());
-    let Some(toml::Value::Table(all)) = config.remove("topics") else {
-        panic!("bpmn/examples/procos.toml has no [topics]");
+    // The examples run on the default fleet's topics (the repository's procos.toml).
+    let fleet: toml::Table =
+        toml::from_str(&std::fs::read_to_string(repository().join("procos.toml")).unwrap())
+            .unwrap();
+    let Some(toml::Value::Table(mut all)) = fleet.get("topics").cloned() else {
+        panic!("procos.toml has no [topics]");
     };
+    if let Some(toml::Value::Table(own)) = config.remove("topics") {
+        all.extend(own);
+    }
     let mut served = toml::Table::new();
     for topic in topics {
         let Some(toml::Value::Table(mut entry)) = all.get(topic).cloned() else {
@@ -53,12 +60,18 @@ fn worker_config(topics: &[String], process: &str) -> String {
         // One attempt: a failing run shows at once as an incident with its message.
         entry.insert("retries".into(), toml::Value::Integer(1));
         if entry.get("adapter").and_then(toml::Value::as_str) == Some("llm") {
-            entry
+            // The fleet's model servers, pointed at the tests' own.
+            let settings = entry
                 .entry("settings")
                 .or_insert_with(|| toml::Table::new().into())
                 .as_table_mut()
-                .unwrap()
-                .insert("base_url".into(), openai_url().into());
+                .unwrap();
+            settings.insert("base_url".into(), openai_url().into());
+            if let Some(toml::Value::Table(providers)) = settings.get_mut("providers")
+                && let Some(toml::Value::Table(ollama)) = providers.get_mut("ollama")
+            {
+                ollama.insert("base_url".into(), support::ollama_url().into());
+            }
         }
         served.insert(topic.clone(), entry.into());
     }
