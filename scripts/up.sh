@@ -2,10 +2,33 @@
 # Runs ProcOS: the Camunda 7.24 engine (H2), the kernel and a local worker fleet.
 # Installs what is missing, builds what is not built yet, then hands over to `procos up`.
 # Extra arguments go to `procos up` (e.g. --workers 4, --port 8081).
+#
+#   scripts/up.sh --llm   also serves the bundled small model (SmolLM2-135M) for the fleet's
+#                         `llm` topic: OpenAI-compatible on 127.0.0.1:8000 and the Ollama API
+#                         on 127.0.0.1:11434; both stop with ProcOS.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
+llm=false
+args=()
+for arg in "$@"; do
+  if [ "$arg" = --llm ]; then llm=true; else args+=("$arg"); fi
+done
 ensure_toolchain
 build_engine
 say "building procos (release)"
 cargo build --release --locked --quiet --bin procos
-exec "$CARGO_TARGET_DIR/release/procos" up "$@"
+if ! $llm; then
+  exec "$CARGO_TARGET_DIR/release/procos" up "${args[@]}"
+fi
+
+servers=()
+stop_servers() { for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null; done; }
+trap stop_servers EXIT
+say "serving the bundled model: 127.0.0.1:8000 (OpenAI-compatible), 127.0.0.1:11434 (Ollama API)"
+servers+=("$(bash "$ROOT/scripts/llm-server.sh" start 8000 | tail -1)")
+python3 "$ROOT/scripts/ollama_api.py" --port 11434 --upstream http://127.0.0.1:8000/v1 \
+  >"$PROCOS_CACHE/logs/ollama-api.log" 2>&1 &
+servers+=("$!")
+# Not exec: the model servers must stop when ProcOS does. Ctrl-C reaches procos (it is in the
+# foreground process group) and it stops in order; then the trap stops the servers.
+"$CARGO_TARGET_DIR/release/procos" up "${args[@]}"

@@ -259,7 +259,7 @@ async fn run_on_the_default_fleet(
     variables: Variables,
 ) -> Result<Variables, String> {
     let client = support::engine();
-    support::deploy(&client, key, xml).await;
+    support::deploy(&client, &format!("{key}.bpmn"), xml).await;
     let (stop, worker) = support::start_quick_worker(&client, "llm", default_fleet_llm_topic());
     let instance = support::start(&client, key, variables).await;
     let result = support::settle(&client, &instance, Duration::from_secs(180)).await;
