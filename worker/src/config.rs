@@ -57,7 +57,7 @@ impl Default for WorkerConfig {
 
 /// `[topics.NAME]`: which adapter serves a topic, and how its tasks are locked and retried.
 /// A topic absent from the table is never fetched.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicConfig {
     /// The adapter that runs this topic's tasks, e.g. `echo`.
@@ -245,6 +245,15 @@ pub(crate) fn build_routes(
     topics: &BTreeMap<String, TopicConfig>,
     context: &procos_adapters::BuildContext,
 ) -> Result<Vec<Route>, ConfigError> {
+    check_not_empty(topics)?;
+    topics
+        .iter()
+        .map(|(topic, config)| build_route(topic, config, context))
+        .collect()
+}
+
+/// A table without topics fetches nothing: refused at start and on reload alike.
+pub(crate) fn check_not_empty(topics: &BTreeMap<String, TopicConfig>) -> Result<(), ConfigError> {
     if topics.is_empty() {
         return Err(ConfigError::new(
             "topics",
@@ -252,82 +261,86 @@ pub(crate) fn build_routes(
             "add a table such as [topics.echo] with adapter = \"echo\"",
         ));
     }
-    topics
-        .iter()
-        .map(|(topic, config)| {
-            let key = |field: &str| format!("topics.{topic}.{field}");
-            if topic.trim().is_empty() {
-                return Err(ConfigError::new(
-                    "topics",
-                    "a topic has an empty name",
-                    "name it as in the model's camunda:topic",
-                ));
-            }
-            if config.lock_duration < Duration::from_secs(1) {
-                return Err(ConfigError::new(
-                    key("lock_duration"),
-                    "must be at least 1s",
-                    "set lock_duration = \"60s\"",
-                ));
-            }
-            if config.max_tasks == Some(0) {
-                return Err(ConfigError::new(
-                    key("max_tasks"),
-                    "is 0, so the topic would never be fetched",
-                    "remove it (no limit of its own) or set max_tasks = 1 or more",
-                ));
-            }
-            if config.retries == 0 {
-                return Err(ConfigError::new(
-                    key("retries"),
-                    "must be at least 1 (the first attempt counts)",
-                    "set retries = 3",
-                ));
-            }
-            if config.retry_backoff > config.max_retry_backoff {
-                return Err(ConfigError::new(
-                    key("retry_backoff"),
-                    "is longer than max_retry_backoff",
-                    "make retry_backoff ≤ max_retry_backoff",
-                ));
-            }
-            if config.timeout == Some(Duration::ZERO) {
-                return Err(ConfigError::new(
-                    key("timeout"),
-                    "is zero, so every run would fail",
-                    "remove it, or set e.g. timeout = \"5m\"",
-                ));
-            }
-            if let Some(name) = &config.result_variable
-                && name.trim().is_empty()
-            {
-                return Err(ConfigError::new(
-                    key("result_variable"),
-                    "is empty",
-                    "remove it, or name the variable the outputs go to",
-                ));
-            }
-            let adapter = AdapterConfig::from_parts(&config.adapter, config.settings.clone())
-                .and_then(|adapter| adapter.build(topic, context))
-                .map_err(|e| {
-                    let field = match e {
-                        AdapterConfigError::UnknownAdapter { .. } => "adapter",
-                        AdapterConfigError::InvalidSettings { .. } => "settings",
-                    };
-                    ConfigError::new(
-                        key(field),
-                        e.to_string(),
-                        "see the adapter's settings in the README",
-                    )
-                })?;
-            Ok(Route {
-                topic: topic.clone(),
-                config: config.clone(),
-                adapter,
-                slots: config.max_tasks.map(|n| Arc::new(Semaphore::new(n))),
-            })
-        })
-        .collect()
+    Ok(())
+}
+
+/// Checks one topic and builds its adapter (and its own slots when it has a `max_tasks`).
+pub(crate) fn build_route(
+    topic: &str,
+    config: &TopicConfig,
+    context: &procos_adapters::BuildContext,
+) -> Result<Route, ConfigError> {
+    let key = |field: &str| format!("topics.{topic}.{field}");
+    if topic.trim().is_empty() {
+        return Err(ConfigError::new(
+            "topics",
+            "a topic has an empty name",
+            "name it as in the model's camunda:topic",
+        ));
+    }
+    if config.lock_duration < Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            key("lock_duration"),
+            "must be at least 1s",
+            "set lock_duration = \"60s\"",
+        ));
+    }
+    if config.max_tasks == Some(0) {
+        return Err(ConfigError::new(
+            key("max_tasks"),
+            "is 0, so the topic would never be fetched",
+            "remove it (no limit of its own) or set max_tasks = 1 or more",
+        ));
+    }
+    if config.retries == 0 {
+        return Err(ConfigError::new(
+            key("retries"),
+            "must be at least 1 (the first attempt counts)",
+            "set retries = 3",
+        ));
+    }
+    if config.retry_backoff > config.max_retry_backoff {
+        return Err(ConfigError::new(
+            key("retry_backoff"),
+            "is longer than max_retry_backoff",
+            "make retry_backoff ≤ max_retry_backoff",
+        ));
+    }
+    if config.timeout == Some(Duration::ZERO) {
+        return Err(ConfigError::new(
+            key("timeout"),
+            "is zero, so every run would fail",
+            "remove it, or set e.g. timeout = \"5m\"",
+        ));
+    }
+    if let Some(name) = &config.result_variable
+        && name.trim().is_empty()
+    {
+        return Err(ConfigError::new(
+            key("result_variable"),
+            "is empty",
+            "remove it, or name the variable the outputs go to",
+        ));
+    }
+    let adapter = AdapterConfig::from_parts(&config.adapter, config.settings.clone())
+        .and_then(|adapter| adapter.build(topic, context))
+        .map_err(|e| {
+            let field = match e {
+                AdapterConfigError::UnknownAdapter { .. } => "adapter",
+                AdapterConfigError::InvalidSettings { .. } => "settings",
+            };
+            ConfigError::new(
+                key(field),
+                e.to_string(),
+                "see the adapter's settings in the README",
+            )
+        })?;
+    Ok(Route {
+        topic: topic.to_owned(),
+        config: config.clone(),
+        adapter,
+        slots: config.max_tasks.map(|n| Arc::new(Semaphore::new(n))),
+    })
 }
 
 #[cfg(test)]

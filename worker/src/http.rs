@@ -1,5 +1,6 @@
 //! The worker's HTTP endpoint for operators: `/metrics` (Prometheus), `/healthz` (the process
-//! answers) and `/readyz` (every worker reaches the engine and none is draining).
+//! answers) and `/readyz` (every worker reaches the engine and none is draining; the body also
+//! names a refused topic table).
 
 use std::net::SocketAddr;
 
@@ -62,12 +63,18 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// A refused topic table does not make the process unready (the previous table serves), but
+/// the body names it either way.
 async fn readyz(State(telemetry): State<Telemetry>) -> Response {
+    let note = telemetry
+        .refused_table()
+        .map(|why| format!("note: {why}\n"))
+        .unwrap_or_default();
     match telemetry.readiness() {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()).into_response(),
+        Ok(()) => (StatusCode::OK, format!("ready\n{note}")).into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready:\n{why}\n"),
+            format!("not ready:\n{why}\n{note}"),
         )
             .into_response(),
     }

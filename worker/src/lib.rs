@@ -6,6 +6,9 @@
 //! - [`Worker::run`] long-polls one fetch for all topics with `maxTasks` = free slots, so the
 //!   worker never locks work it cannot start, runs each task in a `JoinSet`, and writes the
 //!   outcome back (complete, BPMN error, or failure with computed retries).
+//! - [`TopicTable`] replaces the topic table while workers run ([`Worker::run_with_table`]):
+//!   new topics are fetched, removed ones are not and their running tasks finish, changed ones
+//!   apply to the next task; a table that does not validate is refused and the running one stays.
 //! - Shutdown comes in as a `CancellationToken`: the pending fetch is aborted, running tasks get a
 //!   grace period, and tasks that could not finish are unlocked for other workers.
 //!
@@ -21,9 +24,11 @@ mod config;
 mod http;
 mod metrics;
 mod runtime;
+mod table;
 mod task;
 
 pub use config::{ConfigError, TopicConfig, WorkerConfig};
 pub use http::ObservabilityServer;
 pub use metrics::Telemetry;
 pub use runtime::Worker;
+pub use table::{TableChange, TableUpdates, TopicTable};

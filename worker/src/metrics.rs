@@ -188,6 +188,29 @@ impl Telemetry {
             .inc();
     }
 
+    /// A new topic table was taken (or was the running one): a refusal reported before is over.
+    pub(crate) fn table_applied(&self) {
+        let metrics = self.metrics();
+        metrics
+            .table_reloads
+            .get_or_create(&ReloadLabel { result: "applied" })
+            .inc();
+        metrics.table_refused.set(0);
+        *self.refusal() = None;
+    }
+
+    /// A new topic table was refused for `problem`; the running one still serves. The process
+    /// stays ready (its workers serve), but `/readyz` names the refusal until a table is taken.
+    pub(crate) fn table_refused(&self, problem: &str) {
+        let metrics = self.metrics();
+        metrics
+            .table_reloads
+            .get_or_create(&ReloadLabel { result: "refused" })
+            .inc();
+        metrics.table_refused.set(1);
+        *self.refusal() = Some(problem.to_owned());
+    }
+
     /// A worker is shutting down and fetches nothing new; it stays not ready until it stops.
     pub(crate) fn worker_draining(&self, worker_id: &str) {
         self.workers()
@@ -234,8 +257,24 @@ impl Telemetry {
         }
     }
 
+    /// Why the last new topic table was refused, while the previous one still serves; `None`
+    /// when the last one was taken. `/readyz` shows it whether or not the process is ready.
+    pub fn refused_table(&self) -> Option<String> {
+        self.refusal().as_ref().map(|why| {
+            format!("the new topic table was refused, the previous one still serves: {why}")
+        })
+    }
+
     fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    fn refusal(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // A plain value; a panic elsewhere cannot leave it half-written.
+        self.inner
+            .refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records whether the worker's last engine call (fetch, write-back, lock extension) reached
@@ -264,6 +303,8 @@ struct Inner {
     registry: Registry,
     metrics: Metrics,
     workers: Mutex<HashMap<String, WorkerState>>,
+    /// Why the last new topic table was refused, if it was.
+    refusal: Mutex<Option<String>>,
 }
 
 impl Default for Inner {
@@ -274,6 +315,7 @@ impl Default for Inner {
             registry,
             metrics,
             workers: Mutex::default(),
+            refusal: Mutex::default(),
         }
     }
 }
@@ -309,6 +351,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabel {
+    /// `applied` or `refused`.
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FetchLabel {
     /// `tasks`, `empty` or `error`.
     result: &'static str,
@@ -331,6 +379,8 @@ struct Metrics {
     lost_locks: Family<TopicLabel, Counter>,
     returned: Family<TopicLabel, Counter>,
     in_flight: Family<TopicLabel, Gauge>,
+    table_reloads: Family<ReloadLabel, Counter>,
+    table_refused: Gauge,
 }
 
 impl Metrics {
@@ -346,6 +396,8 @@ impl Metrics {
             lost_locks: Family::default(),
             returned: Family::default(),
             in_flight: Family::default(),
+            table_reloads: Family::default(),
+            table_refused: Gauge::default(),
         };
         registry.register(
             "fetch_duration_seconds",
@@ -398,6 +450,16 @@ impl Metrics {
             "tasks_in_flight",
             "Tasks running now",
             metrics.in_flight.clone(),
+        );
+        registry.register(
+            "topic_table_reloads",
+            "New topic tables offered while running, by result: applied, refused",
+            metrics.table_reloads.clone(),
+        );
+        registry.register(
+            "topic_table_refused",
+            "1 while the last new topic table was refused and the previous one still serves",
+            metrics.table_refused.clone(),
         );
         metrics
     }
@@ -661,6 +723,34 @@ mod tests {
         assert!(why.contains("unavailable"), "{why}");
         telemetry.fetched("a", 0, MS);
         assert!(telemetry.readiness().is_ok());
+    }
+
+    #[test]
+    fn a_refused_table_is_named_and_counted_until_one_is_taken() {
+        let telemetry = Telemetry::new();
+        telemetry.worker_started("a");
+        telemetry.fetched("a", 0, MS);
+        telemetry.table_refused("`topics.t.lock_duration`: must be at least 1s");
+        assert!(telemetry.readiness().is_ok(), "the old table serves");
+        let note = telemetry.refused_table().unwrap();
+        assert!(
+            note.contains("refused") && note.contains("topics.t.lock_duration"),
+            "{note}"
+        );
+        assert_sample(
+            &telemetry,
+            r#"procos_worker_topic_table_reloads_total{result="refused"}"#,
+            "1",
+        );
+        assert_sample(&telemetry, "procos_worker_topic_table_refused", "1");
+        telemetry.table_applied();
+        assert_eq!(telemetry.refused_table(), None);
+        assert_sample(&telemetry, "procos_worker_topic_table_refused", "0");
+        assert_sample(
+            &telemetry,
+            r#"procos_worker_topic_table_reloads_total{result="applied"}"#,
+            "1",
+        );
     }
 
     #[test]

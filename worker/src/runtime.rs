@@ -1,11 +1,14 @@
 //! The fetch loop: one long poll for all topics, sized to the free slots, each fetched task run
-//! in the worker's `JoinSet`, and an orderly drain on shutdown.
+//! in the worker's `JoinSet`, a new topic table swapped in between two fetches, and an orderly
+//! drain on shutdown.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use camunda_client::{EngineClient, FetchAndLock, LockedExternalTask, TopicSubscription};
+use camunda_client::{
+    ClientError, EngineClient, FetchAndLock, LockedExternalTask, TopicSubscription,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -13,8 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::{ConfigError, Route, TopicConfig, WorkerConfig, build_routes};
+use crate::config::{
+    ConfigError, Route, TopicConfig, WorkerConfig, build_route, build_routes, check_not_empty,
+};
 use crate::metrics::Telemetry;
+use crate::table::{TableUpdates, Topics, build_context};
 use crate::task::{self, Shared, Slots};
 
 /// The longest wait between failed fetches: short enough that a restarted engine gets its
@@ -24,11 +30,19 @@ const FETCH_BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// The long poll while some topic sits out at its own `max_tasks`.
 const SITTING_OUT_POLL_MS: u64 = 1_000;
 
+/// How long a long poll withdrawn for a new topic table may take to answer. ProcOS's engine
+/// answers at once (`fetch-and-lock-unique-worker-request`); others keep it until it ends, and
+/// the worker stops waiting for it after this.
+const WITHDRAWN_POLL_WAIT: Duration = Duration::from_secs(2);
+
 /// A worker, configured and ready to run.
 #[derive(Debug)]
 pub struct Worker {
     shared: Arc<Shared>,
     config: WorkerConfig,
+    context: procos_adapters::BuildContext,
+    /// The topic table being served. A running task holds its own `Arc` of its route, so a
+    /// topic removed or changed by a new table keeps its adapter until its last task ended.
     routes: HashMap<String, Arc<Route>>,
     subscriptions: HashMap<String, TopicSubscription>,
 }
@@ -45,9 +59,7 @@ impl Worker {
         telemetry: Telemetry,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let context = procos_adapters::BuildContext {
-            allowed_images: procos_adapters::ImageAllowlist::new(config.allowed_images.clone()),
-        };
+        let context = build_context(&config);
         let routes = build_routes(topics, &context)?;
         let worker_id = config.worker_id.clone().unwrap_or_else(unique_worker_id);
         let subscriptions = routes
@@ -65,6 +77,7 @@ impl Worker {
                 telemetry,
             }),
             config,
+            context,
             routes,
             subscriptions,
         })
@@ -78,6 +91,20 @@ impl Worker {
     /// Fetches and runs tasks until `shutdown` fires, then drains. Engine outages are waited out
     /// with backoff; this never returns because the engine is down.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.serve(shutdown, TableUpdates::none()).await;
+    }
+
+    /// [`Worker::run`], taking each new topic table `updates` brings (from a
+    /// [`TopicTable`](crate::TopicTable)) between two fetches: a long poll in flight is withdrawn
+    /// when one arrives. New topics are fetched from the next fetch on; removed ones no longer
+    /// are, their running tasks finish and their adapter is closed after the last one; a changed
+    /// topic's next fetched task runs with its new settings. A task fetched for a topic the new
+    /// table no longer has is unlocked at once.
+    pub async fn run_with_table(self, shutdown: CancellationToken, updates: TableUpdates) {
+        self.serve(shutdown, updates).await;
+    }
+
+    async fn serve(mut self, shutdown: CancellationToken, mut updates: TableUpdates) {
         let slots = Arc::new(Semaphore::new(self.config.max_tasks));
         let mut running = JoinSet::new();
         // Cancels adapters only when the grace period is over, not when shutdown begins.
@@ -91,17 +118,22 @@ impl Worker {
             "worker started"
         );
 
-        let telemetry = &self.shared.telemetry;
-        let worker_id = self.shared.worker_id.as_str();
+        let shared = Arc::clone(&self.shared);
+        let telemetry = &shared.telemetry;
+        let worker_id = shared.worker_id.as_str();
         telemetry.worker_started(worker_id);
         // The first fetch, and the first after an error, answers at once: readiness then
         // reflects the engine within a round trip, not after a whole long poll.
         let mut poll_ms = 0;
         loop {
             reap(&mut running);
+            if let Some(topics) = updates.take() {
+                self.take_table(&topics, &mut running);
+            }
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                () = updates.arrived() => continue,
                 permit = Arc::clone(&slots).acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => break,
@@ -111,18 +143,20 @@ impl Worker {
             while let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
                 permits.push(permit);
             }
-            // Topics at their own limit sit this fetch out.
-            let open: Vec<&Route> = self
+            // Topics at their own limit sit this fetch out. The fetch's tasks run with the routes
+            // they were locked under (lock duration), whatever table arrives meanwhile.
+            let open: Vec<Arc<Route>> = self
                 .routes
                 .values()
-                .map(AsRef::as_ref)
                 .filter(|r| r.room() != Some(0))
+                .cloned()
                 .collect();
             if open.is_empty() {
                 drop(permits);
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => break,
+                    () = updates.arrived() => {}
                     ended = running.join_next() => match ended {
                         Some(result) => log_abnormal_end(result),
                         // Cannot happen (a full topic has running tasks); do not spin if it does.
@@ -151,39 +185,25 @@ impl Worker {
                     .collect(),
             };
             let fetch_started = Instant::now();
-            // Dropping the fetch on shutdown aborts the HTTP request, which ends the long poll.
-            let fetched = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                fetched = self.shared.client.fetch_and_lock(&request) => fetched,
-            };
+            let fetched = self.fetch(&request, &shutdown, &mut updates).await;
             let took = fetch_started.elapsed();
-            match fetched {
-                Ok(tasks) => {
-                    fetch_backoff.reset();
-                    poll_ms = long_poll_ms;
-                    telemetry.fetched(worker_id, tasks.len(), took);
-                    debug!(
-                        fetched = tasks.len(),
-                        asked = request.max_tasks,
-                        "fetch answered"
-                    );
-                    for locked in tasks {
-                        match self.slots_for(&locked, &mut permits) {
-                            Some((route, slots)) => {
-                                running.spawn(task::handle(
-                                    Arc::clone(&self.shared),
-                                    route,
-                                    locked,
-                                    abort_tasks.child_token(),
-                                    slots,
-                                ));
-                            }
-                            None => self.give_back(locked).await,
-                        }
-                    }
+            // A table that arrived during the fetch is taken before its tasks are dispatched:
+            // a task of a topic it removed is unlocked at once.
+            if let Some(topics) = updates.take() {
+                self.take_table(&topics, &mut running);
+            }
+            let answer = match fetched {
+                Fetched::Answer(answer) => answer,
+                Fetched::Withdrawn(tasks) => Ok(tasks),
+                Fetched::Shutdown => {
+                    release(open, &mut running);
+                    break;
                 }
+            };
+            let tasks = match answer {
+                Ok(tasks) => tasks,
                 Err(e) => {
+                    release(open, &mut running);
                     poll_ms = 0;
                     telemetry.fetch_failed(worker_id, &e, took);
                     let delay = fetch_backoff.next_delay();
@@ -196,13 +216,117 @@ impl Worker {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(delay) => {}
                     }
+                    continue;
+                }
+            };
+            fetch_backoff.reset();
+            poll_ms = long_poll_ms;
+            telemetry.fetched(worker_id, tasks.len(), took);
+            debug!(
+                fetched = tasks.len(),
+                asked = request.max_tasks,
+                "fetch answered"
+            );
+            for locked in tasks {
+                match self.slots_for(&locked, &open, &mut permits) {
+                    Some((route, slots)) => {
+                        running.spawn(run_task(
+                            Arc::clone(&shared),
+                            route,
+                            locked,
+                            abort_tasks.child_token(),
+                            slots,
+                        ));
+                    }
+                    None => self.give_back(locked).await,
                 }
             }
+            release(open, &mut running);
         }
 
         telemetry.worker_draining(worker_id);
         self.retract_long_poll().await;
         self.drain(running, abort_tasks).await;
+    }
+
+    /// One fetch-and-lock. Dropping it on shutdown aborts the HTTP request, which ends the long
+    /// poll on our side (the drain withdraws it on the engine's). When a new topic table arrives
+    /// meanwhile, the long poll is withdrawn on the engine's side first and its answer still
+    /// awaited: tasks the engine locked for it just before are dispatched, not left locked to a
+    /// request nobody reads.
+    async fn fetch(
+        &self,
+        request: &FetchAndLock,
+        shutdown: &CancellationToken,
+        updates: &mut TableUpdates,
+    ) -> Fetched {
+        let mut fetch = std::pin::pin!(self.shared.client.fetch_and_lock(request));
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Fetched::Shutdown,
+            answer = &mut fetch => return Fetched::Answer(answer),
+            () = updates.arrived() => {}
+        }
+        debug!("a new topic table: withdrawing the pending long poll");
+        self.retract_long_poll().await;
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Fetched::Shutdown,
+            // The engine answers a withdrawn long poll with an error (the request is cancelled),
+            // or with what it locked for it just before.
+            answer = &mut fetch => Fetched::Withdrawn(answer.unwrap_or_default()),
+            () = tokio::time::sleep(WITHDRAWN_POLL_WAIT) => Fetched::Withdrawn(Vec::new()),
+        }
+    }
+
+    /// Serves `topics` from the next fetch on, reusing the route (adapter, slots) of every topic
+    /// it keeps as it is. A table that does not build here (it was checked before it was sent,
+    /// so only an adapter that builds once and not twice) is refused, and the running one stays.
+    fn take_table(&mut self, topics: &Topics, running: &mut JoinSet<()>) {
+        let built: Result<HashMap<String, Arc<Route>>, ConfigError> = check_not_empty(topics)
+            .and_then(|()| {
+                topics
+                    .iter()
+                    .map(|(topic, config)| Ok((topic.clone(), self.route_for(topic, config)?)))
+                    .collect()
+            });
+        let routes = match built {
+            Ok(routes) => routes,
+            Err(e) => {
+                error!(worker_id = %self.shared.worker_id, error = %e, "the new topic table is refused; the running one stays");
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut self.routes, routes);
+        self.subscriptions = self
+            .routes
+            .values()
+            .map(|r| (r.topic.clone(), subscription(r)))
+            .collect();
+        info!(
+            worker_id = %self.shared.worker_id,
+            topics = ?self.routes.keys().collect::<Vec<_>>(),
+            "serving the new topic table"
+        );
+        release(old.into_values().collect(), running);
+    }
+
+    /// The running route of `topic` when its configuration is unchanged, else a new one.
+    fn route_for(&self, topic: &str, config: &TopicConfig) -> Result<Arc<Route>, ConfigError> {
+        let old = self.routes.get(topic);
+        if let Some(old) = old
+            && old.config == *config
+        {
+            return Ok(Arc::clone(old));
+        }
+        let mut route = build_route(topic, config, &self.context)?;
+        // An unchanged limit keeps counting the tasks still running with the old settings.
+        if let Some(old) = old
+            && old.config.max_tasks == config.max_tasks
+        {
+            route.slots.clone_from(&old.slots);
+        }
+        Ok(Arc::new(route))
     }
 
     /// Lets running tasks finish within the grace period, then cancels the rest, which unlock
@@ -243,14 +367,21 @@ impl Worker {
         info!(worker_id = %self.shared.worker_id, "worker stopped");
     }
 
-    /// The worker slot and, for a topic with a limit of its own, the topic slot a fetched task
-    /// runs in; `None` when the task must be handed back.
+    /// The route (from `fetched_with`, the routes the fetch asked for) and slots a fetched task
+    /// runs with: the worker slot and, for a topic with a limit of its own, the topic slot;
+    /// `None` when the task must be handed back, as when the table no longer has its topic.
     fn slots_for(
         &self,
         locked: &LockedExternalTask,
+        fetched_with: &[Arc<Route>],
         permits: &mut Vec<OwnedSemaphorePermit>,
     ) -> Option<(Arc<Route>, Slots)> {
-        let route = self.routes.get(&locked.topic_name)?;
+        let topic = &locked.topic_name;
+        if !self.routes.contains_key(topic) {
+            debug!(task_id = %locked.id, %topic, "the topic left the topic table during the fetch");
+            return None;
+        }
+        let route = fetched_with.iter().find(|r| &r.topic == topic)?;
         let topic = match &route.slots {
             None => None,
             Some(slots) => match Arc::clone(slots).try_acquire_owned() {
@@ -304,6 +435,46 @@ impl Worker {
             warn!(task_id = %locked.id, error = %e, "could not unlock; it is fetchable again when its lock expires");
         }
     }
+}
+
+/// How a fetch ended.
+enum Fetched {
+    /// The engine answered (or the call failed).
+    Answer(Result<Vec<LockedExternalTask>, ClientError>),
+    /// Withdrawn for a new topic table: what the engine had locked for it, if anything.
+    Withdrawn(Vec<LockedExternalTask>),
+    /// Shutdown began.
+    Shutdown,
+}
+
+/// Runs one task, then closes its topic's adapter if a new table dropped or changed the topic
+/// meanwhile and this was the last task of the old route.
+async fn run_task(
+    shared: Arc<Shared>,
+    route: Arc<Route>,
+    locked: LockedExternalTask,
+    cancel: CancellationToken,
+    slots: Slots,
+) {
+    task::handle(shared, Arc::clone(&route), locked, cancel, slots).await;
+    if let Some(route) = Arc::into_inner(route) {
+        close_retired(route).await;
+    }
+}
+
+/// Drops routes held outside the table. One the table no longer holds and no task runs with is
+/// the last of its adapter, which is closed in `running` (so the drain waits for it).
+fn release(routes: Vec<Arc<Route>>, running: &mut JoinSet<()>) {
+    for route in routes {
+        if let Some(route) = Arc::into_inner(route) {
+            running.spawn(close_retired(route));
+        }
+    }
+}
+
+async fn close_retired(route: Route) {
+    debug!(topic = %route.topic, "closing the adapter of a topic the table no longer serves as it was");
+    route.adapter.close().await;
 }
 
 fn subscription(route: &Route) -> TopicSubscription {
