@@ -1,6 +1,7 @@
 //! The `python` and `docker` adapters against the real Docker engine and the real engine:
-//! scripts whose outputs become variables, tracebacks that become incidents, and misbehaving
-//! scripts that are contained and reported while the worker keeps running.
+//! scripts whose outputs become variables, tracebacks that become incidents, misbehaving
+//! scripts that are contained and reported while the worker keeps running, and the per-task
+//! settings a model gives a step (`procos.*`), within the topic's ceilings.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +12,60 @@ use camunda_client::{Variable, Variables};
 use procos_worker::TopicConfig;
 
 use crate::support;
+
+/// `xml` (a model of `support`) with `extensions` as its task `work`'s extension elements.
+pub(crate) fn with_task_extensions(xml: &str, topic: &str, extensions: &str) -> String {
+    let task = format!(r#"camunda:topic="{topic}""#);
+    let opened = format!("{task}><bpmn:extensionElements>{extensions}</bpmn:extensionElements>");
+    if xml.contains(&format!("{task}/>")) {
+        xml.replacen(
+            &format!("{task}/>"),
+            &format!("{opened}</bpmn:serviceTask>"),
+            1,
+        )
+    } else {
+        xml.replacen(&format!("{task}>"), &opened, 1)
+    }
+}
+
+/// The input parameter that makes the process variable `script` the task's `procos.script`: a
+/// model may compute a setting per instance, but only through an input parameter of its own.
+pub(crate) const SCRIPT_FROM_VARIABLE: &str = r#"<camunda:inputOutput><camunda:inputParameter name="procos.script">${script}</camunda:inputParameter></camunda:inputOutput>"#;
+
+/// Deploys start → external task → end (with DI) as a process and a topic of their own, named
+/// after `prefix`, the task carrying `extensions`.
+pub(crate) async fn deploy_task_process(
+    client: &camunda_client::EngineClient,
+    prefix: &str,
+    extensions: &str,
+) -> (String, String) {
+    let key = support::unique(prefix);
+    let topic = support::unique(prefix);
+    let xml = with_task_extensions(
+        &support::external_task_process(&key, &topic),
+        &topic,
+        extensions,
+    );
+    support::deploy(client, &format!("{key}.bpmn"), &xml).await;
+    (key, topic)
+}
+
+/// [`support::model_with_error_boundary`], its task carrying `extensions`.
+pub(crate) async fn deploy_boundary_task_process(
+    client: &camunda_client::EngineClient,
+    prefix: &str,
+    extensions: &str,
+) -> (String, String) {
+    let key = support::unique(prefix);
+    let topic = support::unique(prefix);
+    let xml = with_task_extensions(
+        &support::model_with_error_boundary(&key, &topic),
+        &topic,
+        extensions,
+    );
+    support::deploy(client, &format!("{key}.bpmn"), &xml).await;
+    (key, topic)
+}
 
 /// The ids of the containers, running or not, that the sandbox made for `topic`.
 fn containers_of(topic: &str) -> String {
@@ -29,7 +84,7 @@ fn containers_of(topic: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_script_turns_inputs_into_process_variables() {
     let client = support::engine();
-    let (key, topic) = support::deploy_process(&client, "py-ok").await;
+    let (key, topic) = deploy_task_process(&client, "py-ok", SCRIPT_FROM_VARIABLE).await;
     let (stop, worker) = support::start_quick_worker(&client, &topic, TopicConfig::new("python"));
     let mut variables = support::script(
         "outputs['total'] = inputs['a'] + inputs['b']\noutputs['greeting'] = 'hello ' + inputs['name']",
@@ -49,7 +104,7 @@ async fn a_python_script_turns_inputs_into_process_variables() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raising_script_ends_in_an_incident_with_its_traceback() {
     let client = support::engine();
-    let (key, topic) = support::deploy_process(&client, "py-raise").await;
+    let (key, topic) = deploy_task_process(&client, "py-raise", SCRIPT_FROM_VARIABLE).await;
     let mut python = TopicConfig::new("python");
     python.retries = 2;
     python.retry_backoff = Duration::from_secs(1);
@@ -95,7 +150,7 @@ async fn a_raising_script_ends_in_an_incident_with_its_traceback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_scripts_are_contained_and_reported() {
     let client = support::engine();
-    let (key, topic) = support::deploy_process(&client, "py-contain").await;
+    let (key, topic) = deploy_task_process(&client, "py-contain", SCRIPT_FROM_VARIABLE).await;
     let host_secret = std::env::temp_dir().join(support::unique("procos-host-secret"));
     std::fs::write(&host_secret, "the host's secret").unwrap();
     let mut python = TopicConfig::new("python");
@@ -197,7 +252,13 @@ async fn misbehaving_scripts_are_contained_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docker_adapter_runs_an_image_and_refuses_one_outside_the_allowlist() {
     let client = support::engine();
-    let (key, topic) = support::deploy_process(&client, "docker").await;
+    // The image is the process variable `image`, through the task's input parameter.
+    let (key, topic) = deploy_task_process(
+        &client,
+        "docker",
+        r#"<camunda:inputOutput><camunda:inputParameter name="procos.image">${image}</camunda:inputParameter></camunda:inputOutput>"#,
+    )
+    .await;
     let mut docker = TopicConfig::new("docker");
     docker.retries = 1;
     docker.settings = toml::from_str(
@@ -252,7 +313,7 @@ async fn the_docker_adapter_runs_an_image_and_refuses_one_outside_the_allowlist(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_containers_serve_one_task_each() {
     let client = support::engine();
-    let (key, topic) = support::deploy_process(&client, "py-warm").await;
+    let (key, topic) = deploy_task_process(&client, "py-warm", SCRIPT_FROM_VARIABLE).await;
     let mut python = TopicConfig::new("python");
     python.settings = toml::from_str("warm = 2").unwrap();
     python.max_tasks = Some(1);
@@ -330,7 +391,7 @@ fn container_exists(name: &str) -> bool {
 /// Runs one Python task of `topic` with a fresh worker (whose sandbox sweeps on its first run).
 async fn run_one_task(topic_settings: &str, prefix: &str) -> String {
     let client = support::engine();
-    let (key, topic) = support::deploy_process(&client, prefix).await;
+    let (key, topic) = deploy_task_process(&client, prefix, SCRIPT_FROM_VARIABLE).await;
     let mut python = TopicConfig::new("python");
     python.settings = toml::from_str(topic_settings).unwrap();
     let (stop, worker) = support::start_quick_worker(&client, &topic, python);
@@ -433,7 +494,7 @@ async fn containers_of_a_killed_worker_are_cleared_once_past_their_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripts_bpmn_error_is_caught_by_the_boundary_event() {
     let client = support::engine();
-    let (key, topic) = support::deploy_boundary_process(&client, "py-bpmn").await;
+    let (key, topic) = deploy_boundary_task_process(&client, "py-bpmn", SCRIPT_FROM_VARIABLE).await;
     let (stop, worker) = support::start_quick_worker(&client, &topic, TopicConfig::new("python"));
     let mut variables = support::script(
         "raise BpmnError('NO_STOCK', 'none left of ' + inputs['sku'], {'reorder': True})",
@@ -475,7 +536,7 @@ async fn a_missing_image_fails_the_task_naming_it() {
 }
 
 /// The shape `bpmn/element-templates/python.json` gives a task in Camunda Modeler: the script as
-/// the task's input parameter `script`.
+/// the task's input parameter `procos.script`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_from_the_models_input_parameter_runs() {
     let client = support::engine();
@@ -485,7 +546,7 @@ async fn a_script_from_the_models_input_parameter_runs() {
         &key,
         &topic,
         r#"<bpmn:extensionElements><camunda:inputOutput>
-          <camunda:inputParameter name="script">outputs['doubled'] = inputs['n'] * 2</camunda:inputParameter>
+          <camunda:inputParameter name="procos.script">outputs['doubled'] = inputs['n'] * 2</camunda:inputParameter>
         </camunda:inputOutput></bpmn:extensionElements>"#,
         r#"<bpmn:endEvent id="after"/>"#,
     )
@@ -504,4 +565,172 @@ async fn a_script_from_the_models_input_parameter_runs() {
     worker.await.unwrap();
     let vars = client.historic_variables(&instance).await.unwrap();
     assert_eq!(vars["doubled"], Variable::Integer(42));
+}
+
+/// A step that asks for ten times the topic's memory ceiling (`limits.max_memory_mb`, 2048 by
+/// default) fails before any container starts, and at once: retrying cannot help, so the first
+/// failure raises the incident, which names the setting, the value and the ceiling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_asking_for_ten_times_the_memory_ceiling_fails_at_once() {
+    let client = support::engine();
+    let (key, topic) = deploy_task_process(
+        &client,
+        "py-greedy",
+        r#"<camunda:properties>
+          <camunda:property name="procos.script" value="outputs['ran'] = True" />
+          <camunda:property name="procos.memory_mb" value="20480" />
+        </camunda:properties>"#,
+    )
+    .await;
+    let mut python = TopicConfig::new("python");
+    python.retries = 3;
+    python.retry_backoff = Duration::from_secs(1);
+    let (stop, worker) = support::start_quick_worker(&client, &topic, python);
+    let instance = support::start(&client, &key, Variables::new()).await;
+    let incident = support::incident(&client, &instance, Duration::from_secs(60)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let message = incident.incident_message.unwrap_or_default();
+    assert!(
+        message.contains("procos.memory_mb = 20480")
+            && message.contains("limits.max_memory_mb = 2048"),
+        "the incident names the setting, the value and the ceiling: {message}"
+    );
+    let failures = support::task_log(
+        &client,
+        camunda_client::ExternalTaskLogQuery {
+            process_instance_id: Some(instance.clone()),
+            failure_log: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(failures.len(), 1, "one attempt, though the topic allows 3");
+    assert_eq!(containers_of(&topic), "", "no container was started");
+}
+
+/// A step's script in an extension property (static text in the BPMN, newlines as `&#10;`) and
+/// its timeout in an input parameter: it runs, under that timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_in_an_extension_property_runs_under_the_timeout_of_an_input_parameter() {
+    let client = support::engine();
+    let step = |script: &str, timeout: &str| {
+        format!(
+            r#"<camunda:properties><camunda:property name="procos.script" value="{script}" /></camunda:properties>
+            <camunda:inputOutput><camunda:inputParameter name="procos.timeout">{timeout}</camunda:inputParameter></camunda:inputOutput>"#
+        )
+    };
+    let (doubles, doubles_topic) = deploy_task_process(
+        &client,
+        "py-property",
+        &step("n = inputs['n']&#10;outputs['doubled'] = n * 2", "20s"),
+    )
+    .await;
+    let (sleeps, sleeps_topic) = deploy_task_process(
+        &client,
+        "py-property-timeout",
+        &step("import time&#10;time.sleep(60)", "2s"),
+    )
+    .await;
+    let mut python = TopicConfig::new("python");
+    python.retries = 1;
+    python.settings = toml::from_str("warm = 0").unwrap();
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        support::quick_worker_config(),
+        support::topics(&[(&doubles_topic, python.clone()), (&sleeps_topic, python)]),
+    );
+    let ran = support::start(
+        &client,
+        &doubles,
+        [("n".to_owned(), Variable::Integer(21))].into(),
+    )
+    .await;
+    let slept = support::start(&client, &sleeps, Variables::new()).await;
+    support::wait_completed(&client, &ran, Duration::from_secs(60)).await;
+    let incident = support::incident(&client, &slept, Duration::from_secs(60)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    assert_eq!(
+        client.historic_variables(&ran).await.unwrap()["doubled"],
+        Variable::Integer(42)
+    );
+    let message = incident.incident_message.unwrap_or_default();
+    assert!(
+        message.contains("timed out after 2s"),
+        "the step's own timeout, not the topic's 5m: {message}"
+    );
+}
+
+/// A process variable named like a setting (`procos.script`) is never the step's setting: the
+/// step's own extension property runs, with or without input parameters beside it, and a step
+/// without one runs the topic's script. Nor does the script see the variable among its inputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_variable_named_procos_script_is_not_the_script() {
+    let client = support::engine();
+    let scripts = std::env::temp_dir().join(support::unique("procos-scripts"));
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::write(
+        scripts.join("topic.py"),
+        "outputs['source'] = 'topic'\noutputs['inputs'] = sorted(inputs)\n",
+    )
+    .unwrap();
+    let own = r#"<camunda:properties><camunda:property name="procos.script" value="outputs['source'] = 'model'&#10;outputs['inputs'] = sorted(inputs)" /></camunda:properties>"#;
+    let with_parameter = format!(
+        r#"{own}<camunda:inputOutput><camunda:inputParameter name="procos.timeout">30s</camunda:inputParameter></camunda:inputOutput>"#
+    );
+    let mut models = Vec::new();
+    for (name, extensions, expected) in [
+        ("property", own.to_owned(), "model"),
+        ("property-and-parameter", with_parameter, "model"),
+        ("nothing", String::new(), "topic"),
+    ] {
+        let (key, topic) =
+            deploy_task_process(&client, &format!("py-shadow-{name}"), &extensions).await;
+        models.push((name, key, topic, expected));
+    }
+    let mut python = TopicConfig::new("python");
+    python.retries = 1;
+    python.settings = toml::from_str(&format!(
+        "warm = 0\nscript = 'topic.py'\nscripts_dir = {:?}",
+        scripts.display().to_string()
+    ))
+    .unwrap();
+    let topics: Vec<(&str, TopicConfig)> = models
+        .iter()
+        .map(|(_, _, topic, _)| (topic.as_str(), python.clone()))
+        .collect();
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        support::quick_worker_config(),
+        support::topics(&topics),
+    );
+    let mut results = Vec::new();
+    for (name, key, _, expected) in &models {
+        let variables: Variables = [(
+            "procos.script".to_owned(),
+            Variable::String("outputs['source'] = 'process variable'".into()),
+        )]
+        .into();
+        let instance = support::start(&client, key, variables).await;
+        results.push((*name, instance, *expected));
+    }
+    for (name, instance, expected) in &results {
+        let vars = support::settle(&client, instance, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|message| panic!("{name}: an incident: {message}"));
+        assert_eq!(
+            vars["source"],
+            Variable::String((*expected).into()),
+            "{name}: the script that ran"
+        );
+        assert_eq!(
+            vars["inputs"].to_json(),
+            serde_json::json!([]),
+            "{name}: procos.* variables are no inputs"
+        );
+    }
+    stop.cancel();
+    worker.await.unwrap();
+    std::fs::remove_dir_all(&scripts).ok();
 }

@@ -10,6 +10,7 @@ use camunda_client::{Variable, Variables};
 use procos_worker::TopicConfig;
 use serde_json::json;
 
+use crate::sandbox::{SCRIPT_FROM_VARIABLE, deploy_boundary_task_process, deploy_task_process};
 use crate::support;
 
 fn scilab_topic(outputs: &[&str]) -> TopicConfig {
@@ -27,7 +28,7 @@ fn scilab_topic(outputs: &[&str]) -> TopicConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrices_numbers_and_strings_round_trip_through_scilab() {
     let client = support::engine();
-    let (key, topic) = support::deploy_process(&client, "scilab-ok").await;
+    let (key, topic) = deploy_task_process(&client, "scilab-ok", SCRIPT_FROM_VARIABLE).await;
     let (stop, worker) = support::start_quick_worker(
         &client,
         &topic,
@@ -75,7 +76,7 @@ async fn matrices_numbers_and_strings_round_trip_through_scilab() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_way_a_scilab_script_fails_is_reported() {
     let client = support::engine();
-    let (key, topic) = support::deploy_process(&client, "scilab-fail").await;
+    let (key, topic) = deploy_task_process(&client, "scilab-fail", SCRIPT_FROM_VARIABLE).await;
     let (stop, worker) = support::start_quick_worker(&client, &topic, scilab_topic(&["x"]));
     let cases: BTreeMap<&str, (&str, &str)> = BTreeMap::from([
         (
@@ -130,7 +131,8 @@ async fn each_way_a_scilab_script_fails_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scilab_bpmn_error_is_caught_by_the_boundary_event() {
     let client = support::engine();
-    let (key, topic) = support::deploy_boundary_process(&client, "scilab-bpmn").await;
+    let (key, topic) =
+        deploy_boundary_task_process(&client, "scilab-bpmn", SCRIPT_FROM_VARIABLE).await;
     let (stop, worker) = support::start_quick_worker(&client, &topic, scilab_topic(&[]));
     let script = "if 1 > 0 then\n  procos_bpmn_error(\"NO_STOCK\", \"none left\");\nend\n";
     let instance = support::start(&client, &key, support::script(script)).await;
