@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use camunda_client::{EngineClient, StartProcessInstance, Variable, Variables};
 use procos_kernel::{
     BootReport, BootSettings, DeployReport, EngineEvent, EngineSupervisor, Kernel, KernelConfig,
-    KernelError, KernelEvent, RootState, deploy_files,
+    KernelError, KernelEvent, RootState, UnservedSettings, deploy_files, unserved_topic_message,
 };
 use procos_worker::{ObservabilityServer, Telemetry, Worker, WorkerConfig};
 use tokio::task::JoinSet;
@@ -166,6 +166,10 @@ async fn kernel(
             root_process: Some(config.kernel.root_process.clone()).filter(|k| !k.is_empty()),
             served_topics: config.topics.keys().cloned().collect(),
             watch_interval: config.kernel.watch_interval,
+            unserved: UnservedSettings::new(
+                config.worker.long_poll,
+                config.kernel.fail_unserved_after,
+            ),
         },
     );
     print_boot(&kernel.boot().await, init_dir);
@@ -343,7 +347,8 @@ fn parse_variable(pair: &str) -> anyhow::Result<(String, Variable)> {
     Ok((name.to_owned(), variable))
 }
 
-/// `procos status`: what is deployed, what runs, what is stuck.
+/// `procos status`: what is deployed, what runs, what waits for a worker that does not come,
+/// what is stuck.
 async fn status(config: &ProcosConfig) -> anyhow::Result<ExitCode> {
     let client = config.engine.connection().client()?;
     let definitions = client
@@ -361,6 +366,18 @@ async fn status(config: &ProcosConfig) -> anyhow::Result<ExitCode> {
             running,
             definition.name.as_deref().unwrap_or("")
         );
+    }
+    let table = config.topics.keys().cloned().collect();
+    let stale_after = procos_kernel::stale_after(config.worker.long_poll);
+    let unserved = procos_kernel::survey(&client, &table, stale_after).await?;
+    if !unserved.is_empty() {
+        println!(
+            "\n{} topic(s) with waiting tasks and no worker serving them:",
+            unserved.len()
+        );
+        for topic in &unserved {
+            println!("  {}", unserved_topic_message(topic));
+        }
     }
     if incidents.is_empty() {
         println!("\nno open incidents");
@@ -460,6 +477,20 @@ fn print_kernel_event(event: &KernelEvent, init_dir: &Path) {
             }
             print_unserved(unserved_topics);
         }
+        KernelEvent::TopicUnserved(unserved) => {
+            eprintln!("procos: warning: {}", unserved_topic_message(unserved))
+        }
+        KernelEvent::TopicServed { topic } => {
+            say(&format!("topic `{topic}`: no task waits unserved any more"))
+        }
+        KernelEvent::UnservedTasksFailed {
+            topic,
+            failed,
+            fail_after,
+        } => eprintln!(
+            "procos: warning: failed {failed} task(s) of topic `{topic}` into incidents: they waited longer than {} (kernel.fail_unserved_after) with no worker serving them",
+            humantime::format_duration(*fail_after)
+        ),
     }
 }
 

@@ -154,6 +154,11 @@ pub struct KernelSettings {
     /// How often the kernel looks at the init directory and at the engine.
     #[serde(with = "humantime_serde")]
     pub watch_interval: Duration,
+    /// Fail tasks that waited this long with no worker serving their topic into incidents that
+    /// name the topic and the fix (`PROCOS_KERNEL__FAIL_UNSERVED_AFTER`); unset: never, the
+    /// kernel only warns.
+    #[serde(with = "humantime_serde")]
+    pub fail_unserved_after: Option<Duration>,
 }
 
 impl Default for KernelSettings {
@@ -162,6 +167,7 @@ impl Default for KernelSettings {
             init_dir: PathBuf::from("bpmn/init"),
             root_process: "procos-root".to_owned(),
             watch_interval: Duration::from_secs(1),
+            fail_unserved_after: None,
         }
     }
 }
@@ -251,6 +257,20 @@ mod tests {
             remote.engine.connection().rest_url(),
             "http://camunda:8080/engine-rest"
         );
+    }
+
+    #[test]
+    fn failing_unserved_tasks_is_off_unless_a_wait_is_set() {
+        assert_eq!(load_text("").unwrap().kernel.fail_unserved_after, None);
+        let set = load_text("[kernel]\nfail_unserved_after = \"10m\"\n").unwrap();
+        assert_eq!(
+            set.kernel.fail_unserved_after,
+            Some(Duration::from_secs(600))
+        );
+        let wrong = load_text("[kernel]\nfail_unserved_after = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("`kernel.fail_unserved_after`"), "{wrong}");
     }
 
     #[test]

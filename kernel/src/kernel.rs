@@ -14,6 +14,7 @@ use camunda_client::{EngineClient, StartProcessInstance};
 use tokio_util::sync::CancellationToken;
 
 use crate::init_dir::{self, DeployReport};
+use crate::unserved::{UnservedSettings, UnservedTopic, UnservedWatch};
 
 /// What the kernel keeps in the engine.
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub struct KernelConfig {
     pub served_topics: BTreeSet<String>,
     /// How often the init directory and the engine are looked at.
     pub watch_interval: Duration,
+    /// How topics with waiting tasks and no worker serving them are found and, optionally,
+    /// failed into incidents.
+    pub unserved: UnservedSettings,
 }
 
 /// What [`Kernel::boot`] did.
@@ -52,6 +56,17 @@ pub enum KernelEvent {
         deploy: DeployReport,
         /// External-task topics of these models that no configured adapter serves, by file.
         unserved_topics: Vec<(PathBuf, String)>,
+    },
+    /// A topic has waiting tasks and no worker serves it (reported once, until it is served).
+    TopicUnserved(UnservedTopic),
+    /// A topic reported unserved no longer is: a worker fetched its tasks, or none waits.
+    TopicServed { topic: String },
+    /// Tasks of an unserved topic waited longer than `fail_after` and were failed into
+    /// incidents naming the topic.
+    UnservedTasksFailed {
+        topic: String,
+        failed: usize,
+        fail_after: Duration,
     },
 }
 
@@ -80,14 +95,22 @@ pub struct Kernel {
     config: KernelConfig,
     /// Files as they were last handled (deployed, unchanged, or refused for a reason of their own).
     handled: HashMap<PathBuf, Fingerprint>,
+    /// Topics with waiting tasks and no worker.
+    unserved: UnservedWatch,
 }
 
 impl Kernel {
     pub fn new(client: EngineClient, config: KernelConfig) -> Self {
+        let unserved = UnservedWatch::new(
+            client.clone(),
+            config.served_topics.clone(),
+            config.unserved.clone(),
+        );
         Self {
             client,
             config,
             handled: HashMap::new(),
+            unserved,
         }
     }
 
@@ -107,8 +130,9 @@ impl Kernel {
         }
     }
 
-    /// Until `shutdown`: deploys each changed or new model file within one `watch_interval`, and
-    /// boots again whenever the engine answers after having been away, reporting each to
+    /// Until `shutdown`: deploys each changed or new model file within one `watch_interval`,
+    /// boots again whenever the engine answers after having been away, and looks for topics
+    /// with waiting tasks and no worker every `unserved.check_interval`, reporting each to
     /// `on_event`.
     pub async fn run(mut self, shutdown: CancellationToken, mut on_event: impl FnMut(KernelEvent)) {
         let mut engine_up = true;
@@ -130,6 +154,13 @@ impl Kernel {
                 (true, true) => {
                     if let Some(event) = self.redeploy_changed().await {
                         on_event(event);
+                    }
+                    if self.unserved.due() {
+                        self.unserved
+                            .check()
+                            .await
+                            .into_iter()
+                            .for_each(&mut on_event);
                     }
                 }
                 (false, false) => {}

@@ -17,5 +17,6 @@ mod sandbox;
 mod sandbox_proxy;
 mod scilab;
 mod support;
+mod unserved;
 mod up;
 mod worker;

@@ -441,6 +441,82 @@ impl EngineClient {
             .map_err(|e| unexpected("GET", &path, e))
     }
 
+    /// `GET /external-task/topic-names?withUnlockedTasks=true&withRetriesLeft=true`: the topics
+    /// that have tasks a worker could fetch now (tasks of suspended instances included).
+    pub async fn waiting_topic_names(&self) -> Result<Vec<String>, ClientError> {
+        let path = "external-task/topic-names";
+        let request = self
+            .request(Method::GET, path)
+            .query(&[("withUnlockedTasks", "true"), ("withRetriesLeft", "true")]);
+        self.send(request, "GET", path, CALL_TIMEOUT).await
+    }
+
+    /// `GET /external-task?topicName=…&notLocked=true&active=true&withRetriesLeft=true`, sorted
+    /// by `createTime`, oldest first, at most `max_results`: tasks of `topic` that wait for a
+    /// worker (no lock, retries left, not suspended).
+    pub async fn waiting_external_tasks(
+        &self,
+        topic: &str,
+        max_results: u32,
+    ) -> Result<Vec<ExternalTask>, ClientError> {
+        let path = "external-task";
+        let max_results = max_results.to_string();
+        let request = self.request(Method::GET, path).query(&[
+            ("topicName", topic),
+            ("notLocked", "true"),
+            ("active", "true"),
+            ("withRetriesLeft", "true"),
+            ("sortBy", "createTime"),
+            ("sortOrder", "asc"),
+            ("maxResults", max_results.as_str()),
+        ]);
+        self.send(request, "GET", path, CALL_TIMEOUT).await
+    }
+
+    /// `GET /external-task/count` with the filters of [`Self::waiting_external_tasks`]: how many
+    /// tasks of `topic` wait for a worker.
+    pub async fn waiting_external_task_count(&self, topic: &str) -> Result<u64, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            count: u64,
+        }
+        let path = "external-task/count";
+        let request = self.request(Method::GET, path).query(&[
+            ("topicName", topic),
+            ("notLocked", "true"),
+            ("active", "true"),
+            ("withRetriesLeft", "true"),
+        ]);
+        let count: Count = self.send(request, "GET", path, CALL_TIMEOUT).await?;
+        Ok(count.count)
+    }
+
+    /// `POST /external-task/fetchAndLock` for `topic` alone, oldest first (sorted by
+    /// `createTime`), without variables and without waiting: locks at most `max_tasks` of its
+    /// waiting tasks for `worker_id`. Atomic, like every fetch: a task another worker locked
+    /// first is not among them.
+    pub async fn lock_oldest_external_tasks(
+        &self,
+        worker_id: &str,
+        topic: &str,
+        max_tasks: u32,
+        lock_duration: Duration,
+    ) -> Result<Vec<LockedExternalTask>, ClientError> {
+        let body = serde_json::json!({
+            "workerId": worker_id,
+            "maxTasks": max_tasks,
+            "usePriority": false,
+            "sorting": [{"sortBy": "createTime", "sortOrder": "asc"}],
+            "topics": [{
+                "topicName": topic,
+                "lockDuration": millis(lock_duration),
+                "variables": [],
+            }],
+        });
+        let path = "external-task/fetchAndLock";
+        self.call(Method::POST, path, Some(&body)).await
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let url = format!("{}{}", self.base, path);
         let builder = self.http.request(method, url);

@@ -99,6 +99,9 @@ pub struct ExternalTask {
     pub error_message: Option<String>,
     #[serde(default)]
     pub process_instance_id: Option<String>,
+    /// When the engine created the task (Camunda 7.21 and later; `None` from older engines).
+    #[serde(default, deserialize_with = "engine_date::deserialize")]
+    pub create_time: Option<DateTime<FixedOffset>>,
 }
 
 /// `POST /external-task/{id}/complete`.
