@@ -10,13 +10,14 @@ use serde_json::{Map, Value};
 
 use crate::docker::{DockerAdapter, DockerConfig};
 use crate::echo::{Echo, EchoConfig};
+use crate::http::{HttpAdapter, HttpConfig};
 use crate::llm::{LlmAdapter, LlmConfig};
 use crate::python::{PythonAdapter, PythonConfig};
 use crate::scilab::{ScilabAdapter, ScilabConfig};
 use crate::{Adapter, ImageAllowlist};
 
 /// The adapters this build knows, by the name a topic configuration uses.
-pub const ADAPTERS: &[&str] = &["echo", "docker", "python", "scilab", "llm"];
+pub const ADAPTERS: &[&str] = &["echo", "docker", "python", "scilab", "llm", "http"];
 
 /// A topic's adapter and its settings: `{"adapter": "echo", "settings": {…}}`.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +28,7 @@ pub enum AdapterConfig {
     Python(PythonConfig),
     Scilab(ScilabConfig),
     Llm(LlmConfig),
+    Http(HttpConfig),
 }
 
 /// What adapters may depend on beyond their own settings: the worker's policy.
@@ -75,6 +77,7 @@ impl AdapterConfig {
             Self::Python(_) => "python",
             Self::Scilab(_) => "scilab",
             Self::Llm(_) => "llm",
+            Self::Http(_) => "http",
         }
     }
 
@@ -111,6 +114,9 @@ impl AdapterConfig {
                 Arc::new(built)
             }
             Self::Llm(config) => Arc::new(LlmAdapter::new(config.clone()).map_err(invalid)?),
+            Self::Http(config) => {
+                Arc::new(HttpAdapter::new(config.clone(), topic).map_err(invalid)?)
+            }
         })
     }
 }
