@@ -460,46 +460,62 @@ fn the_examples_are_made_with_the_element_templates() {
                 "{name}: {id}"
             );
             used_topics.insert(attribute(tag, "camunda:topic").unwrap().to_owned());
-            let offered: Vec<&Value> = template["properties"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|p| p["binding"]["type"] == "camunda:inputParameter")
-                .collect();
-            let given: Vec<&str> = task
-                .split("<camunda:inputParameter name=\"")
-                .skip(1)
-                .map(|p| &p[..p.find('"').unwrap()])
-                .collect();
-            for input in &given {
-                assert!(
-                    offered.iter().any(|p| p["binding"]["name"] == *input),
-                    "{name}: {id}: the template {template_id} has no input `{input}`"
-                );
-            }
-            for property in offered {
-                if property["constraints"]["notEmpty"] == true {
-                    let input = property["binding"]["name"].as_str().unwrap();
+            // Input parameters and extension properties, each only as the template offers it.
+            for (binding, element) in [
+                ("camunda:inputParameter", "<camunda:inputParameter name=\""),
+                ("camunda:property", "<camunda:property name=\""),
+            ] {
+                let offered: Vec<&Value> = template["properties"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p["binding"]["type"] == binding)
+                    .collect();
+                let given: Vec<&str> = task
+                    .split(element)
+                    .skip(1)
+                    .map(|p| &p[..p.find('"').unwrap()])
+                    .collect();
+                for input in &given {
                     assert!(
-                        given.contains(&input),
-                        "{name}: {id}: the template requires `{input}`"
+                        offered.iter().any(|p| p["binding"]["name"] == *input),
+                        "{name}: {id}: the template {template_id} has no {binding} `{input}`"
                     );
+                }
+                for property in offered {
+                    if property["constraints"]["notEmpty"] == true {
+                        let input = property["binding"]["name"].as_str().unwrap();
+                        assert!(
+                            given.contains(&input),
+                            "{name}: {id}: the template requires the {binding} `{input}`"
+                        );
+                    }
                 }
             }
         }
     }
     assert!(models >= 5, "an example per adapter, and the vote");
-    let config: toml::Table =
-        toml::from_str(&std::fs::read_to_string(examples_dir().join("procos.toml")).unwrap())
-            .unwrap();
-    let configured: std::collections::BTreeSet<String> = config["topics"]
-        .as_table()
-        .unwrap()
-        .keys()
-        .cloned()
+    let topics = |path: PathBuf| -> std::collections::BTreeSet<String> {
+        let config: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        config
+            .get("topics")
+            .and_then(toml::Value::as_table)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let own = topics(examples_dir().join("procos.toml"));
+    let fleet = topics(repository().join("procos.toml"));
+    let unserved: Vec<&String> = used_topics
+        .iter()
+        .filter(|t| !own.contains(*t) && !fleet.contains(*t))
         .collect();
-    assert_eq!(
-        configured, used_topics,
-        "bpmn/examples/procos.toml serves exactly the examples' topics"
+    assert!(
+        unserved.is_empty(),
+        "bpmn/examples/procos.toml or the fleet's procos.toml serves every example's topic: {unserved:?}"
+    );
+    let unused: Vec<&String> = own.difference(&used_topics).collect();
+    assert!(
+        unused.is_empty(),
+        "bpmn/examples/procos.toml serves only the examples' topics: {unused:?}"
     );
 }
