@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Parser;
-use procos_adapters::{AdapterConfig, AdapterTask, BuildContext, ImageAllowlist, Outcome};
+use procos_adapters::{
+    AdapterConfig, AdapterTask, BuildContext, ImageAllowlist, Outcome, TaskSettings,
+};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -83,13 +85,14 @@ async fn main() -> anyhow::Result<()> {
     });
     let docker = AdapterConfig::from_parts("docker", object(settings))?.build("bench", &context)?;
     let adapter_runs = measure(args.runs, Duration::ZERO, || {
-        run(docker.as_ref(), Map::new())
+        run(docker.as_ref(), Map::new(), TaskSettings::default())
     })
     .await?;
     report("docker adapter round trip", &adapter_runs);
 
-    let script = json!({"script": "outputs['x'] = inputs['n'] + 1", "n": 1});
-    let inputs = script.as_object().cloned().unwrap_or_default();
+    // The script is the step's setting (`procos.script`), as a model gives it.
+    let script = TaskSettings::from_pairs([("script", json!("outputs['x'] = inputs['n'] + 1"))]);
+    let inputs = json!({"n": 1}).as_object().cloned().unwrap_or_default();
     for (label, warm, pause) in [
         ("python step, cold, now and then", 0, *args.pause),
         ("python step, warm, now and then", 2, *args.pause),
@@ -100,9 +103,12 @@ async fn main() -> anyhow::Result<()> {
         let python =
             AdapterConfig::from_parts("python", object(settings))?.build("bench", &context)?;
         // The first step fills the pool; it is not counted.
-        run(python.as_ref(), inputs.clone()).await?;
+        run(python.as_ref(), inputs.clone(), script.clone()).await?;
         tokio::time::sleep(*args.pause).await;
-        let runs = measure(args.runs, pause, || run(python.as_ref(), inputs.clone())).await?;
+        let runs = measure(args.runs, pause, || {
+            run(python.as_ref(), inputs.clone(), script.clone())
+        })
+        .await?;
         python.close().await;
         report(label, &runs);
     }
@@ -112,12 +118,13 @@ async fn main() -> anyhow::Result<()> {
 async fn run(
     adapter: &dyn procos_adapters::Adapter,
     inputs: Map<String, Value>,
+    settings: TaskSettings,
 ) -> anyhow::Result<()> {
     let task = AdapterTask {
         task_id: format!("bench-{}", std::process::id()),
         topic: "bench".into(),
         inputs,
-        settings: Default::default(),
+        settings,
     };
     match adapter.run(task, CancellationToken::new()).await {
         Outcome::Complete(outputs) if outputs.contains_key("x") => Ok(()),
