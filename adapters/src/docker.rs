@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::SETTING_PREFIX as PREFIX;
 use crate::sandbox::{ContainerSpec, Limits, Runner, Sandbox, image_refusal};
-use crate::settings::PREFIX;
 use crate::{
     Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, Retry, TaskSettings,
     async_trait,
@@ -113,6 +113,10 @@ impl Adapter for DockerAdapter {
 
     fn task_settings(&self) -> &'static [&'static str] {
         TASK_SETTINGS
+    }
+
+    async fn available(&self) -> Result<(), crate::Unavailable> {
+        self.sandbox.available().await
     }
 }
 

@@ -22,7 +22,6 @@ mod contract_tests;
 mod docker;
 mod echo;
 mod http;
-mod inputs;
 mod llm;
 mod python;
 mod sandbox;
@@ -67,6 +66,28 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     /// Releases what the adapter keeps between tasks (warm containers); the worker calls it once
     /// its last task has ended.
     async fn close(&self) {}
+
+    /// Whether the adapter can serve tasks now (its Docker engine answers, …). The worker asks
+    /// before it fetches a topic's tasks and again from time to time: a topic whose adapter is
+    /// unavailable is not fetched, so in a fleet a replica that can serve it gets its tasks.
+    async fn available(&self) -> Result<(), Unavailable> {
+        Ok(())
+    }
+}
+
+/// Why an adapter cannot serve tasks now, and what would let it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    /// What is missing, e.g. the Docker engine that does not answer, with the error.
+    pub reason: String,
+    /// What an operator can do about it.
+    pub fix: String,
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; fix: {}", self.reason, self.fix)
+    }
 }
 
 /// What an adapter is given: the task's identity, for naming and logs, and its inputs.

@@ -187,6 +187,10 @@ impl Adapter for PythonAdapter {
     async fn close(&self) {
         self.runner.close().await;
     }
+
+    async fn available(&self) -> Result<(), crate::Unavailable> {
+        self.runner.available().await
+    }
 }
 
 fn container_spec(

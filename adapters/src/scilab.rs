@@ -124,6 +124,10 @@ impl Adapter for ScilabAdapter {
     fn task_settings(&self) -> &'static [&'static str] {
         TASK_SETTINGS
     }
+
+    async fn available(&self) -> Result<(), crate::Unavailable> {
+        self.sandbox.available().await
+    }
 }
 
 impl ScilabAdapter {

@@ -28,7 +28,7 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{Outcome, async_trait};
+use crate::{Outcome, Unavailable, async_trait};
 
 pub(crate) use guards::{ContainerSpec, image_refusal};
 pub(crate) use inputs::{check_script_name, script_source};
@@ -46,6 +46,9 @@ pub(crate) trait Runner: Send + Sync + fmt::Debug {
 
     /// Releases what the runner keeps between runs (containers waiting for a task).
     async fn close(&self) {}
+
+    /// Whether the backend answers.
+    async fn available(&self) -> Result<(), Unavailable>;
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

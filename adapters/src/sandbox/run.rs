@@ -331,6 +331,29 @@ impl Runner for Sandbox {
     async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
         Sandbox::run(self, spec, cancel).await
     }
+
+    async fn available(&self) -> Result<(), crate::Unavailable> {
+        Sandbox::available(self).await
+    }
+}
+
+impl Sandbox {
+    /// Pings the Docker engine, briefly: a worker must not hang on a socket that never answers.
+    pub(crate) async fn available(&self) -> Result<(), crate::Unavailable> {
+        let host = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+        let reason = |why: String| {
+            crate::Unavailable {
+            reason: format!("the Docker engine at {host} does not answer: {why}"),
+            fix: "start Docker (scripts/docker-engine.sh installs and starts one), or point DOCKER_HOST at a running engine".to_owned(),
+        }
+        };
+        match tokio::time::timeout(Duration::from_secs(3), self.docker.ping()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(reason(e.to_string())),
+            Err(_) => Err(reason("no answer within 3 s".to_owned())),
+        }
+    }
 }
 
 fn push_tail(buffer: &mut Vec<u8>, bytes: &[u8]) {

@@ -171,6 +171,10 @@ impl Runner for WarmPool {
     async fn close(&self) {
         WarmPool::close(self).await;
     }
+
+    async fn available(&self) -> Result<(), crate::Unavailable> {
+        self.sandbox.available().await
+    }
 }
 
 impl Sandbox {
