@@ -1,7 +1,7 @@
 //! The script a sandboxed task runs: the task's `procos.script` setting, or a file the topic
 //! names.
 
-use crate::settings::PREFIX;
+use crate::SETTING_PREFIX as PREFIX;
 use crate::{Failure, Retry, TaskSettings};
 
 /// A script setting names a file inside `scripts_dir`, never a path out of it.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::settings::PREFIX;
+use crate::SETTING_PREFIX as PREFIX;
 use crate::{Failure, Guards, Retry, TaskSettings};
 
 /// The least a task may ask for: below it a sandbox cannot run (Docker refuses fewer than 0.01
