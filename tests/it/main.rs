@@ -13,6 +13,7 @@ mod init_dir;
 mod layout;
 mod llm;
 mod orchestration;
+mod outputs;
 mod sandbox;
 mod sandbox_proxy;
 mod scilab;
