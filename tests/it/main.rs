@@ -9,6 +9,7 @@ mod docker;
 mod end_to_end;
 mod examples;
 mod fleet;
+mod http;
 mod init_dir;
 mod layout;
 mod llm;

@@ -518,3 +518,69 @@ pub async fn settle(
     })
     .await
 }
+
+impl WorkerProcess {
+    /// [`WorkerProcess::spawn`] with environment variables of the test's own, which win over
+    /// spawn's (`PROCOS_LOG=debug`, a secret's variable); stdout joins stderr in the log, so a
+    /// test that reads the log sees everything the process wrote.
+    pub fn spawn_with_env(
+        engine_url: &str,
+        worker_id: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("procos.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_procos"));
+        if !config.contains("listen") {
+            command.env("PROCOS_WORKER__LISTEN", "off");
+        }
+        command
+            .arg("worker")
+            .arg("--config")
+            .arg(&path)
+            .env("PROCOS_ENGINE_URL", engine_url)
+            .env("PROCOS_WORKER__WORKER_ID", worker_id)
+            .env("PROCOS_LOG", "info");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        fn collect(
+            tag: String,
+            stream: impl AsyncRead + Unpin + Send + 'static,
+        ) -> tokio::task::JoinHandle<String> {
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                let mut all = String::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("[{tag}] {line}");
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+                all
+            })
+        }
+        let stdout = collect(worker_id.to_owned(), child.stdout.take().unwrap());
+        let stderr = collect(worker_id.to_owned(), child.stderr.take().unwrap());
+        let both = tokio::spawn(async move {
+            let mut all = stderr.await.unwrap();
+            all.push_str(&stdout.await.unwrap());
+            all
+        });
+        Self {
+            child,
+            worker_id: worker_id.to_owned(),
+            dir,
+            stderr: both,
+        }
+    }
+}

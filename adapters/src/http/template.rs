@@ -134,8 +134,9 @@ pub(super) fn render_json(
     })
 }
 
-/// Fills a JSON text whose placeholders stand for whole values (`{"id": {{id}}}`, not JSON
-/// until filled): each is replaced by its variable as JSON.
+/// Fills a JSON text that is JSON only once filled (`{"id": {{id}}, "note": "for {{who}}"}`):
+/// a placeholder outside a string becomes its variable as JSON, one inside a string the
+/// variable's text, escaped for that string.
 pub(super) fn render_json_literals(
     template: &str,
     inputs: &Map<String, Value>,
@@ -143,13 +144,36 @@ pub(super) fn render_json_literals(
 ) -> Result<String, Failure> {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
+    let mut in_string = false;
     while let Some((before, name, after)) = next_placeholder(rest) {
+        in_string = string_state(before, in_string);
         out.push_str(before);
-        out.push_str(&value(inputs, name, setting)?.to_string());
+        let value = value(inputs, name, setting)?;
+        if in_string {
+            let quoted = Value::String(text_of(value)).to_string();
+            out.push_str(&quoted[1..quoted.len() - 1]);
+        } else {
+            out.push_str(&value.to_string());
+        }
         rest = after;
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Whether JSON text that starts inside a string (`in_string`) ends inside one after `text`.
+fn string_state(text: &str, mut in_string: bool) -> bool {
+    let mut escaped = false;
+    for c in text.chars() {
+        if escaped {
+            escaped = false;
+        } else if in_string && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            in_string = !in_string;
+        }
+    }
+    in_string
 }
 
 /// Where in a URL the text written so far ends.
@@ -241,6 +265,7 @@ mod tests {
             "base": "http://api.example.com:8080/v1",
             "order": {"id": 42, "tags": ["x", "y"]},
             "q": "a&b=c+d",
+            "said": "\"hi\"",
             "none": null,
         })
         .as_object()
@@ -303,12 +328,12 @@ mod tests {
         );
         assert_eq!(
             render_json_literals(
-                "{\"id\": {{order.id}}, \"s\": {{id}}}",
+                r#"{"id": {{order.id}}, "s": {{id}}, "t": "say \"{{said}}\" to {{id}}"}"#,
                 &inputs(),
                 "procos.body"
             )
             .unwrap(),
-            "{\"id\": 42, \"s\": \"a/b c\"}"
+            r#"{"id": 42, "s": "a/b c", "t": "say \"\"hi\"\" to a/b c"}"#
         );
     }
 
