@@ -70,19 +70,19 @@ impl Kind {
                 r#"<camunda:inputParameter name="next">${n + 1}</camunda:inputParameter>"#
             }
             Kind::Python => {
-                r#"<camunda:inputParameter name="script">outputs["square"] = inputs["n"] ** 2</camunda:inputParameter>"#
+                r#"<camunda:inputParameter name="procos.script">outputs["square"] = inputs["n"] ** 2</camunda:inputParameter>"#
             }
             Kind::Docker => {
-                r#"<camunda:inputParameter name="image">procos/python-sandbox:latest</camunda:inputParameter>
-        <camunda:inputParameter name="command">["python3", "-c", "import json; n = json.load(open('/in/input.json'))['n']; print(json.dumps({'cube': n ** 3}))"]</camunda:inputParameter>"#
+                r#"<camunda:inputParameter name="procos.image">procos/python-sandbox:latest</camunda:inputParameter>
+        <camunda:inputParameter name="procos.command">["python3", "-c", "import json; n = json.load(open('/in/input.json'))['n']; print(json.dumps({'cube': n ** 3}))"]</camunda:inputParameter>"#
             }
             Kind::Scilab => {
-                r#"<camunda:inputParameter name="script">half = n / 2;</camunda:inputParameter>
-        <camunda:inputParameter name="outputs">half</camunda:inputParameter>"#
+                r#"<camunda:inputParameter name="procos.script">half = n / 2;</camunda:inputParameter>
+        <camunda:inputParameter name="procos.outputs">half</camunda:inputParameter>"#
             }
             // The prompt is the topic's (tests/compose/llm.yaml); the answer's schema the task's.
             Kind::Llm => {
-                r#"<camunda:inputParameter name="schema">{"type": "object", "required": ["parity"], "additionalProperties": false, "properties": {"parity": {"type": "string", "enum": ["even", "odd"]}}}</camunda:inputParameter>"#
+                r#"<camunda:inputParameter name="procos.schema">{"type": "object", "required": ["parity"], "additionalProperties": false, "properties": {"parity": {"type": "string", "enum": ["even", "odd"]}}}</camunda:inputParameter>"#
             }
         }
     }
@@ -270,7 +270,7 @@ fn failing_model(key: &str) -> String {
     <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="total"/>
     <bpmn:serviceTask id="total" name="Compute the total" camunda:type="external" camunda:topic="python">
       <bpmn:extensionElements><camunda:inputOutput>
-        <camunda:inputParameter name="script">raise ValueError(f"invoice {{inputs['n']}} has no total")</camunda:inputParameter>
+        <camunda:inputParameter name="procos.script">raise ValueError(f"invoice {{inputs['n']}} has no total")</camunda:inputParameter>
       </camunda:inputOutput></bpmn:extensionElements>
     </bpmn:serviceTask>
     <bpmn:sequenceFlow id="f2" sourceRef="total" targetRef="end"/>

@@ -213,7 +213,12 @@ impl Worker {
 async fn a_worker_runs_python_tasks_through_the_proxy_and_its_refusals_reach_the_incident() {
     let client = support::engine();
     let proxy = Proxy::start().await;
-    let (python_key, python_topic) = support::deploy_process(&client, "proxy-py").await;
+    let (python_key, python_topic) = crate::sandbox::deploy_task_process(
+        &client,
+        "proxy-py",
+        crate::sandbox::SCRIPT_FROM_VARIABLE,
+    )
+    .await;
     let (docker_key, docker_topic) = support::deploy_process(&client, "proxy-docker").await;
     // The worker itself would run debian; the proxy, allowing procos/* only, would not.
     let config = format!(
