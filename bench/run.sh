@@ -8,6 +8,8 @@
 #            the engine's ceiling, on one engine; installs the peers from Maven Central,
 #            npm and PyPI, writes bench/results/peers.{md,json,png} and prints the table
 #            (flags: see `peers --help`, e.g. --instances 300 --scaling-instances 200)
+#   reload   `procos worker` reloading its topic table: file write to the new topic's first task
+#            served, by file watch and by SIGHUP (flags: see `reload-latency --help`)
 #   all      worker and sandbox, with default flags (the default)
 # The engine benchmarks boot their own scratch engine from the jar built here, through the
 # kernel's code (fresh H2 database, free port, stopped at the end); `--engine-url URL` measures
@@ -29,6 +31,11 @@ case "$which" in
     "$CARGO_TARGET_DIR/release/sandbox-latency" "$@"
     ;;
   worker) ;;
+  reload)
+    cargo build --locked --release -p procos --quiet
+    build_engine
+    "$CARGO_TARGET_DIR/release/reload-latency" --procos-bin "$CARGO_TARGET_DIR/release/procos" "$@"
+    ;;
   peers)
     source "$ROOT/bench/peers/install.sh"
     cargo build --locked --release -p procos --quiet
@@ -48,5 +55,5 @@ case "$which" in
       --work-dir "$work_dir" --results-dir "$ROOT/bench/results" --doc "$ROOT/bench/README.md" "$@"
     say "results in peers.md, peers.json and peers.png (bench/results/ unless --results-dir says otherwise); worker logs in $work_dir"
     ;;
-  *) die "unknown benchmark \`$which\`: worker, sandbox, peers or all" ;;
+  *) die "unknown benchmark \`$which\`: worker, sandbox, reload, peers or all" ;;
 esac

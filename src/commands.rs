@@ -11,12 +11,12 @@ use procos_kernel::{
     BootReport, BootSettings, DeployReport, EngineEvent, EngineSupervisor, Kernel, KernelConfig,
     KernelError, KernelEvent, RootState, UnservedSettings, deploy_files, unserved_topic_message,
 };
-use procos_worker::{ObservabilityServer, Telemetry, Worker, WorkerConfig};
+use procos_worker::{ObservabilityServer, Telemetry, TopicTable, Worker, WorkerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, EngineSection, ProcosConfig};
-use crate::{Cli, Command, EngineArgs, shutdown};
+use crate::{Cli, Command, EngineArgs, reload, shutdown};
 
 /// Exit code of `procos deploy` when some file was not deployed, and of `procos start` when the
 /// engine refused the start.
@@ -117,6 +117,8 @@ async fn kernel(
         })
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("invalid worker configuration in {}", config_path.display()))?;
+    // The workers take a changed topic table while they run.
+    let table = TopicTable::new(&config.worker, config.topics.clone(), telemetry.clone());
     let mut observability = if workers > 0 {
         serve_observability(&config.worker, config_path, telemetry, &shutdown).await?
     } else {
@@ -182,9 +184,15 @@ async fn kernel(
 
     let mut fleet = JoinSet::new();
     for worker in fleet_members {
-        fleet.spawn(worker.run(shutdown.child_token()));
+        fleet.spawn(worker.run_with_table(shutdown.child_token(), table.updates()));
     }
+    let mut reloads = JoinSet::new();
     if workers > 0 {
+        reloads.spawn(reload::watch(
+            config_path.to_path_buf(),
+            table,
+            shutdown.clone(),
+        ));
         say(&format!(
             "{workers} worker(s) serving topics: {}",
             config.topics.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -211,6 +219,7 @@ async fn kernel(
     };
 
     while fleet.join_next().await.is_some() {}
+    reloads.shutdown().await;
     kernel_loop.shutdown().await;
     observability.shutdown().await;
     if let Some(engine) = supervisor {
@@ -241,11 +250,20 @@ async fn worker(
             config_path.display()
         )
     })?;
+    let table = TopicTable::new(&config.worker, config.topics.clone(), telemetry.clone());
+    let updates = table.updates();
     let mut observability =
         serve_observability(&config.worker, config_path, telemetry, &shutdown).await?;
-    worker.run(shutdown.clone()).await;
+    let mut reloads = JoinSet::new();
+    reloads.spawn(reload::watch(
+        config_path.to_path_buf(),
+        table,
+        shutdown.clone(),
+    ));
+    worker.run_with_table(shutdown.clone(), updates).await;
     // The endpoint outlives the drain so that /readyz said "shutting down" meanwhile.
     shutdown.cancel();
+    reloads.shutdown().await;
     observability.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@
 
 mod commands;
 mod config;
+mod reload;
 mod shutdown;
 
 use std::path::PathBuf;

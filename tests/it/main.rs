@@ -15,6 +15,7 @@ mod layout;
 mod llm;
 mod orchestration;
 mod outputs;
+mod reload;
 mod sandbox;
 mod sandbox_proxy;
 mod scilab;

@@ -297,6 +297,15 @@ impl Worker {
                 return;
             }
         };
+        let unchanged = routes.len() == self.routes.len()
+            && routes.iter().all(|(topic, route)| {
+                self.routes
+                    .get(topic)
+                    .is_some_and(|old| Arc::ptr_eq(old, route))
+            });
+        if unchanged {
+            return;
+        }
         let old = std::mem::replace(&mut self.routes, routes);
         self.subscriptions = self
             .routes
