@@ -918,3 +918,71 @@ async fn a_secret_is_not_sent_to_a_destination_it_does_not_list() {
         "dropped at the redirect"
     );
 }
+
+/// `bpmn/examples/http-process-lookup.bpmn`, deployed from its file, asks the test engine's own
+/// REST API: a known key ends in `found` with the definition in `definition`, an unknown one
+/// is the BPMN error NOT_FOUND its boundary event catches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_looks_up_a_process_definition_through_the_engines_rest_api() {
+    let client = support::engine();
+    let example = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("bpmn/examples/http-process-lookup.bpmn");
+    let report = procos_kernel::deploy_files(&client, &[example]).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let key = "example-process-lookup";
+    let rest = support::engine_url().trim_end_matches('/').to_owned();
+    // The engine's host:port, which the topic names (it is a loopback address).
+    let address = rest
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .unwrap();
+    let mut topic = http_topic(&format!("allow = [\"{address}\"]"));
+    // The shared engine runs the other examples too: only this one's tasks.
+    topic.process_definition_keys = Some(vec![key.to_owned()]);
+    let (stop, worker) = support::start_quick_worker(&client, "http", topic);
+    let start = |wanted: &str| {
+        support::start(
+            &client,
+            key,
+            Variables::from([
+                ("engineRest".to_owned(), Variable::String(rest.clone())),
+                ("processKey".to_owned(), Variable::String(wanted.to_owned())),
+            ]),
+        )
+    };
+    let known = start(key).await;
+    let unknown = start("no-such-process-key").await;
+    let vars = support::settle(&client, &known, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|incident| panic!("the lookup ran into an incident: {incident}"));
+    support::settle(&client, &unknown, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|incident| panic!("the lookup ran into an incident: {incident}"));
+    stop.cancel();
+    worker.await.unwrap();
+
+    assert_eq!(vars["status"].to_json(), json!(200));
+    assert_eq!(vars["definition"].to_json()["key"], json!(key));
+    assert_eq!(
+        vars["headers"].to_json()["content-type"],
+        json!("application/json")
+    );
+    let path = |instance: String| {
+        let client = client.clone();
+        async move {
+            client
+                .historic_activity_instances(&instance)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.activity_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(path(known).await.contains(&"found".to_owned()));
+    let passed = path(unknown).await;
+    assert!(
+        passed.contains(&"not-found".to_owned()) && passed.contains(&"unknown".to_owned()),
+        "{passed:?}"
+    );
+}
