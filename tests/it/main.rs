@@ -20,6 +20,7 @@ mod sandbox;
 mod sandbox_proxy;
 mod scilab;
 mod support;
+mod unavailable;
 mod unserved;
 mod up;
 mod worker;

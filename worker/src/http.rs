@@ -66,10 +66,12 @@ async fn healthz() -> &'static str {
 /// A refused topic table does not make the process unready (the previous table serves), but
 /// the body names it either way.
 async fn readyz(State(telemetry): State<Telemetry>) -> Response {
-    let note = telemetry
+    let note: String = telemetry
         .refused_table()
+        .into_iter()
+        .chain(telemetry.unavailable_topics())
         .map(|why| format!("note: {why}\n"))
-        .unwrap_or_default();
+        .collect();
     match telemetry.readiness() {
         Ok(()) => (StatusCode::OK, format!("ready\n{note}")).into_response(),
         Err(why) => (

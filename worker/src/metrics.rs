@@ -9,7 +9,7 @@
 //! scrape sees the whole process. Metric names start with `procos_worker_`; counters end in
 //! `_total` as Prometheus expects.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -211,6 +211,18 @@ impl Telemetry {
         *self.refusal() = Some(problem.to_owned());
     }
 
+    /// A topic's adapter cannot serve now (`why`: the reason and the fix): the worker does not
+    /// fetch it, and `/readyz` names it. The process stays ready for its other topics.
+    pub(crate) fn topic_unavailable(&self, topic: &str, why: &str) {
+        self.unavailable_topics_mut()
+            .insert(topic.to_owned(), why.to_owned());
+    }
+
+    /// A topic's adapter serves again (or the topic left the table).
+    pub(crate) fn topic_available(&self, topic: &str) {
+        self.unavailable_topics_mut().remove(topic);
+    }
+
     /// A worker is shutting down and fetches nothing new; it stays not ready until it stops.
     pub(crate) fn worker_draining(&self, worker_id: &str) {
         self.workers()
@@ -269,6 +281,23 @@ impl Telemetry {
         &self.inner.metrics
     }
 
+    /// The topics this process does not fetch because their adapter cannot serve now, one line
+    /// each with the reason and the fix.
+    pub fn unavailable_topics(&self) -> Vec<String> {
+        self.unavailable_topics_mut()
+            .iter()
+            .map(|(topic, why)| format!("topic `{topic}` is unavailable and not fetched: {why}"))
+            .collect()
+    }
+
+    fn unavailable_topics_mut(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        // A plain map; a panic elsewhere cannot leave it half-written.
+        self.inner
+            .unavailable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn refusal(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         // A plain value; a panic elsewhere cannot leave it half-written.
         self.inner
@@ -305,6 +334,8 @@ struct Inner {
     workers: Mutex<HashMap<String, WorkerState>>,
     /// Why the last new topic table was refused, if it was.
     refusal: Mutex<Option<String>>,
+    /// Topics whose adapter cannot serve now, with why and the fix.
+    unavailable: Mutex<BTreeMap<String, String>>,
 }
 
 impl Default for Inner {
@@ -316,6 +347,7 @@ impl Default for Inner {
             metrics,
             workers: Mutex::default(),
             refusal: Mutex::default(),
+            unavailable: Mutex::default(),
         }
     }
 }

@@ -35,6 +35,11 @@ const SITTING_OUT_POLL_MS: u64 = 1_000;
 /// the worker stops waiting for it after this.
 const WITHDRAWN_POLL_WAIT: Duration = Duration::from_secs(2);
 
+/// How often the worker asks its adapters whether they can serve (a Docker engine that went
+/// away, or came back): often enough that a topic is fetched again within about a long poll
+/// once its adapter serves, rarely enough to cost nothing.
+const AVAILABILITY_CHECK: Duration = Duration::from_secs(30);
+
 /// A worker, configured and ready to run.
 #[derive(Debug)]
 pub struct Worker {
@@ -45,6 +50,11 @@ pub struct Worker {
     /// topic removed or changed by a new table keeps its adapter until its last task ended.
     routes: HashMap<String, Arc<Route>>,
     subscriptions: HashMap<String, TopicSubscription>,
+    /// Topics whose adapter cannot serve now (why, and the fix): not fetched, so in a fleet a
+    /// replica that can serve them gets their tasks.
+    unavailable: HashMap<String, String>,
+    /// When the adapters are next asked whether they can serve; `None`: before the next fetch.
+    next_check: Option<Instant>,
 }
 
 impl Worker {
@@ -80,6 +90,8 @@ impl Worker {
             context,
             routes,
             subscriptions,
+            unavailable: HashMap::new(),
+            next_check: None,
         })
     }
 
@@ -130,6 +142,7 @@ impl Worker {
             if let Some(topics) = updates.take() {
                 self.take_table(&topics, &mut running);
             }
+            self.check_availability().await;
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -145,23 +158,31 @@ impl Worker {
             }
             // Topics at their own limit sit this fetch out. The fetch's tasks run with the routes
             // they were locked under (lock duration), whatever table arrives meanwhile.
+            // Topics whose adapter cannot serve now are not fetched at all.
+            let serving = self
+                .routes
+                .values()
+                .filter(|r| !self.unavailable.contains_key(&r.topic))
+                .count();
             let open: Vec<Arc<Route>> = self
                 .routes
                 .values()
-                .filter(|r| r.room() != Some(0))
+                .filter(|r| r.room() != Some(0) && !self.unavailable.contains_key(&r.topic))
                 .cloned()
                 .collect();
             if open.is_empty() {
                 drop(permits);
+                // Nothing to fetch: wait for a task to end, a new table, or the next look at
+                // the adapters (when no topic can be served now).
+                let next_check = self
+                    .next_check
+                    .unwrap_or_else(|| Instant::now() + AVAILABILITY_CHECK);
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => break,
                     () = updates.arrived() => {}
-                    ended = running.join_next() => match ended {
-                        Some(result) => log_abnormal_end(result),
-                        // Cannot happen (a full topic has running tasks); do not spin if it does.
-                        None => tokio::time::sleep(Duration::from_millis(100)).await,
-                    },
+                    () = tokio::time::sleep_until(next_check), if running.is_empty() => {}
+                    Some(result) = running.join_next() => log_abnormal_end(result),
                 }
                 continue;
             }
@@ -169,7 +190,7 @@ impl Worker {
             permits.truncate(room.max(1));
             // A topic left out because it is at its limit must not wait a whole long poll for
             // its next task once a slot frees: poll briefly while any topic sits out.
-            let poll = if open.len() < self.routes.len() {
+            let poll = if open.len() < serving {
                 poll_ms.min(SITTING_OUT_POLL_MS)
             } else {
                 poll_ms
@@ -318,6 +339,51 @@ impl Worker {
             "serving the new topic table"
         );
         release(old.into_values().collect(), running);
+        // New adapters are asked at once; topics that left the table are no longer reported.
+        self.next_check = None;
+        let gone: Vec<String> = self
+            .unavailable
+            .keys()
+            .filter(|topic| !self.routes.contains_key(*topic))
+            .cloned()
+            .collect();
+        for topic in gone {
+            self.unavailable.remove(&topic);
+            self.shared.telemetry.topic_available(&topic);
+        }
+    }
+
+    /// Asks every topic's adapter whether it can serve, when a look is due; a topic that
+    /// cannot is left out of the fetches (and `/readyz` and the log say why, once per change).
+    async fn check_availability(&mut self) {
+        if self.next_check.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        self.next_check = Some(Instant::now() + AVAILABILITY_CHECK);
+        let routes: Vec<Arc<Route>> = self.routes.values().cloned().collect();
+        let answers =
+            futures_util::future::join_all(routes.iter().map(|route| route.adapter.available()))
+                .await;
+        let telemetry = &self.shared.telemetry;
+        for (route, answer) in routes.iter().zip(answers) {
+            let topic = &route.topic;
+            match answer {
+                Ok(()) => {
+                    if self.unavailable.remove(topic).is_some() {
+                        telemetry.topic_available(topic);
+                        info!(topic = %topic, "the topic's adapter serves again; fetching it");
+                    }
+                }
+                Err(why) => {
+                    let why = why.to_string();
+                    if self.unavailable.get(topic) != Some(&why) {
+                        warn!(topic = %topic, adapter = %route.config.adapter, "the topic is unavailable and not fetched: {why}");
+                        telemetry.topic_unavailable(topic, &why);
+                        self.unavailable.insert(topic.clone(), why);
+                    }
+                }
+            }
+        }
     }
 
     /// The running route of `topic` when its configuration is unchanged, else a new one.

@@ -28,17 +28,33 @@ pub(crate) struct Sandbox {
     pub(super) docker: Docker,
     /// When this sandbox last looked for containers that dead workers left behind.
     pub(super) last_sweep: Arc<Mutex<Option<Instant>>>,
+    /// Why the Docker engine could not be used when the sandbox was made (no socket at
+    /// `DOCKER_HOST`): the adapter still builds, so the worker starts, and reports its topic
+    /// unavailable instead of fetching it.
+    unusable: Option<String>,
 }
 
 impl Sandbox {
     /// Connects (lazily) to the local Docker engine, or the one `DOCKER_HOST` names.
     pub(crate) fn connect(guards: &Guards) -> Result<Self, String> {
         guards.check()?;
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| format!("cannot use the Docker engine: {e}"))?;
+        let (docker, unusable) = match Docker::connect_with_defaults() {
+            Ok(docker) => (docker, None),
+            // A client that reaches nothing stands in; `available` reports why, so the topic
+            // is never fetched with it.
+            Err(e) => match Docker::connect_with_http(
+                "http://127.0.0.1:9",
+                4,
+                bollard::API_DEFAULT_VERSION,
+            ) {
+                Ok(nowhere) => (nowhere, Some(e.to_string())),
+                Err(_) => return Err(format!("cannot use the Docker engine: {e}")),
+            },
+        };
         Ok(Self {
             docker,
             last_sweep: Arc::default(),
+            unusable,
         })
     }
 
@@ -348,6 +364,12 @@ impl Sandbox {
             fix: "start Docker (scripts/docker-engine.sh installs and starts one), or point DOCKER_HOST at a running engine".to_owned(),
         }
         };
+        if let Some(why) = &self.unusable {
+            return Err(crate::Unavailable {
+                reason: format!("the Docker engine at {host} cannot be used: {why}"),
+                fix: "start Docker (scripts/docker-engine.sh installs and starts one), or point DOCKER_HOST at a running engine, then restart the worker".to_owned(),
+            });
+        }
         match tokio::time::timeout(Duration::from_secs(3), self.docker.ping()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(reason(e.to_string())),
