@@ -181,16 +181,6 @@ impl WorkerProcess {
     /// Starts `procos worker` against `engine_url` with `worker_id` and the TOML `config` (the
     /// `[worker]` table gets `worker_id`; `listen` defaults to `off` unless `config` sets it).
     pub fn spawn(engine_url: &str, worker_id: &str, config: &str) -> Self {
-        Self::spawn_with(engine_url, worker_id, config, &[])
-    }
-
-    /// [`spawn`](Self::spawn), with environment variables of its own (e.g. `DOCKER_HOST`).
-    pub fn spawn_with(
-        engine_url: &str,
-        worker_id: &str,
-        config: &str,
-        env: &[(&str, &str)],
-    ) -> Self {
         use tokio::io::{AsyncBufReadExt, BufReader};
 
         let dir = tempfile::tempdir().unwrap();
@@ -207,7 +197,6 @@ impl WorkerProcess {
             .env("PROCOS_ENGINE_URL", engine_url)
             .env("PROCOS_WORKER__WORKER_ID", worker_id)
             .env("PROCOS_LOG", "info")
-            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)

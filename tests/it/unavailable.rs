@@ -19,7 +19,7 @@ async fn a_topic_whose_docker_engine_does_not_answer_is_not_fetched_and_readyz_s
         "[worker]\nlisten = \"127.0.0.1:{port}\"\nlong_poll = \"1s\"\ngrace_period = \"5s\"\n\
          [topics.{python_topic}]\nadapter = \"python\"\n[topics.{echo_topic}]\nadapter = \"echo\"\n"
     );
-    let worker = WorkerProcess::spawn_with(
+    let worker = WorkerProcess::spawn_with_env(
         &support::engine_url(),
         &support::unique("unavailable"),
         &config,
