@@ -513,19 +513,7 @@ async fn a_404_mapped_to_a_bpmn_error_is_caught_by_the_boundary_event() {
     stop.cancel();
     worker.await.unwrap();
 
-    let passed: Vec<String> = client
-        .historic_activity_instances(&instance)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.activity_id)
-        .collect();
-    assert!(
-        passed.contains(&"on-error".to_owned()) && passed.contains(&"caught".to_owned()),
-        "the boundary event caught the error: {passed:?}"
-    );
-    assert!(!passed.contains(&"done".to_owned()), "{passed:?}");
-    assert!(client.incidents(Some(&instance)).await.unwrap().is_empty());
+    support::assert_caught_by(&client, &instance, "on-error", "caught", "done").await;
     assert_eq!(server.received()[0].target, "/customers/77");
     let vars = client.historic_variables(&instance).await.unwrap();
     assert_eq!(vars["status"].to_json(), json!(404));
