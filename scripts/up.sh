@@ -4,8 +4,8 @@
 # Extra arguments go to `procos up` (e.g. --workers 4, --port 8081).
 #
 #   scripts/up.sh --llm   also serves the bundled small model (SmolLM2-135M) for the fleet's
-#                         `llm` topic: OpenAI-compatible on 127.0.0.1:8000 and the Ollama API
-#                         on 127.0.0.1:11434; both stop with ProcOS.
+#                         `llm` topic: OpenAI-compatible on 127.0.0.1:8000 (llama-cpp-python)
+#                         and by a real Ollama on 127.0.0.1:11434; both stop with ProcOS.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 llm=false
@@ -24,11 +24,9 @@ fi
 servers=()
 stop_servers() { for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null; done; }
 trap stop_servers EXIT
-say "serving the bundled model: 127.0.0.1:8000 (OpenAI-compatible), 127.0.0.1:11434 (Ollama API)"
+say "serving the bundled model: 127.0.0.1:8000 (OpenAI-compatible), 127.0.0.1:11434 (Ollama)"
 servers+=("$(bash "$ROOT/scripts/llm-server.sh" start 8000 | tail -1)")
-python3 "$ROOT/scripts/ollama_api.py" --port 11434 --upstream http://127.0.0.1:8000/v1 \
-  >"$PROCOS_CACHE/logs/ollama-api.log" 2>&1 &
-servers+=("$!")
+servers+=("$(bash "$ROOT/scripts/ollama.sh" start 11434 | tail -1)")
 # Not exec: the model servers must stop when ProcOS does. Ctrl-C reaches procos (it is in the
 # foreground process group) and it stops in order; then the trap stops the servers.
 "$CARGO_TARGET_DIR/release/procos" up "${args[@]}"

@@ -1,5 +1,5 @@
 //! The `llm` adapter against a real model (SmolLM2-135M) served through llama-cpp-python's
-//! OpenAI-compatible server and through ProcOS's Ollama-API test server (see `support::llm_url`). The
+//! OpenAI-compatible server and by a real Ollama (see `support::llm_url`, `support::ollama_url`). The
 //! model is small and often wrong: these tests assert structure, never wording.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

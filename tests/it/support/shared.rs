@@ -48,13 +48,13 @@ pub fn llm_url() -> &'static str {
     url.as_deref().unwrap_or_else(|why| panic!("{why}"))
 }
 
-/// The same model behind the Ollama API: `PROCOS_TEST_OLLAMA_URL`, or `scripts/ollama_api.py`
-/// in front of [`llm_url`].
+/// The same model served by a real Ollama: `PROCOS_TEST_OLLAMA_URL`, or Ollama as
+/// `scripts/ollama.sh` built it, with the model it registered.
 pub fn ollama_url() -> &'static str {
     static URL: OnceLock<Result<String, String>> = OnceLock::new();
     let url = URL.get_or_init(|| match std::env::var("PROCOS_TEST_OLLAMA_URL") {
         Ok(url) => Ok(url),
-        Err(_) => start_ollama_api(llm_url()),
+        Err(_) => start_ollama(),
     });
     url.as_deref().unwrap_or_else(|why| panic!("{why}"))
 }
@@ -170,21 +170,29 @@ fn start_llm_server() -> Result<String, String> {
     Ok(url)
 }
 
-fn start_ollama_api(upstream: &str) -> Result<String, String> {
+fn start_ollama() -> Result<String, String> {
     let cache = procos_cache();
+    let ollama = cache.join("ollama/ollama");
+    let models = cache.join("ollama/models");
+    if !ollama.is_file() || !models.join("manifests").is_dir() {
+        return Err(format!(
+            "the LLM tests' Ollama provider needs a real Ollama, and none is installed in {}: run \
+             `scripts/ollama.sh install` once (scripts/test.sh does), or point \
+             PROCOS_TEST_OLLAMA_URL at an Ollama server that serves SmolLM2 as `smollm2`",
+            cache.join("ollama").display()
+        ));
+    }
     let port = super::free_port();
-    let log = log_file(&cache, "ollama-api.log")?;
-    let mut command = Command::new("python3");
-    command
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ollama_api.py"))
-        .args(["--port", &port.to_string(), "--upstream", upstream]);
+    let log = log_file(&cache, "ollama.log")?;
     let url = format!("http://127.0.0.1:{port}");
-    start_server(
-        "the Ollama-API test server",
-        command,
-        log,
-        format!("{url}/api/tags"),
-    )?;
+    let mut command = Command::new(ollama);
+    command
+        .arg("serve")
+        .env("OLLAMA_HOST", format!("127.0.0.1:{port}"))
+        .env("OLLAMA_MODELS", models)
+        // Loading the model is most of a short answer: keep it loaded for the whole run.
+        .env("OLLAMA_KEEP_ALIVE", "-1");
+    start_server("Ollama", command, log, format!("{url}/api/tags"))?;
     Ok(url)
 }
 
