@@ -1,6 +1,7 @@
 //! The subcommands: each builds its runtime part from the configuration and runs it until a
 //! signal or its own end.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,7 +12,10 @@ use procos_kernel::{
     BootReport, BootSettings, DeployReport, EngineEvent, EngineSupervisor, Kernel, KernelConfig,
     KernelError, KernelEvent, RootState, UnservedSettings, deploy_files, unserved_topic_message,
 };
-use procos_worker::{ObservabilityServer, Telemetry, TopicTable, Worker, WorkerConfig};
+use procos_worker::{
+    ObservabilityServer, Telemetry, TopicReport, TopicTable, Worker, WorkerConfig,
+};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -56,7 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             variables,
             business_key,
         } => start(&config, &key, &variables, business_key).await,
-        Command::Status => status(&config).await,
+        Command::Status { workers } => status(&config, &workers).await,
     };
     background.shutdown().await;
     result
@@ -161,19 +165,23 @@ async fn kernel(
         started.elapsed().as_secs_f64()
     ));
 
+    let served_topics: BTreeSet<String> = config.topics.keys().cloned().collect();
+    // The unserved-topic check follows the topic table as it is reloaded.
+    let (served_updates, served_receiver) = watch::channel(served_topics.clone());
     let mut kernel = Kernel::new(
         client.clone(),
         KernelConfig {
             init_dir: init_dir.to_path_buf(),
             root_process: Some(config.kernel.root_process.clone()).filter(|k| !k.is_empty()),
-            served_topics: config.topics.keys().cloned().collect(),
+            served_topics,
             watch_interval: config.kernel.watch_interval,
             unserved: UnservedSettings::new(
                 config.worker.long_poll,
                 config.kernel.fail_unserved_after,
             ),
         },
-    );
+    )
+    .follow_served_topics(served_receiver);
     print_boot(&kernel.boot().await, init_dir);
     let mut kernel_loop = JoinSet::new();
     let watched = init_dir.to_path_buf();
@@ -187,12 +195,15 @@ async fn kernel(
         fleet.spawn(worker.run_with_table(shutdown.child_token(), table.updates()));
     }
     let mut reloads = JoinSet::new();
+    reloads.spawn(reload::watch(
+        config_path.to_path_buf(),
+        reload::Takers {
+            workers: (workers > 0).then_some(table),
+            kernel: Some(served_updates),
+        },
+        shutdown.clone(),
+    ));
     if workers > 0 {
-        reloads.spawn(reload::watch(
-            config_path.to_path_buf(),
-            table,
-            shutdown.clone(),
-        ));
         say(&format!(
             "{workers} worker(s) serving topics: {}",
             config.topics.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -257,7 +268,10 @@ async fn worker(
     let mut reloads = JoinSet::new();
     reloads.spawn(reload::watch(
         config_path.to_path_buf(),
-        table,
+        reload::Takers {
+            workers: Some(table),
+            kernel: None,
+        },
         shutdown.clone(),
     ));
     worker.run_with_table(shutdown.clone(), updates).await;
@@ -366,8 +380,8 @@ fn parse_variable(pair: &str) -> anyhow::Result<(String, Variable)> {
 }
 
 /// `procos status`: what is deployed, what runs, what waits for a worker that does not come,
-/// what is stuck.
-async fn status(config: &ProcosConfig) -> anyhow::Result<ExitCode> {
+/// which topics a worker cannot serve, what is stuck.
+async fn status(config: &ProcosConfig, workers: &[String]) -> anyhow::Result<ExitCode> {
     let client = config.engine.connection().client()?;
     let definitions = client
         .latest_process_definitions()
@@ -397,6 +411,7 @@ async fn status(config: &ProcosConfig) -> anyhow::Result<ExitCode> {
             println!("  {}", unserved_topic_message(topic));
         }
     }
+    print_worker_reports(&worker_reports(config, workers).await);
     if incidents.is_empty() {
         println!("\nno open incidents");
         return Ok(ExitCode::SUCCESS);
@@ -415,6 +430,89 @@ async fn status(config: &ProcosConfig) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(EXIT_INCIDENTS))
+}
+
+/// How long `procos status` waits for a worker's endpoint.
+const WORKER_REPORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Each worker endpoint's [`TopicReport`] (or why it could not be read): the ones named, else
+/// the configuration's own `[worker] listen` (quietly skipped when nothing listens there: then
+/// no local fleet runs).
+async fn worker_reports(
+    config: &ProcosConfig,
+    named: &[String],
+) -> Vec<(String, Result<TopicReport, String>)> {
+    let mut urls: Vec<(String, bool)> = named
+        .iter()
+        .map(|url| (url.trim_end_matches('/').to_owned(), true))
+        .collect();
+    if urls.is_empty()
+        && let Ok(Some(mut addr)) = config.worker.listen_addr()
+    {
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        urls.push((format!("http://{addr}"), false));
+    }
+    let http = match reqwest::Client::builder()
+        .timeout(WORKER_REPORT_TIMEOUT)
+        .build()
+    {
+        Ok(http) => http,
+        Err(e) => {
+            return urls
+                .into_iter()
+                .map(|(url, _)| (url, Err(e.to_string())))
+                .collect();
+        }
+    };
+    let mut reports = Vec::new();
+    for (url, named) in urls {
+        let answer = async {
+            http.get(format!("{url}/topics"))
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<TopicReport>()
+                .await
+        }
+        .await;
+        match answer {
+            Ok(report) => reports.push((url, Ok(report))),
+            Err(e) if named => reports.push((url, Err(e.to_string()))),
+            Err(_) => {}
+        }
+    }
+    reports
+}
+
+fn print_worker_reports(reports: &[(String, Result<TopicReport, String>)]) {
+    for (url, report) in reports {
+        match report {
+            Ok(report) => {
+                if !report.unavailable.is_empty() {
+                    println!(
+                        "
+{} topic(s) the worker(s) at {url} cannot serve now, and do not fetch:",
+                        report.unavailable.len()
+                    );
+                    for topic in &report.unavailable {
+                        println!("  topic `{}` is unavailable: {}", topic.topic, topic.why);
+                    }
+                }
+                if let Some(why) = &report.refused_table {
+                    println!(
+                        "
+the worker(s) at {url} refused the edited topic table and serve the previous one: {why}"
+                    );
+                }
+            }
+            Err(why) => println!(
+                "
+cannot ask the worker(s) at {url}: {why}"
+            ),
+        }
+    }
 }
 
 fn print_report(report: &DeployReport) {

@@ -120,9 +120,15 @@ enum Command {
         #[arg(long)]
         business_key: Option<String>,
     },
-    /// Deployed processes with their versions, running instances and open incidents. Exit 0
-    /// when no incident is open, 3 when some are.
-    Status,
+    /// Deployed processes with their versions, running instances, topics no worker serves (and
+    /// why a worker cannot), and open incidents. Exit 0 when no incident is open, 3 when some are.
+    Status {
+        /// A worker's observability endpoint (http://HOST:PORT) to ask which topics it cannot
+        /// serve, and why. Repeatable. Default: this configuration's `[worker] listen`, where
+        /// `procos up` serves its workers' endpoint.
+        #[arg(long = "worker", value_name = "URL")]
+        workers: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use camunda_client::{EngineClient, StartProcessInstance};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::init_dir::{self, DeployReport};
@@ -97,6 +98,8 @@ pub struct Kernel {
     handled: HashMap<PathBuf, Fingerprint>,
     /// Topics with waiting tasks and no worker.
     unserved: UnservedWatch,
+    /// The fleet's topic table as it is reloaded, when the caller follows it.
+    served_updates: Option<watch::Receiver<BTreeSet<String>>>,
 }
 
 impl Kernel {
@@ -111,7 +114,16 @@ impl Kernel {
             config,
             handled: HashMap::new(),
             unserved,
+            served_updates: None,
         }
+    }
+
+    /// Follows the fleet's topic table as the operator edits it: each set received replaces
+    /// `served_topics`, for the warnings of later deployments and for the unserved-topic check,
+    /// which looks again at once.
+    pub fn follow_served_topics(mut self, updates: watch::Receiver<BTreeSet<String>>) -> Self {
+        self.served_updates = Some(updates);
+        self
     }
 
     /// Deploys the whole init directory and starts the root orchestrator unless an instance of
@@ -152,6 +164,7 @@ impl Kernel {
                     on_event(KernelEvent::EngineBack(self.boot().await));
                 }
                 (true, true) => {
+                    self.take_served_topics();
                     if let Some(event) = self.redeploy_changed().await {
                         on_event(event);
                     }
@@ -166,6 +179,18 @@ impl Kernel {
                 (false, false) => {}
             }
         }
+    }
+
+    fn take_served_topics(&mut self) {
+        let Some(updates) = &mut self.served_updates else {
+            return;
+        };
+        if !updates.has_changed().unwrap_or(false) {
+            return;
+        }
+        let served = updates.borrow_and_update().clone();
+        self.unserved.set_table(served.clone());
+        self.config.served_topics = served;
     }
 
     async fn redeploy_changed(&mut self) -> Option<KernelEvent> {

@@ -246,6 +246,13 @@ impl UnservedWatch {
         }
     }
 
+    /// Counts `table` as the fleet's topics from now on; the next check is due at once, so that
+    /// a topic the table now names stops being reported, and one it dropped is reported.
+    pub fn set_table(&mut self, table: BTreeSet<String>) {
+        self.table = table;
+        self.last_check = None;
+    }
+
     /// Whether a check is due: never made, or made `check_interval` ago.
     pub fn due(&self) -> bool {
         self.last_check

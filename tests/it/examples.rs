@@ -11,7 +11,7 @@ use std::time::Duration;
 use camunda_client::{EngineClient, Variable, Variables};
 use serde_json::{Value, json};
 
-use crate::support::{self, WorkerProcess};
+use crate::support::{self, ProcosProcess};
 
 fn repository() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -81,7 +81,7 @@ fn worker_config(topics: &[String], process: &str) -> String {
 
 /// Deploys `bpmn/examples/FILE` (defining `process`) as `procos deploy` does, and starts a worker
 /// for the topics it uses.
-async fn deploy_and_serve(file: &str, process: &str) -> (EngineClient, WorkerProcess) {
+async fn deploy_and_serve(file: &str, process: &str) -> (EngineClient, ProcosProcess) {
     let client = support::engine();
     let report = procos_kernel::deploy_files(&client, &[examples_dir().join(file)]).await;
     assert!(report.problems.is_empty(), "{file}: {:?}", report.problems);
@@ -91,7 +91,7 @@ async fn deploy_and_serve(file: &str, process: &str) -> (EngineClient, WorkerPro
     );
     let topics: Vec<String> = report.topics.into_iter().flat_map(|(_, t)| t).collect();
     assert!(!topics.is_empty(), "{file} has external tasks");
-    let worker = WorkerProcess::spawn(
+    let worker = ProcosProcess::spawn(
         &support::engine_url(),
         &support::unique(process),
         &worker_config(&topics, process),
@@ -99,7 +99,7 @@ async fn deploy_and_serve(file: &str, process: &str) -> (EngineClient, WorkerPro
     (client, worker)
 }
 
-async fn stop(worker: WorkerProcess) {
+async fn stop(worker: ProcosProcess) {
     worker.signal(nix::sys::signal::Signal::SIGTERM);
     let (status, log) = worker.wait(Duration::from_secs(30)).await;
     assert!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use camunda_client::EngineClient;
 use nix::sys::signal::Signal;
 
-use crate::support::{self, WorkerProcess, assert_eventually};
+use crate::support::{self, ProcosProcess, assert_eventually};
 
 /// A worker configuration for `topic` served by echo with `settings` (TOML inline-table body).
 fn config(topic: &str, worker: &str, topic_extra: &str, settings: &str) -> String {
@@ -29,14 +29,14 @@ async fn five_hundred_instances_through_three_worker_processes_complete_exactly_
     let client = support::engine();
     let (key, topic) = support::deploy_process(&client, "fleet").await;
     let metrics_port = support::free_port();
-    let workers: Vec<WorkerProcess> = (0..3)
+    let workers: Vec<ProcosProcess> = (0..3)
         .map(|i| {
             let listen = if i == 0 {
                 format!("listen = \"127.0.0.1:{metrics_port}\"")
             } else {
                 String::new()
             };
-            WorkerProcess::spawn(
+            ProcosProcess::spawn(
                 &support::engine_url(),
                 &format!("{key}-w{i}"),
                 &config(&topic, &format!("max_tasks = 8\n{listen}"), "", ""),
@@ -113,7 +113,7 @@ async fn a_task_of_a_killed_worker_is_completed_by_another_after_its_lock_expire
     let (key, topic) = support::deploy_process(&client, "kill9").await;
     let url = support::engine_url();
     let doomed_id = format!("{key}-doomed");
-    let doomed = WorkerProcess::spawn(
+    let doomed = ProcosProcess::spawn(
         &url,
         &doomed_id,
         &config(&topic, "", "lock_duration = \"3s\"", "delay = \"60s\""),
@@ -132,7 +132,7 @@ async fn a_task_of_a_killed_worker_is_completed_by_another_after_its_lock_expire
     let _ = doomed.wait(Duration::from_secs(10)).await;
 
     let survivor_id = format!("{key}-survivor");
-    let survivor = WorkerProcess::spawn(
+    let survivor = ProcosProcess::spawn(
         &url,
         &survivor_id,
         &config(&topic, "", "lock_duration = \"3s\"", ""),
@@ -162,7 +162,7 @@ async fn sigterm_lets_running_tasks_finish_and_exits_zero() {
     let (key, topic) = support::deploy_process(&client, "drain").await;
     let url = support::engine_url();
     let draining_id = format!("{key}-draining");
-    let draining = WorkerProcess::spawn(
+    let draining = ProcosProcess::spawn(
         &url,
         &draining_id,
         &config(
@@ -224,7 +224,7 @@ async fn a_task_outliving_the_grace_period_is_unlocked_for_other_workers() {
     let (key, topic) = support::deploy_process(&client, "grace").await;
     let url = support::engine_url();
     let id = format!("{key}-short-grace");
-    let worker = WorkerProcess::spawn(
+    let worker = ProcosProcess::spawn(
         &url,
         &id,
         &config(
@@ -266,7 +266,7 @@ async fn workers_survive_an_engine_outage_and_lose_no_task() {
     let url = client.base_url().to_owned();
     let (key, topic) = support::deploy_process(&client, "outage").await;
     let metrics_port = support::free_port();
-    let mut worker = WorkerProcess::spawn(
+    let mut worker = ProcosProcess::spawn(
         &url,
         &format!("{key}-w"),
         &config(
@@ -336,7 +336,7 @@ async fn workers_survive_an_engine_outage_and_lose_no_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_topic_configuration_is_refused_naming_file_key_and_fix() {
-    let worker = WorkerProcess::spawn(
+    let worker = ProcosProcess::spawn(
         &support::engine_url(),
         "refused",
         "[topics.invoices]\nadapter = \"echo\"\nlock_duration = \"10ms\"\n",
@@ -357,7 +357,7 @@ async fn an_invalid_topic_configuration_is_refused_naming_file_key_and_fix() {
         "says the fix: {log}"
     );
 
-    let worker = WorkerProcess::spawn(
+    let worker = ProcosProcess::spawn(
         &support::engine_url(),
         "refused-2",
         "[topics.invoices]\nadapter = \"echo\"\nlock_duraton = \"10s\"\n",

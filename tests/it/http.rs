@@ -15,7 +15,7 @@ use camunda_client::{EngineClient, ExternalTaskLogQuery, Variable, Variables};
 use procos_worker::TopicConfig;
 use serde_json::{Value, json};
 
-use crate::support::{self, WorkerProcess, assert_eventually};
+use crate::support::{self, ProcosProcess, assert_eventually};
 
 // ---------------------------------------------------------------------------------------------
 // A small HTTP/1.1 server on loopback: one thread per connection, `connection: close`.
@@ -725,7 +725,7 @@ destinations = ["127.0.0.1:{port}"]
 "#,
         port = server.port
     );
-    let worker = WorkerProcess::spawn_with_env(
+    let worker = ProcosProcess::spawn_with_env(
         &support::engine_url(),
         &support::unique("http-secret-worker"),
         &config,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use camunda_client::EngineClient;
 use procos_worker::{Telemetry, TopicConfig, TopicTable, Worker};
 
-use crate::support::{self, WorkerProcess, assert_eventually};
+use crate::support::{self, ProcosProcess, assert_eventually};
 
 fn echo(delay: &str) -> TopicConfig {
     let mut config = TopicConfig::new("echo");
@@ -247,7 +247,7 @@ async fn procos_worker_reloads_its_file_when_edited_and_on_sighup() {
     let (key_x, topic_x) = support::deploy_process(&client, "reload-x").await;
     let (key_y, topic_y) = support::deploy_process(&client, "reload-y").await;
     let port = support::free_port();
-    let worker = WorkerProcess::spawn(
+    let worker = ProcosProcess::spawn(
         &support::engine_url(),
         &support::unique("reloading"),
         &worker_file(port, &[(&topic_x, "")]),

@@ -169,19 +169,45 @@ pub fn topics(entries: &[(&str, TopicConfig)]) -> BTreeMap<String, TopicConfig> 
         .collect()
 }
 
-/// A `procos worker` process with its own configuration file; killed when dropped.
-pub struct WorkerProcess {
+/// A `procos` process (a worker, or a kernel) with its own configuration file; killed when
+/// dropped. Everything it writes (stdout and stderr) is echoed to the test's output, tagged with
+/// its name, and kept for [`ProcosProcess::log`] and [`ProcosProcess::wait`].
+pub struct ProcosProcess {
     pub child: tokio::process::Child,
     pub worker_id: String,
     pub dir: tempfile::TempDir,
-    stderr: tokio::task::JoinHandle<String>,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: tokio::task::JoinSet<()>,
 }
 
-impl WorkerProcess {
+impl ProcosProcess {
     /// Starts `procos worker` against `engine_url` with `worker_id` and the TOML `config` (the
     /// `[worker]` table gets `worker_id`; `listen` defaults to `off` unless `config` sets it).
     pub fn spawn(engine_url: &str, worker_id: &str, config: &str) -> Self {
-        use tokio::io::{AsyncBufReadExt, BufReader};
+        Self::spawn_with_env(engine_url, worker_id, config, &[])
+    }
+
+    /// [`ProcosProcess::spawn`] with environment variables of the test's own, which win over
+    /// spawn's (`PROCOS_LOG=debug`, a secret's variable).
+    pub fn spawn_with_env(
+        engine_url: &str,
+        worker_id: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn_command(&["worker"], engine_url, worker_id, config, env)
+    }
+
+    /// `procos ARGS… --config FILE` with the TOML `config` in FILE, against `engine_url`; `name`
+    /// is its worker id and tags its output.
+    pub fn spawn_command(
+        args: &[&str],
+        engine_url: &str,
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("procos.toml");
@@ -190,35 +216,51 @@ impl WorkerProcess {
         if !config.contains("listen") {
             command.env("PROCOS_WORKER__LISTEN", "off");
         }
-        let mut child = command
-            .arg("worker")
+        command
+            .args(args)
             .arg("--config")
             .arg(&path)
             .env("PROCOS_ENGINE_URL", engine_url)
-            .env("PROCOS_WORKER__WORKER_ID", worker_id)
+            .env("PROCOS_WORKER__WORKER_ID", name)
             .env("PROCOS_LOG", "info")
-            .stdout(std::process::Stdio::null())
+            .env_remove("PROCOS_CONFIG");
+        for (variable, value) in env {
+            command.env(variable, value);
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let tag = worker_id.to_owned();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let stderr = tokio::spawn(async move {
-            let mut all = String::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("[{tag}] {line}");
-                all.push_str(&line);
-                all.push('\n');
-            }
-            all
-        });
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut readers = tokio::task::JoinSet::new();
+        let mut collect = |stream: Box<dyn AsyncRead + Unpin + Send>| {
+            let (tag, log) = (name.to_owned(), log.clone());
+            readers.spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("[{tag}] {line}");
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        };
+        collect(Box::new(child.stdout.take().unwrap()));
+        collect(Box::new(child.stderr.take().unwrap()));
         Self {
             child,
-            worker_id: worker_id.to_owned(),
+            worker_id: name.to_owned(),
             dir,
-            stderr,
+            log,
+            readers,
         }
+    }
+
+    /// Everything the process wrote so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {
@@ -229,13 +271,14 @@ impl WorkerProcess {
         nix::sys::signal::kill(self.pid(), signal).unwrap();
     }
 
-    /// Waits for the process to end within `limit`; its exit status and everything it logged.
+    /// Waits for the process to end within `limit`; its exit status and everything it wrote.
     pub async fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
         let status = tokio::time::timeout(limit, self.child.wait())
             .await
-            .unwrap_or_else(|_| panic!("worker {} did not exit within {limit:?}", self.worker_id))
+            .unwrap_or_else(|_| panic!("process {} did not exit within {limit:?}", self.worker_id))
             .unwrap();
-        (status, self.stderr.await.unwrap())
+        while self.readers.join_next().await.is_some() {}
+        (status, self.log())
     }
 }
 
@@ -529,70 +572,4 @@ pub async fn settle(
         None
     })
     .await
-}
-
-impl WorkerProcess {
-    /// [`WorkerProcess::spawn`] with environment variables of the test's own, which win over
-    /// spawn's (`PROCOS_LOG=debug`, a secret's variable); stdout joins stderr in the log, so a
-    /// test that reads the log sees everything the process wrote.
-    pub fn spawn_with_env(
-        engine_url: &str,
-        worker_id: &str,
-        config: &str,
-        env: &[(&str, &str)],
-    ) -> Self {
-        use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("procos.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_procos"));
-        if !config.contains("listen") {
-            command.env("PROCOS_WORKER__LISTEN", "off");
-        }
-        command
-            .arg("worker")
-            .arg("--config")
-            .arg(&path)
-            .env("PROCOS_ENGINE_URL", engine_url)
-            .env("PROCOS_WORKER__WORKER_ID", worker_id)
-            .env("PROCOS_LOG", "info");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        fn collect(
-            tag: String,
-            stream: impl AsyncRead + Unpin + Send + 'static,
-        ) -> tokio::task::JoinHandle<String> {
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                let mut all = String::new();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    eprintln!("[{tag}] {line}");
-                    all.push_str(&line);
-                    all.push('\n');
-                }
-                all
-            })
-        }
-        let stdout = collect(worker_id.to_owned(), child.stdout.take().unwrap());
-        let stderr = collect(worker_id.to_owned(), child.stderr.take().unwrap());
-        let both = tokio::spawn(async move {
-            let mut all = stderr.await.unwrap();
-            all.push_str(&stdout.await.unwrap());
-            all
-        });
-        Self {
-            child,
-            worker_id: worker_id.to_owned(),
-            dir,
-            stderr: both,
-        }
-    }
 }

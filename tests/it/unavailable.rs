@@ -1,5 +1,6 @@
 //! A topic whose adapter cannot serve (its Docker engine does not answer) is not fetched, the
-//! worker's other topics are, and `/readyz` and the log say why and how to fix it.
+//! worker's other topics are, and `/readyz`, `procos status` and the log say why and how to fix
+//! it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use camunda_client::Variables;
 
-use crate::support::{self, WorkerProcess};
+use crate::support::{self, ProcosProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_whose_docker_engine_does_not_answer_is_not_fetched_and_readyz_says_why() {
@@ -19,7 +20,7 @@ async fn a_topic_whose_docker_engine_does_not_answer_is_not_fetched_and_readyz_s
         "[worker]\nlisten = \"127.0.0.1:{port}\"\nlong_poll = \"1s\"\ngrace_period = \"5s\"\n\
          [topics.{python_topic}]\nadapter = \"python\"\n[topics.{echo_topic}]\nadapter = \"echo\"\n"
     );
-    let worker = WorkerProcess::spawn_with_env(
+    let worker = ProcosProcess::spawn_with_env(
         &support::engine_url(),
         &support::unique("unavailable"),
         &config,
@@ -51,6 +52,29 @@ async fn a_topic_whose_docker_engine_does_not_answer_is_not_fetched_and_readyz_s
     assert!(
         readyz.contains("nonexistent/docker.sock") && readyz.contains("DOCKER_HOST"),
         "the reason and the fix: {readyz}"
+    );
+
+    // `procos status` with the same configuration asks the worker's endpoint (its `listen`).
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_procos"))
+        .arg("--config")
+        .arg(worker.dir.path().join("procos.toml"))
+        .arg("status")
+        .env("PROCOS_ENGINE_URL", support::engine_url())
+        .env_remove("PROCOS_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(matches!(status.status.code(), Some(0 | 3)), "{status:?}");
+    assert!(
+        text.contains(&format!("topic `{python_topic}` is unavailable:"))
+            && text.contains("nonexistent/docker.sock")
+            && text.contains("DOCKER_HOST"),
+        "procos status names the topic, the reason and the fix:\n{text}"
+    );
+    assert!(
+        !text.contains(&format!("topic `{echo_topic}` is unavailable")),
+        "{text}"
     );
 
     // Its tasks wait, unlocked, for a worker that can serve them.

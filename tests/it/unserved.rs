@@ -15,7 +15,7 @@ use procos_kernel::{
 };
 use procos_worker::TopicConfig;
 
-use crate::support::{self, assert_eventually};
+use crate::support::{self, ProcosProcess, assert_eventually};
 
 async fn unserved(
     client: &camunda_client::EngineClient,
@@ -232,5 +232,56 @@ async fn after_fail_unserved_after_a_waiting_task_ends_in_an_incident_naming_its
         unserved(&client, &table, Duration::from_secs(60), &topic).await,
         None,
         "nothing of the topic waits any more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_added_to_the_table_while_the_kernel_runs_counts_as_served() {
+    let client = support::engine();
+    let (key, topic) = support::deploy_process(&client, "reloaded").await;
+    support::start(&client, &key, Default::default()).await;
+    let init = tempfile::tempdir().unwrap();
+    let config = "[kernel]\nroot_process = \"\"\n[topics.echo]\nadapter = \"echo\"\n";
+    let kernel = ProcosProcess::spawn_command(
+        &["kernel", "--init-dir", init.path().to_str().unwrap()],
+        &support::engine_url(),
+        "kernel-reload",
+        config,
+        &[],
+    );
+    let not_in_table = format!("topic `{topic}`: 1 task(s) waiting");
+    assert_eventually(
+        "the kernel to report the topic as not in the fleet's table",
+        Duration::from_secs(60),
+        || async { kernel.log().contains(&not_in_table).then_some(()) },
+    )
+    .await;
+    assert!(
+        kernel.log().contains("the fleet's topic table has no"),
+        "{}",
+        kernel.log()
+    );
+
+    // The operator adds the topic (a worker for it may come later): the kernel counts it as
+    // served at once, rather than at its next start.
+    let path = kernel.dir.path().join("procos.toml");
+    std::fs::write(
+        &path,
+        format!("{config}[topics.\"{topic}\"]\nadapter = \"echo\"\n"),
+    )
+    .unwrap();
+    let served = format!("topic `{topic}`: no task waits unserved any more");
+    assert_eventually(
+        "the kernel to count the added topic as served",
+        Duration::from_secs(30),
+        || async { kernel.log().contains(&served).then_some(()) },
+    )
+    .await;
+    kernel.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, log) = kernel.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("topic table reloaded: the fleet's topics are now"),
+        "{log}"
     );
 }

@@ -1,6 +1,7 @@
 //! The worker's HTTP endpoint for operators: `/metrics` (Prometheus), `/healthz` (the process
-//! answers) and `/readyz` (every worker reaches the engine and none is draining; the body also
-//! names a refused topic table).
+//! answers), `/readyz` (every worker reaches the engine and none is draining; the body also
+//! names a refused topic table and unavailable topics) and `/topics` (the same notes as JSON,
+//! a [`TopicReport`], which `procos status` reads).
 
 use std::net::SocketAddr;
 
@@ -9,12 +10,32 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Telemetry;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What a worker process says about its topics at `GET /topics`: the contract between the
+/// endpoint and `procos status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicReport {
+    /// Configured topics the process does not fetch because their adapter cannot serve now.
+    pub unavailable: Vec<UnavailableTopic>,
+    /// Why the last edit of the topic table was refused (the previous table serves); `None`
+    /// when the last one was taken.
+    pub refused_table: Option<String>,
+}
+
+/// A topic a worker process does not fetch, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnavailableTopic {
+    pub topic: String,
+    /// The reason and the fix, as the log and `/readyz` give them.
+    pub why: String,
+}
 
 /// A bound, not yet serving, observability endpoint. Binding first lets a busy port stop the
 /// worker before it fetches anything.
@@ -44,6 +65,7 @@ impl ObservabilityServer {
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
+            .route("/topics", get(topics))
             .with_state(self.telemetry);
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -61,6 +83,14 @@ async fn metrics(State(telemetry): State<Telemetry>) -> Response {
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+async fn topics(State(telemetry): State<Telemetry>) -> Response {
+    let report = telemetry.topic_report();
+    match serde_json::to_string(&report) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// A refused topic table does not make the process unready (the previous table serves), but

@@ -15,7 +15,8 @@
 //! - [`Telemetry`] collects the metrics and health of every worker of the process: one value per
 //!   process, handed to each [`Worker::new`]. Workers tell it what happened (a fetch answered, a
 //!   lock was lost, a task finished); it alone maps that to metric families.
-//!   [`ObservabilityServer`] serves it as `/metrics`, `/healthz` and `/readyz`.
+//!   [`ObservabilityServer`] serves it as `/metrics`, `/healthz`, `/readyz` and `/topics` (a
+//!   [`TopicReport`]).
 //!
 //! Only this crate and the kernel talk to the engine; adapters never do.
 
@@ -28,7 +29,7 @@ mod table;
 mod task;
 
 pub use config::{ConfigError, TopicConfig, WorkerConfig};
-pub use http::ObservabilityServer;
+pub use http::{ObservabilityServer, TopicReport, UnavailableTopic};
 pub use metrics::Telemetry;
 pub use runtime::Worker;
 pub use table::{TableChange, TableUpdates, TopicTable};

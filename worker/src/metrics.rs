@@ -281,6 +281,21 @@ impl Telemetry {
         &self.inner.metrics
     }
 
+    /// What `/topics` reports: the unavailable topics and a refused table.
+    pub fn topic_report(&self) -> crate::TopicReport {
+        crate::TopicReport {
+            unavailable: self
+                .unavailable_topics_mut()
+                .iter()
+                .map(|(topic, why)| crate::UnavailableTopic {
+                    topic: topic.clone(),
+                    why: why.clone(),
+                })
+                .collect(),
+            refused_table: self.refusal().clone(),
+        }
+    }
+
     /// The topics this process does not fetch because their adapter cannot serve now, one line
     /// each with the reason and the fix.
     pub fn unavailable_topics(&self) -> Vec<String> {
