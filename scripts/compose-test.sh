@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The compose fleet under test: brings compose.yaml up under a project of its own (engine on a
-# free loopback port, a random password, one worker replica, an `llm` topic on a real model),
+# free loopback port, a random password, one worker replica, the `llm` topic on the fleet's own
+# model service with the test's prompt from tests/compose/llm.yaml),
 # runs the ignored test `compose::` against it (300 instances across the adapters with 1, 3 and
 # 6 replicas, a replica killed mid-run, an incident checked through the REST API and
 # photographed in Cockpit), and takes it all down.
@@ -32,20 +33,6 @@ if [ ! -f "$playwright/node_modules/playwright-core/package.json" ]; then
 fi
 
 bash "$ROOT/scripts/compose-images.sh"
-
-# A real model for the fleet's `llm` topic (tests/compose/llm.yaml): SmolLM2 on the address
-# the workers reach as host.docker.internal (`host-gateway`, the default bridge's address on
-# the host); not on 0.0.0.0, so nothing beyond this host and its containers sees it. Docker
-# itself says what `host-gateway` is: the bridge network's IPAM does not always list it.
-bridge=$(docker run --rm --network none --add-host "procos-host:host-gateway" \
-  --entrypoint getent debian:bookworm-slim hosts procos-host | awk '{print $1}')
-[ -n "$bridge" ] || die "the Docker engine could not say which host address its containers reach as host-gateway"
-PROCOS_TEST_LLM_PORT=$(free_port)
-export PROCOS_TEST_LLM_PORT
-llm_pid=$(bash "$ROOT/scripts/llm-server.sh" start "$PROCOS_TEST_LLM_PORT" "$bridge")
-on_exit "kill $llm_pid 2>/dev/null"
-wait_for_url "http://$bridge:$PROCOS_TEST_LLM_PORT/v1/models" "the model server for the fleet" \
-  "$PROCOS_CACHE/logs/llm-server-$bridge.log"
 
 project="procos-test-$$"
 port=$(free_port)
