@@ -23,6 +23,8 @@
 mod egress;
 mod secrets;
 mod template;
+#[cfg(any(test, feature = "test-server"))]
+pub mod test_server;
 #[cfg(test)]
 mod tests;
 

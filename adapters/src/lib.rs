@@ -28,6 +28,11 @@ mod sandbox;
 mod scilab;
 mod settings;
 
+/// The loopback HTTP server of the http adapter's tests, for the integration tests too.
+#[cfg(feature = "test-server")]
+#[doc(hidden)]
+pub use http::test_server;
+
 #[cfg(test)]
 use config::build;
 

@@ -5,189 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use camunda_client::{EngineClient, ExternalTaskLogQuery, Variable, Variables};
+use procos_adapters::test_server::{Reply, Server};
 use procos_worker::TopicConfig;
 use serde_json::{Value, json};
 
 use crate::support::{self, ProcosProcess, assert_eventually};
-
-// ---------------------------------------------------------------------------------------------
-// A small HTTP/1.1 server on loopback: one thread per connection, `connection: close`.
-
-/// A request as the server received it.
-#[derive(Debug, Clone)]
-struct Received {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// What the server answers.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Send `body` this many times, without a length: a large answer streamed until the
-    /// client hangs up.
-    streamed: Option<usize>,
-}
-
-impl Reply {
-    fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        Self {
-            status,
-            headers: vec![("content-type".into(), content_type.into())],
-            body: body.into(),
-            streamed: None,
-        }
-    }
-
-    fn json(status: u16, body: &Value) -> Self {
-        Self::new(status, "application/json", body.to_string())
-    }
-
-    fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-}
-
-type Handler = dyn Fn(&Received, usize) -> Reply + Send + Sync;
-
-/// The server; its requests in order, and how many body bytes it managed to write.
-struct Server {
-    port: u16,
-    received: Arc<Mutex<Vec<Received>>>,
-    written: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Server {
-    /// Serves `handler(request, how many requests came before it)` on a free loopback port.
-    fn start(handler: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static) -> Self {
-        let port = support::free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let written = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let handler: Arc<Handler> = Arc::new(handler);
-        let (log, count, halt) = (received.clone(), written.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name(format!("http-test-server-{port}"))
-            .spawn(move || {
-                for stream in listener.incoming() {
-                    if halt.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let (handler, log, count) = (handler.clone(), log.clone(), count.clone());
-                    std::thread::spawn(move || serve(stream, &*handler, &log, &count));
-                }
-            })
-            .unwrap();
-        Self {
-            port,
-            received,
-            written,
-            stop,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wakes the accepting thread so that it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Received>>, written: &AtomicU64) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, target) = (
-        parts.next().unwrap_or_default().to_owned(),
-        parts.next().unwrap_or_default().to_owned(),
-    );
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
-    }
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let request = Received {
-        method,
-        target,
-        headers,
-        body,
-    };
-    let nth = {
-        let mut log = log.lock().unwrap();
-        log.push(request.clone());
-        log.len() - 1
-    };
-    let reply = handler(&request, nth);
-    let mut out = stream;
-    let mut head = format!("HTTP/1.1 {} Test\r\nconnection: close\r\n", reply.status);
-    for (name, value) in &reply.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if reply.streamed.is_none() {
-        head.push_str(&format!("content-length: {}\r\n", reply.body.len()));
-    }
-    head.push_str("\r\n");
-    if out.write_all(head.as_bytes()).is_err() {
-        return;
-    }
-    for _ in 0..reply.streamed.unwrap_or(1) {
-        if out.write_all(&reply.body).is_err() {
-            return;
-        }
-        written.fetch_add(reply.body.len() as u64, Ordering::Relaxed);
-    }
-    let _ = out.flush();
-}
 
 // ---------------------------------------------------------------------------------------------
 // Models and topics.
@@ -285,15 +111,10 @@ async fn deploy(
     catch: Option<&str>,
     wait: bool,
 ) -> (String, String) {
-    let key = support::unique(prefix);
-    let topic = support::unique(prefix);
-    support::deploy(
-        client,
-        &format!("{key}.bpmn"),
-        &http_model(&key, &topic, steps, catch, wait),
-    )
-    .await;
-    (key, topic)
+    support::deploy_new(client, prefix, |key, topic| {
+        http_model(key, topic, steps, catch, wait)
+    })
+    .await
 }
 
 /// An `http` topic with the TOML `settings`; two attempts, 200 ms apart.
@@ -641,7 +462,8 @@ async fn a_redirect_to_a_refused_address_is_refused() {
 async fn a_50_mb_response_fails_at_the_size_limit() {
     let client = support::engine();
     let server = Server::start(|_, _| Reply {
-        streamed: Some(50),
+        repeat: 50,
+        content_length: false,
         ..Reply::new(200, "application/octet-stream", vec![b'x'; 1024 * 1024])
     });
     let url = server.url("/export");
@@ -653,7 +475,7 @@ async fn a_50_mb_response_fails_at_the_size_limit() {
     )
     .await;
     assert!(message.contains("max_response_kb = 10240"), "{message}");
-    let written = server.written.load(Ordering::Relaxed);
+    let written = server.written();
     assert!(
         written < 40 * 1024 * 1024,
         "the body was not read to its end: {written} bytes written"

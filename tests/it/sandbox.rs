@@ -39,15 +39,14 @@ pub(crate) async fn deploy_task_process(
     prefix: &str,
     extensions: &str,
 ) -> (String, String) {
-    let key = support::unique(prefix);
-    let topic = support::unique(prefix);
-    let xml = with_task_extensions(
-        &support::external_task_process(&key, &topic),
-        &topic,
-        extensions,
-    );
-    support::deploy(client, &format!("{key}.bpmn"), &xml).await;
-    (key, topic)
+    support::deploy_new(client, prefix, |key, topic| {
+        with_task_extensions(
+            &support::external_task_process(key, topic),
+            topic,
+            extensions,
+        )
+    })
+    .await
 }
 
 /// [`support::model_with_error_boundary`], its task carrying `extensions`.
@@ -56,15 +55,14 @@ pub(crate) async fn deploy_boundary_task_process(
     prefix: &str,
     extensions: &str,
 ) -> (String, String) {
-    let key = support::unique(prefix);
-    let topic = support::unique(prefix);
-    let xml = with_task_extensions(
-        &support::model_with_error_boundary(&key, &topic),
-        &topic,
-        extensions,
-    );
-    support::deploy(client, &format!("{key}.bpmn"), &xml).await;
-    (key, topic)
+    support::deploy_new(client, prefix, |key, topic| {
+        with_task_extensions(
+            &support::model_with_error_boundary(key, topic),
+            topic,
+            extensions,
+        )
+    })
+    .await
 }
 
 /// The ids of the containers, running or not, that the sandbox made for `topic`.
@@ -553,19 +551,19 @@ async fn a_missing_image_fails_the_task_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_from_the_models_input_parameter_runs() {
     let client = support::engine();
-    let key = support::unique("py-template");
-    let topic = support::unique("py-template");
-    let xml = support::model(
-        &key,
-        &topic,
+    let (key, topic) = support::deploy_new(&client, "py-template", |key, topic| {
+        support::model(
+        key,
+        topic,
         r#"<bpmn:extensionElements><camunda:inputOutput>
           <camunda:inputParameter name="procos.script">outputs['doubled'] = inputs['n'] * 2</camunda:inputParameter>
         </camunda:inputOutput></bpmn:extensionElements>"#,
         r#"<bpmn:endEvent id="after"/>"#,
     )
     .replace(r#"<bpmn:sequenceFlow id="f3" sourceRef="after" targetRef="end"/>"#, "")
-    .replace(r#"<bpmn:endEvent id="end"/>"#, "");
-    support::deploy(&client, &format!("{key}.bpmn"), &xml).await;
+    .replace(r#"<bpmn:endEvent id="end"/>"#, "")
+    })
+    .await;
     let (stop, worker) = support::start_quick_worker(&client, &topic, TopicConfig::new("python"));
     let instance = support::start(
         &client,

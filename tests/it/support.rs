@@ -94,6 +94,19 @@ pub fn external_task_process(key: &str, topic: &str) -> String {
     )
 }
 
+/// Deploys `model(key, topic)` with a key and a topic of its own, both named after `prefix`, as
+/// `{key}.bpmn`; (key, topic).
+pub async fn deploy_new(
+    client: &EngineClient,
+    prefix: &str,
+    model: impl FnOnce(&str, &str) -> String,
+) -> (String, String) {
+    let key = unique(prefix);
+    let topic = unique(prefix);
+    deploy(client, &format!("{key}.bpmn"), &model(&key, &topic)).await;
+    (key, topic)
+}
+
 /// Deploys one model under `name`.
 pub async fn deploy(client: &EngineClient, name: &str, xml: &str) {
     client

@@ -1,151 +1,14 @@
 //! The adapter's run against a small HTTP/1.1 server on loopback, started by each test.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::test_server::{Reply, Server};
 use super::*;
 use crate::{BuildContext, TaskSettings};
-
-/// A request as the server received it.
-#[derive(Debug, Clone, Default)]
-struct Received {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// An answer: status, headers, body, and whether to announce its length.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Send `body` this many times (a large body without holding it).
-    repeat: usize,
-    content_length: bool,
-}
-
-fn answer(status: u16, content_type: &str, body: &str) -> Answer {
-    Answer {
-        status,
-        headers: vec![("content-type".into(), content_type.into())],
-        body: body.as_bytes().to_vec(),
-        repeat: 1,
-        content_length: true,
-    }
-}
-
-type Handler = Arc<dyn Fn(&Received) -> Answer + Send + Sync>;
-
-/// A server on a free loopback port; every request it got, in order.
-struct Server {
-    port: u16,
-    received: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Server {
-    async fn start(handler: impl Fn(&Received) -> Answer + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let handler: Handler = Arc::new(handler);
-        let log = received.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let handler = handler.clone();
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let Some(request) = read_request(&mut stream).await else {
-                        return;
-                    };
-                    log.lock().unwrap().push(request.clone());
-                    let a = handler(&request);
-                    let mut head = format!("HTTP/1.1 {} X\r\nconnection: close\r\n", a.status);
-                    for (n, v) in &a.headers {
-                        head.push_str(&format!("{n}: {v}\r\n"));
-                    }
-                    if a.content_length {
-                        head.push_str(&format!("content-length: {}\r\n", a.body.len() * a.repeat));
-                    }
-                    head.push_str("\r\n");
-                    if stream.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    for _ in 0..a.repeat {
-                        if stream.write_all(&a.body).await.is_err() {
-                            return;
-                        }
-                    }
-                    let _ = stream.shutdown().await;
-                });
-            }
-        });
-        Self { port, received }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
-async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Received> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
-        }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let (method, target) = (first.next()?.to_owned(), first.next()?.to_owned());
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buffer[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Received {
-        method,
-        target,
-        headers,
-        body,
-    })
-}
 
 fn built(settings: &str) -> Arc<dyn Adapter> {
     let settings: toml::Table = toml::from_str(settings).unwrap();
@@ -187,12 +50,9 @@ fn secret_file(text: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn a_get_fills_the_url_and_hands_back_status_headers_and_json() {
-    let server = Server::start(|_| {
-        let mut a = answer(200, "application/json", r#"{"id": 7, "ok": true}"#);
-        a.headers.push(("x-trace".into(), "abc".into()));
-        a
-    })
-    .await;
+    let server = Server::start(|_, _| {
+        Reply::new(200, "application/json", r#"{"id": 7, "ok": true}"#).header("x-trace", "abc")
+    });
     let adapter = built(&format!("allow = [\"127.0.0.1:{}\"]", server.port));
     let outcome = run(
         &adapter,
@@ -229,8 +89,7 @@ async fn a_get_fills_the_url_and_hands_back_status_headers_and_json() {
 
 #[tokio::test]
 async fn bodies_are_json_for_documents_and_text_otherwise() {
-    let server =
-        Server::start(|r| answer(201, "text/plain", &String::from_utf8_lossy(&r.body))).await;
+    let server = Server::start(|r, _| Reply::new(201, "text/plain", r.body.clone()));
     let adapter = built(&format!("allow = [\"127.0.0.1:{}\"]", server.port));
     let inputs = json!({"n": 3, "name": "ACME"});
     let cases = [
@@ -277,16 +136,15 @@ async fn bodies_are_json_for_documents_and_text_otherwise() {
 
 #[tokio::test]
 async fn statuses_become_bpmn_errors_retries_or_incidents() {
-    let server = Server::start(|r| match r.target.as_str() {
-        "/missing" => answer(404, "application/json", r#"{"error": "no such order"}"#),
-        "/conflict" => answer(409, "text/plain", "already there"),
-        _ => answer(
+    let server = Server::start(|r, _| match r.target.as_str() {
+        "/missing" => Reply::new(404, "application/json", r#"{"error": "no such order"}"#),
+        "/conflict" => Reply::new(409, "text/plain", "already there"),
+        _ => Reply::new(
             503,
             "text/html",
-            &format!("<h1>down</h1>{}", "x".repeat(2000)),
+            format!("<h1>down</h1>{}", "x".repeat(2000)),
         ),
-    })
-    .await;
+    });
     let adapter = built(&format!(
         "allow = [\"127.0.0.1:{}\"]\nerror_codes = {{ \"409\" = \"CONFLICT\" }}",
         server.port
@@ -355,13 +213,12 @@ async fn statuses_become_bpmn_errors_retries_or_incidents() {
 
 #[tokio::test]
 async fn a_body_past_the_limit_fails_naming_it_whether_announced_or_streamed() {
-    let server = Server::start(|r| {
-        let mut a = answer(200, "text/plain", &"y".repeat(64 * 1024));
+    let server = Server::start(|r, _| {
+        let mut a = Reply::new(200, "text/plain", "y".repeat(64 * 1024));
         a.repeat = 64; // 4 MiB
         a.content_length = r.target == "/announced";
         a
-    })
-    .await;
+    });
     let adapter = built(&format!(
         "allow = [\"127.0.0.1:{}\"]\nmax_response_kb = 1024",
         server.port
@@ -395,22 +252,19 @@ fn adapter_with_limit(port: u16, kb: u64) -> Arc<dyn Adapter> {
 
 #[tokio::test]
 async fn redirects_are_followed_only_when_asked_and_checked_at_every_hop() {
-    let other = Server::start(|_| answer(200, "text/plain", "elsewhere")).await;
+    let other = Server::start(|_, _| Reply::new(200, "text/plain", "elsewhere"));
     let other_port = other.port;
-    let server = Server::start(move |r| {
+    let server = Server::start(move |r, _| {
         let to = match r.target.as_str() {
             "/same" => "/final".to_owned(),
             "/other" => format!("http://127.0.0.1:{other_port}/final"),
             "/inside" => "http://10.0.0.1/admin".to_owned(),
             "/metadata" => "http://localhost:9/".to_owned(),
             "/loop" => "/loop".to_owned(),
-            _ => return answer(200, "text/plain", "final"),
+            _ => return Reply::new(200, "text/plain", "final"),
         };
-        let mut a = answer(302, "text/plain", "");
-        a.headers.push(("location".into(), to));
-        a
-    })
-    .await;
+        Reply::new(302, "text/plain", "").header("location", &to)
+    });
     let token = secret_file("tok-7f3e9a1c");
     let adapter = built(&format!(
         "allow = [\"127.0.0.1:{}\", \"127.0.0.1:{other_port}\", \"*\", \"*:9\"]\nmax_redirects = 3\n\
@@ -502,19 +356,17 @@ async fn redirects_are_followed_only_when_asked_and_checked_at_every_hop() {
 
 #[tokio::test]
 async fn secrets_go_only_to_their_destinations_and_never_come_back() {
-    let server = Server::start(|r| {
+    let server = Server::start(|r, _| {
         let credential = r.header("authorization").unwrap_or_default().to_owned();
         let status = if r.target == "/fail" { 500 } else { 200 };
-        let mut a = answer(
+        Reply::new(
             status,
             "application/json",
-            &json!({"you sent": credential}).to_string(),
-        );
-        a.headers.push(("x-echo".into(), credential));
-        a
-    })
-    .await;
-    let other = Server::start(|_| answer(200, "text/plain", "ok")).await;
+            json!({"you sent": credential}).to_string(),
+        )
+        .header("x-echo", &credential)
+    });
+    let other = Server::start(|_, _| Reply::new(200, "text/plain", "ok"));
     let password = secret_file("s3cr3t-pa55");
     let adapter = built(&format!(
         "allow = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\
@@ -731,7 +583,7 @@ fn error_codes_match_exact_statuses_before_classes() {
 /// platform's root certificates (tens of milliseconds), so it is kept for the next request.
 #[tokio::test]
 async fn a_client_is_built_once_per_destination() {
-    let server = Server::start(|_| answer(200, "text/plain", "ok")).await;
+    let server = Server::start(|_, _| Reply::new(200, "text/plain", "ok"));
     let adapter = built(&format!("allow = [\"127.0.0.1:{}\"]", server.port));
     let request = || run(&adapter, task(json!({}), json!({"url": server.url("/")})));
     let started = Instant::now();
