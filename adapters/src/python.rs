@@ -16,11 +16,11 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::{
-    ContainerSpec, Limits, Runner, Sandbox, WarmPool, check_script_name, image_refusal,
-    script_source,
+    self, ContainerSpec, Limits, Runner, check_script_name, image_refusal, script_source,
 };
 use crate::{
-    Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, TaskSettings, async_trait,
+    Adapter, AdapterTask, BuildContext, Failure, Guards, ImageAllowlist, Outcome, TaskSettings,
+    async_trait,
 };
 
 /// The runner's exit code for a `BpmnError` (see `docker/python-sandbox/runner.py`).
@@ -90,31 +90,26 @@ impl PythonAdapter {
     pub(crate) fn new(
         settings: PythonConfig,
         topic: &str,
-        allowlist: &ImageAllowlist,
+        context: &BuildContext,
     ) -> Result<Self, String> {
+        let allowlist = &context.allowed_images;
         if !allowlist.allows(&settings.image) {
             return Err(image_refusal(allowlist, &settings.image).message);
         }
         check_script_name(settings.script.as_deref())?;
         settings.limits.check(&settings.sandbox)?;
-        let sandbox = Sandbox::connect(&settings.sandbox)?;
-        let runner: Box<dyn Runner> = if settings.warm > 0 {
-            let template = container_spec(
-                topic,
-                &settings.image,
-                &settings.sandbox,
-                Vec::new(),
-                String::new(),
-            );
-            Box::new(WarmPool::new(
-                sandbox,
-                template,
-                settings.warm,
-                settings.warm_idle,
-            ))
-        } else {
-            Box::new(sandbox)
-        };
+        let template = container_spec(
+            topic,
+            &settings.image,
+            &settings.sandbox,
+            Vec::new(),
+            String::new(),
+        );
+        let runner = sandbox::runner(
+            &settings.sandbox,
+            context.rootfs_dir(),
+            Some((template, settings.warm, settings.warm_idle)),
+        )?;
         Ok(Self {
             settings,
             allowlist: allowlist.clone(),
@@ -224,7 +219,14 @@ mod tests {
 
     fn adapter(settings: Value) -> Result<PythonAdapter, String> {
         let config: PythonConfig = serde_json::from_value(settings).unwrap();
-        PythonAdapter::new(config, "py", &ImageAllowlist::new(["procos/*".to_owned()]))
+        PythonAdapter::new(
+            config,
+            "py",
+            &BuildContext {
+                allowed_images: ImageAllowlist::new(["procos/*".to_owned()]),
+                ..BuildContext::default()
+            },
+        )
     }
 
     fn task(inputs: Value, settings: Value) -> AdapterTask {

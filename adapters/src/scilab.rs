@@ -19,11 +19,10 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::{
-    ContainerSpec, Limits, Runner, Sandbox, check_script_name, image_refusal, script_source,
+    self, ContainerSpec, Limits, Runner, check_script_name, image_refusal, script_source,
 };
 use crate::{
-    Adapter, AdapterTask, Failure, Guards, ImageAllowlist, Outcome, Retry, TaskSettings,
-    async_trait,
+    Adapter, AdapterTask, BuildContext, Failure, Guards, Outcome, Retry, TaskSettings, async_trait,
 };
 
 /// The runner's exit code for `procos_bpmn_error` (see `docker/scilab-sandbox/procos.sce`).
@@ -86,7 +85,8 @@ pub(crate) struct ScilabAdapter {
 }
 
 impl ScilabAdapter {
-    pub(crate) fn new(settings: ScilabConfig, allowlist: &ImageAllowlist) -> Result<Self, String> {
+    pub(crate) fn new(settings: ScilabConfig, context: &BuildContext) -> Result<Self, String> {
+        let allowlist = &context.allowed_images;
         if !allowlist.allows(&settings.image) {
             return Err(image_refusal(allowlist, &settings.image).message);
         }
@@ -103,7 +103,7 @@ impl ScilabAdapter {
             }
         }
         settings.limits.check(&settings.sandbox)?;
-        let sandbox = Box::new(Sandbox::connect(&settings.sandbox)?);
+        let sandbox = sandbox::runner(&settings.sandbox, context.rootfs_dir(), None)?;
         Ok(Self { settings, sandbox })
     }
 
@@ -388,7 +388,13 @@ mod tests {
 
     fn adapter(settings: Value) -> Result<ScilabAdapter, String> {
         let config: ScilabConfig = serde_json::from_value(settings).unwrap();
-        ScilabAdapter::new(config, &ImageAllowlist::new(["procos/*".to_owned()]))
+        ScilabAdapter::new(
+            config,
+            &BuildContext {
+                allowed_images: crate::ImageAllowlist::new(["procos/*".to_owned()]),
+                ..BuildContext::default()
+            },
+        )
     }
 
     fn task(inputs: Value, settings: Value) -> AdapterTask {

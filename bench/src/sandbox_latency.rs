@@ -78,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
 
     let context = BuildContext {
         allowed_images: ImageAllowlist::new([args.image.clone()]),
+        ..BuildContext::default()
     };
     let settings = json!({
         "image": args.image,

@@ -13,6 +13,7 @@ mod http;
 mod init_dir;
 mod layout;
 mod llm;
+mod namespace;
 mod orchestration;
 mod outputs;
 mod reload;

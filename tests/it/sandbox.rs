@@ -143,65 +143,90 @@ async fn a_raising_script_ends_in_an_incident_with_its_traceback() {
     assert_eq!(failures.len(), 2, "two attempts, then the incident");
 }
 
-/// Each of these is stopped by a guard and reported as the task's failure; the worker goes on
-/// and runs a well-behaved script afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_scripts_are_contained_and_reported() {
+    let topic = contain_misbehaving_scripts("docker").await;
+    assert_eq!(containers_of(&topic), "", "every container was removed");
+}
+
+/// What became of a misbehaving script: a guard stopped it and the incident says which, or it
+/// ran to its end without harm.
+enum Contained {
+    /// An incident whose message holds one of these.
+    Incident(&'static [&'static str]),
+    /// The task completes; nothing it started is left running on the host.
+    Completes,
+}
+
+/// The containment table, run on `backend` (`sandbox.backend`): each script is stopped by a
+/// guard and reported as the task's failure, or is harmless; the worker goes on and runs a
+/// well-behaved script afterwards. Returns the topic, for the backend's own leftovers check.
+pub(crate) async fn contain_misbehaving_scripts(backend: &str) -> String {
     let client = support::engine();
-    let (key, topic) = deploy_task_process(&client, "py-contain", SCRIPT_FROM_VARIABLE).await;
+    let (key, topic) =
+        deploy_task_process(&client, &format!("contain-{backend}"), SCRIPT_FROM_VARIABLE).await;
     let host_secret = std::env::temp_dir().join(support::unique("procos-host-secret"));
     std::fs::write(&host_secret, "the host's secret").unwrap();
+    // Marks the process a script leaves behind, to look for it on the host afterwards.
+    let orphan_marker = support::unique("procos-orphan");
     let mut python = TopicConfig::new("python");
     python.retries = 1;
-    python.settings = toml::from_str(
-        "[sandbox]\ntimeout = '5s'\nmemory_mb = 64\npids_limit = 32\nmax_output_kb = 64",
-    )
+    python.settings = toml::from_str(&format!(
+        "[sandbox]\nbackend = '{backend}'\ntimeout = '5s'\nmemory_mb = 64\npids_limit = 32\nmax_output_kb = 64\nmax_printed_mb = 8"
+    ))
     .unwrap();
     let (stop, worker) = support::start_quick_worker(&client, &topic, python);
 
-    let cases: BTreeMap<&str, (String, &[&str])> = BTreeMap::from([
+    let cases: BTreeMap<&str, (String, Contained)> = BTreeMap::from([
         (
             "fork bomb",
             (
                 "import os\nwhile True:\n    os.fork()\n".to_owned(),
                 // Whichever limit it meets first: processes, memory or time; with many processes
                 // dying at once, the exception line may be any of theirs.
-                &[
+                Contained::Incident(&[
                     "BlockingIOError",
                     "Resource temporarily unavailable",
                     "out of memory",
                     "timed out",
                     "exited with code",
-                ][..],
+                ]),
             ),
         ),
         (
             "memory bomb",
             (
                 "hog = bytearray(1024 * 1024 * 1024)\n".to_owned(),
-                &["MemoryError", "out of memory"][..],
+                Contained::Incident(&["MemoryError", "out of memory"]),
             ),
         ),
         (
             "endless loop",
             (
                 "while True:\n    pass\n".to_owned(),
-                &["timed out after 5s"][..],
+                Contained::Incident(&["timed out after 5s"]),
             ),
         ),
         (
-            "network egress",
+            "200 MB to stdout",
             (
-                "import socket\nsocket.create_connection(('192.0.2.1', 80), timeout=3)\n"
+                "import sys\nchunk = 'x' * (1024 * 1024)\nfor _ in range(200):\n    sys.stdout.write(chunk)\n"
                     .to_owned(),
-                &["OSError", "unreachable", "timed out"][..],
+                Contained::Incident(&["printed more than"]),
+            ),
+        ),
+        (
+            "network: any interface",
+            (
+                reach_any_interface(),
+                Contained::Incident(&["no network"]),
             ),
         ),
         (
             "write outside the workspace",
             (
                 "open('/etc/procos-was-here', 'w').write('x')\n".to_owned(),
-                &["Read-only file system", "Permission denied"][..],
+                Contained::Incident(&["Read-only file system", "Permission denied"]),
             ),
         ),
         (
@@ -211,14 +236,27 @@ async fn misbehaving_scripts_are_contained_and_reported() {
                     "print(open({:?}).read())\n",
                     host_secret.display().to_string()
                 ),
-                &["FileNotFoundError"][..],
+                Contained::Incident(&["FileNotFoundError"]),
             ),
+        ),
+        (
+            "gain privileges",
+            (GAIN_PRIVILEGES.to_owned(), Contained::Incident(&["no privilege gained"])),
         ),
         (
             "output over the size limit",
             (
                 "outputs['big'] = 'x' * 200000\n".to_owned(),
-                &["size limit"][..],
+                Contained::Incident(&["size limit"]),
+            ),
+        ),
+        (
+            "a child that outlives its parent",
+            (
+                format!(
+                    "import subprocess\nsubprocess.Popen(['python3', '-c', 'import time; time.sleep(600)', {orphan_marker:?}], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\noutputs['left'] = True\n"
+                ),
+                Contained::Completes,
             ),
         ),
     ]);
@@ -230,13 +268,28 @@ async fn misbehaving_scripts_are_contained_and_reported() {
         ));
     }
     for (name, instance) in &instances {
-        let incident = support::incident(&client, instance, Duration::from_secs(90)).await;
-        let message = incident.incident_message.unwrap_or_default();
-        let expected = cases[name].1;
-        assert!(
-            expected.iter().any(|e| message.contains(e)),
-            "{name}: the incident says why ({expected:?}): {message}"
-        );
+        match cases[name].1 {
+            Contained::Incident(expected) => {
+                let incident = support::incident(&client, instance, Duration::from_secs(120)).await;
+                let message = incident.incident_message.unwrap_or_default();
+                assert!(
+                    expected.iter().any(|e| message.contains(e)),
+                    "{backend}, {name}: the incident says why ({expected:?}): {message}"
+                );
+            }
+            Contained::Completes => {
+                support::wait_completed(&client, instance, Duration::from_secs(120)).await;
+                support::assert_eventually(
+                    &format!("{backend}, {name}: no process left on the host"),
+                    Duration::from_secs(15),
+                    || {
+                        let left = processes_mentioning(&orphan_marker);
+                        async move { left.is_empty().then_some(()) }
+                    },
+                )
+                .await;
+            }
+        }
     }
     let fine = support::start(&client, &key, support::script("outputs['ok'] = True\n")).await;
     support::wait_completed(&client, &fine, Duration::from_secs(60)).await;
@@ -244,7 +297,69 @@ async fn misbehaving_scripts_are_contained_and_reported() {
     stop.cancel();
     worker.await.unwrap();
     std::fs::remove_file(&host_secret).ok();
-    assert_eq!(containers_of(&topic), "", "every container was removed");
+    topic
+}
+
+/// Tries what a sandboxed command must not manage: become root, keep a capability or the
+/// ability to gain privileges, make a user namespace of its own. Raises "no privilege gained"
+/// when all fail; hands back what succeeded otherwise, which completes the task and fails the
+/// test.
+const GAIN_PRIVILEGES: &str = r#"import ctypes, os
+gained = []
+try:
+    os.setuid(0)
+    gained.append('setuid(0)')
+except OSError:
+    pass
+status = open('/proc/self/status').read()
+if 'NoNewPrivs:\t1' not in status:
+    gained.append('no_new_privs is off')
+for line in status.splitlines():
+    if line.startswith(('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb')) and int(line.split()[1], 16):
+        gained.append(line)
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x10000000) == 0:
+    gained.append('a user namespace of its own')
+if gained:
+    outputs['gained'] = gained
+else:
+    raise PermissionError('no privilege gained')
+"#;
+
+/// A script that connects to the test engine's port on every address of the host (loopback
+/// included) and to an outside address; raises "no network" when none answers.
+fn reach_any_interface() -> String {
+    let port = support::engine_url()
+        .split(':')
+        .nth(2)
+        .and_then(|rest| rest.split('/').next()?.parse::<u16>().ok())
+        .unwrap();
+    let mut targets = vec![("127.0.0.1".to_owned(), port), ("192.0.2.1".to_owned(), 80)];
+    let addresses = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .unwrap();
+    for address in String::from_utf8_lossy(&addresses.stdout).split_whitespace() {
+        if !address.contains(':') {
+            targets.push((address.to_owned(), port));
+        }
+    }
+    format!(
+        "import socket\nreached, refused = [], []\nfor host, port in {targets:?}:\n    try:\n        socket.create_connection((host, port), timeout=1).close()\n        reached.append(f'{{host}}:{{port}}')\n    except OSError as e:\n        refused.append(f'{{host}}:{{port}} ({{e}})')\nif reached:\n    outputs['reached'] = reached\nelse:\n    raise OSError('no network: ' + '; '.join(refused))\n"
+    )
+}
+
+/// Host processes whose command line holds `marker`.
+fn processes_mentioning(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

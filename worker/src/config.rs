@@ -40,6 +40,9 @@ pub struct WorkerConfig {
     /// Images the `docker` and `python` adapters may run: exact references or prefixes ending in
     /// `*`. Default: ProcOS's own sandbox images.
     pub allowed_images: Vec<String>,
+    /// Where topics with `sandbox.backend = "namespace"` keep the images' root filesystems
+    /// (exported from Docker once per image). Default: `~/.cache/procos/rootfs`.
+    pub rootfs_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -51,6 +54,7 @@ impl Default for WorkerConfig {
             grace_period: Duration::from_secs(30),
             listen: "127.0.0.1:9464".to_owned(),
             allowed_images: vec!["procos/*".to_owned()],
+            rootfs_dir: None,
         }
     }
 }

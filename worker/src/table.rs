@@ -126,6 +126,7 @@ impl TopicTable {
 pub(crate) fn build_context(worker: &WorkerConfig) -> BuildContext {
     BuildContext {
         allowed_images: ImageAllowlist::new(worker.allowed_images.clone()),
+        rootfs_dir: worker.rootfs_dir.clone(),
     }
 }
 

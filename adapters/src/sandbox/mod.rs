@@ -8,16 +8,19 @@
 //! - `inputs`: what the sandboxed adapters read alike from a task (its script);
 //! - `limits`: the operator's ceilings ([`Limits`]) and the guards a task runs under;
 //! - `run`: one container on Docker, from create to remove ([`Sandbox`]);
+//! - `namespace`: one task in bubblewrap over the image's root filesystem ([`Namespaces`]);
 //! - `warm`: containers started ahead of their task ([`WarmPool`]);
 //! - `sweep`: clearing the containers dead workers left;
 //! - `outcome`: a finished run → the task's [`Outcome`].
 //!
-//! Adapters hold a [`Runner`]: the seam where a second backend (namespaces instead of
-//! containers) plugs in, rendering the same contract spec with the same guards.
+//! Adapters hold a [`Runner`]: a Docker [`Sandbox`] (perhaps behind a [`WarmPool`]) or
+//! [`Namespaces`], chosen by `sandbox.backend`, each carrying out the same spec with the same
+//! guards.
 
 mod guards;
 mod inputs;
 mod limits;
+mod namespace;
 mod outcome;
 mod run;
 mod sweep;
@@ -33,10 +36,43 @@ use crate::{Outcome, Unavailable, async_trait};
 pub(crate) use guards::{ContainerSpec, image_refusal};
 pub(crate) use inputs::{check_script_name, script_source};
 pub(crate) use limits::Limits;
+pub(crate) use namespace::{Namespaces, default_rootfs_dir};
 pub(crate) use run::Sandbox;
 pub(crate) use warm::WarmPool;
 #[cfg(test)]
 pub(crate) use warm::{pool_key, waiting};
+
+/// The runner `guards.backend` names, starting each run cold: a Docker [`Sandbox`], or
+/// [`Namespaces`] over root filesystems in `rootfs_dir` (exported through Docker when one
+/// answers). `warm` puts a Docker sandbox behind a pool of `template`s started ahead.
+pub(crate) fn runner(
+    guards: &procos_sandbox_contract::Guards,
+    rootfs_dir: std::path::PathBuf,
+    warm: Option<(ContainerSpec, usize, std::time::Duration)>,
+) -> Result<Box<dyn Runner>, String> {
+    use procos_sandbox_contract::Backend;
+
+    match guards.backend {
+        Backend::Namespace => {
+            if !guards.read_only {
+                return Err(
+                    "sandbox.read_only = false needs sandbox.backend = \"docker\": the namespace backend shares one read-only root filesystem between tasks".into(),
+                );
+            }
+            let docker = Sandbox::connect(guards).ok();
+            Ok(Box::new(Namespaces::new(docker, rootfs_dir)?))
+        }
+        Backend::Docker => {
+            let sandbox = Sandbox::connect(guards)?;
+            Ok(match warm {
+                Some((template, size, idle)) if size > 0 => {
+                    Box::new(WarmPool::new(sandbox, template, size, idle))
+                }
+                _ => Box::new(sandbox),
+            })
+        }
+    }
+}
 
 /// Carries a sandboxed run out: cold on the backend, or in a container started ahead.
 #[async_trait]

@@ -20,6 +20,63 @@ pub(super) struct Ended {
 /// Bytes of stdout and stderr kept (the end of each).
 pub(super) const LOG_TAIL: usize = 16 * 1024;
 
+/// Appends `bytes` to `buffer`, keeping its last [`LOG_TAIL`] bytes (or a little more).
+pub(super) fn push_tail(buffer: &mut Vec<u8>, bytes: &[u8]) {
+    buffer.extend_from_slice(bytes);
+    if buffer.len() > LOG_TAIL * 2 {
+        let cut = buffer.len() - LOG_TAIL;
+        buffer.drain(..cut);
+    }
+}
+
+/// The tails of what a sandbox printed, and how much it printed.
+#[derive(Debug, Default)]
+pub(super) struct Printed {
+    pub(super) stdout: Vec<u8>,
+    pub(super) stderr: Vec<u8>,
+    total: u64,
+}
+
+impl Printed {
+    /// Adds a chunk of the Docker engine's log stream.
+    pub(super) fn push(&mut self, output: &bollard::container::LogOutput) {
+        let bytes = output.as_ref();
+        self.total += bytes.len() as u64;
+        match output {
+            bollard::container::LogOutput::StdErr { .. } => push_tail(&mut self.stderr, bytes),
+            _ => push_tail(&mut self.stdout, bytes),
+        }
+    }
+
+    /// Over `sandbox.max_printed_mb`: the run is killed rather than fill the worker's memory or
+    /// the Docker engine's log files.
+    pub(super) fn too_much(&self, guards: &procos_sandbox_contract::Guards) -> bool {
+        self.total > guards.max_printed_bytes()
+    }
+
+    /// The stdout and stderr tails as text.
+    pub(super) fn into_text(self) -> (String, String) {
+        (
+            String::from_utf8_lossy(&self.stdout).into_owned(),
+            String::from_utf8_lossy(&self.stderr).into_owned(),
+        )
+    }
+}
+
+/// The failure of a run killed for printing more than `sandbox.max_printed_mb`.
+pub(super) fn printed_too_much(spec: &ContainerSpec, stderr: &[u8]) -> Failure {
+    let mib = spec.guards.max_printed_mb;
+    Failure::new(
+        format!("the sandbox printed more than {mib} MiB; it was killed"),
+        format!(
+            "`{}` wrote over {mib} MiB to stdout and stderr (sandbox.max_printed_mb). Outputs belong in `outputs` (at most sandbox.max_output_kb); large results belong in a file store. The end of its stderr:\n{}",
+            spec.image,
+            tail(&String::from_utf8_lossy(stderr))
+        ),
+        Retry::Never,
+    )
+}
+
 pub(super) fn tail(text: &str) -> &str {
     let start = text.len().saturating_sub(LOG_TAIL);
     let start = (start..text.len())

@@ -18,7 +18,10 @@ use futures_util::StreamExt as _;
 use procos_sandbox_contract::{Guards, docker};
 use tokio_util::sync::CancellationToken;
 
-use super::outcome::{Ended, LOG_TAIL, one_line, outcome, too_large};
+use super::outcome::{Ended, Printed, one_line, outcome, printed_too_much, too_large};
+
+/// How long the followed logs may take to end after their container did.
+const LOG_DRAIN: Duration = Duration::from_secs(5);
 use super::{ContainerSpec, Runner};
 use crate::{Failure, Outcome, Retry, async_trait};
 
@@ -170,29 +173,77 @@ impl Sandbox {
     ) -> Result<Ended, Failure> {
         let failed = |what: &str, e: DockerError| docker_failure(what, &spec.image, &e);
         let mut wait = self.docker.wait_container(id, None::<WaitContainerOptions>);
+        // Followed while the container runs: its tails are at hand when it ends, and a command
+        // that prints without end is stopped at sandbox.max_printed_mb instead of filling the engine's
+        // log files.
+        let mut logs = self.docker.logs(
+            id,
+            Some(LogsOptions {
+                follow: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        let mut printed = Printed::default();
+        // Some(true): the followed stream ended with the container; Some(false): it broke off,
+        // so the logs are read again once the container has ended.
+        let mut logs_ended: Option<bool> = None;
         let limit = spec.guards.timeout;
-        tokio::select! {
-            // A non-zero exit arrives as an error here; the exit code is read below.
-            _ = wait.next() => {}
-            () = tokio::time::sleep(limit) => {
-                self.kill(id).await;
-                return Err(Failure::new(
-                    format!("the container timed out after {}; it was killed", humantime::format_duration(limit)),
-                    format!(
-                        "`{}` ran longer than sandbox.timeout ({}). Raise the timeout if the work needs longer, or look for an endless loop. The end of its stderr:\n{}",
-                        spec.image,
-                        humantime::format_duration(limit),
-                        self.logs(id).await.map(|(_, stderr)| stderr).unwrap_or_default()
-                    ),
-                    Retry::Later,
-                ));
-            }
-            () = cancel.cancelled() => {
-                self.kill(id).await;
-                return Err(Failure::new("cancelled", "The worker cancelled the run (shutdown, or the lock was lost).", Retry::Later));
+        let deadline = tokio::time::sleep(limit);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                // A non-zero exit arrives as an error here; the exit code is read below.
+                _ = wait.next() => break,
+                chunk = logs.next(), if logs_ended.is_none() => match chunk {
+                    Some(Ok(output)) => {
+                        printed.push(&output);
+                        if printed.too_much(&spec.guards) {
+                            self.kill(id).await;
+                            return Err(printed_too_much(spec, &printed.stderr));
+                        }
+                    }
+                    Some(Err(_)) => logs_ended = Some(false),
+                    None => logs_ended = Some(true),
+                },
+                () = &mut deadline => {
+                    self.kill(id).await;
+                    return Err(Failure::new(
+                        format!("the container timed out after {}; it was killed", humantime::format_duration(limit)),
+                        format!(
+                            "`{}` ran longer than sandbox.timeout ({}). Raise the timeout if the work needs longer, or look for an endless loop. The end of its stderr:\n{}",
+                            spec.image,
+                            humantime::format_duration(limit),
+                            String::from_utf8_lossy(&printed.stderr)
+                        ),
+                        Retry::Later,
+                    ));
+                }
+                () = cancel.cancelled() => {
+                    self.kill(id).await;
+                    return Err(Failure::new("cancelled", "The worker cancelled the run (shutdown, or the lock was lost).", Retry::Later));
+                }
             }
         }
-
+        // The rest of the output: the followed stream ends shortly after the container.
+        while logs_ended.is_none() {
+            match tokio::time::timeout(LOG_DRAIN, logs.next()).await {
+                Ok(Some(Ok(output))) => printed.push(&output),
+                Ok(None) => logs_ended = Some(true),
+                Ok(Some(Err(_))) | Err(_) => logs_ended = Some(false),
+            }
+        }
+        if printed.too_much(&spec.guards) {
+            return Err(printed_too_much(spec, &printed.stderr));
+        }
+        if logs_ended == Some(false) {
+            printed = self
+                .logs(id)
+                .await
+                .map_err(|e| failed("read the finished container's output", e))?;
+        }
+        let (stdout, stderr) = printed.into_text();
         let state = self
             .docker
             .inspect_container(id, None)
@@ -200,10 +251,6 @@ impl Sandbox {
             .map_err(|e| failed("inspect the finished container", e))?
             .state
             .unwrap_or_default();
-        let (stdout, stderr) = self
-            .logs(id)
-            .await
-            .map_err(|e| failed("read the finished container's output", e))?;
         let output_file = self
             .download(id, "/out/output.json", spec.guards.max_output_kb * 1024)
             .await?;
@@ -293,7 +340,7 @@ impl Sandbox {
 
     /// The tails of the container's stdout and stderr. An error (the container is gone, the
     /// engine went away) is not "no output": the caller must not judge the task on it.
-    pub(super) async fn logs(&self, id: &str) -> Result<(String, String), DockerError> {
+    pub(super) async fn logs(&self, id: &str) -> Result<Printed, DockerError> {
         let mut stream = self.docker.logs(
             id,
             Some(LogsOptions {
@@ -302,20 +349,11 @@ impl Sandbox {
                 ..Default::default()
             }),
         );
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
+        let mut printed = Printed::default();
         while let Some(chunk) = stream.next().await {
-            match chunk? {
-                bollard::container::LogOutput::StdErr { message } => {
-                    push_tail(&mut stderr, &message)
-                }
-                other => push_tail(&mut stdout, other.as_ref()),
-            }
+            printed.push(&chunk?);
         }
-        Ok((
-            String::from_utf8_lossy(&stdout).into_owned(),
-            String::from_utf8_lossy(&stderr).into_owned(),
-        ))
+        Ok(printed)
     }
 
     pub(super) async fn kill(&self, id: &str) {
@@ -375,14 +413,6 @@ impl Sandbox {
             Ok(Err(e)) => Err(reason(e.to_string())),
             Err(_) => Err(reason("no answer within 3 s".to_owned())),
         }
-    }
-}
-
-fn push_tail(buffer: &mut Vec<u8>, bytes: &[u8]) {
-    buffer.extend_from_slice(bytes);
-    if buffer.len() > LOG_TAIL * 2 {
-        let cut = buffer.len() - LOG_TAIL;
-        buffer.drain(..cut);
     }
 }
 

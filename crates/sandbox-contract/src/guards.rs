@@ -29,6 +29,24 @@ pub struct Guards {
     pub tmpfs_mb: u64,
     /// Largest `/out/output.json` (or stdout line) taken as output, in KiB.
     pub max_output_kb: u64,
+    /// Most MiB the command may print to stdout and stderr together; past it the run is killed
+    /// and fails as "too much output" (only the end of each is kept for the incident).
+    pub max_printed_mb: u64,
+    /// What isolates the run: a Docker container, or Linux namespaces (bubblewrap) over the
+    /// image's root filesystem, with the same guards.
+    pub backend: Backend,
+}
+
+/// What carries a sandboxed run out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One container per task on a Docker engine.
+    #[default]
+    Docker,
+    /// bubblewrap: own user, PID, network, IPC, UTS and mount namespaces over the image's root
+    /// filesystem (exported from Docker once and cached), limits through cgroups v1 or rlimits.
+    Namespace,
 }
 
 impl Default for Guards {
@@ -43,6 +61,8 @@ impl Default for Guards {
             user: "65534:65534".to_owned(),
             tmpfs_mb: 64,
             max_output_kb: 1024,
+            max_printed_mb: 64,
+            backend: Backend::Docker,
         }
     }
 }
@@ -78,7 +98,15 @@ impl Guards {
         if self.pids_limit < 1 {
             return Err("sandbox.pids_limit must be at least 1".into());
         }
+        if self.max_printed_mb < 1 {
+            return Err("sandbox.max_printed_mb must be at least 1".into());
+        }
         Ok(())
+    }
+
+    /// The most bytes the command may print.
+    pub fn max_printed_bytes(&self) -> u64 {
+        self.max_printed_mb.saturating_mul(1024 * 1024)
     }
 
     /// The memory limit in bytes.

@@ -17,6 +17,6 @@ mod images;
 pub mod labels;
 mod spec;
 
-pub use guards::{AlwaysOn, Guards};
+pub use guards::{AlwaysOn, Backend, Guards};
 pub use images::{ImageAllowlist, normalize};
 pub use spec::{INPUT_DIR, OUTPUT_DIR, SCRATCH_DIR, SandboxSpec};

@@ -1,0 +1,464 @@
+//! The namespace backend (`sandbox.backend = "namespace"`): one task in bubblewrap instead of a
+//! container, with the Docker backend's guards and outcome rules.
+//!
+//! - **Root filesystem**: the sandbox image's, exported from the Docker engine once per image id
+//!   and cached under `rootfs_dir` (or put there by the operator where no Docker engine exists,
+//!   as `rootfs_dir/<image name>/` with a `procos-image.json` beside it); mounted read-only.
+//! - **Isolation**: new user, PID, network, IPC, UTS, mount and cgroup namespaces
+//!   (`--unshare-all`; the network only with `sandbox.network`), every capability dropped,
+//!   no-new-privileges, a seccomp filter ([`seccomp`]), a fresh `/tmp` (tmpfs of
+//!   `sandbox.tmpfs_mb`), `/in` read-only and `/out` writable, both per task, removed after it.
+//! - **Limits**: memory (swap included), processes and CPU through cgroups v1 where the worker
+//!   may create them (these hosts mount v1 only), else through rlimits (address space, and
+//!   processes per user for a worker that is not root). The timeout kills the whole tree: the
+//!   command is the child of bubblewrap's PID-namespace init, which dies with its parent.
+//! - **Outcome**: the same [`Ended`] → [`Outcome`] rules as a container.
+//!
+//! bubblewrap is started through `/bin/sh`, which joins the cgroups, opens the seccomp program
+//! as the descriptor bubblewrap reads and sets the rlimits before it `exec`s bubblewrap: the
+//! standard library offers no safe way to do these between fork and exec.
+
+mod cgroups;
+mod rootfs;
+mod seccomp;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::outcome::{Ended, outcome, printed_too_much, push_tail, too_large};
+use super::{ContainerSpec, Runner, Sandbox};
+use crate::{Failure, Outcome, Retry, Unavailable, async_trait};
+
+pub(crate) use rootfs::default_rootfs_dir;
+
+/// The descriptors bubblewrap reads the seccomp programs from (opened by the shell, whose
+/// redirections take one digit only).
+const SECCOMP_FDS: [u32; 2] = [8, 9];
+
+/// Runs tasks in bubblewrap sandboxes.
+#[derive(Debug)]
+pub(crate) struct Namespaces {
+    bwrap: PathBuf,
+    roots: rootfs::RootFilesystems,
+    seccomp: [Vec<u8>; 2],
+}
+
+impl Namespaces {
+    /// A backend exporting images from `docker` (when there is one) into `rootfs_dir`.
+    pub(crate) fn new(docker: Option<Sandbox>, rootfs_dir: PathBuf) -> Result<Self, String> {
+        let seccomp = seccomp::programs()?;
+        Ok(Self {
+            bwrap: find_bwrap(),
+            roots: rootfs::RootFilesystems::new(rootfs_dir, docker),
+            seccomp,
+        })
+    }
+
+    async fn run_in(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
+        let root = match self.roots.root_for(&spec.image).await {
+            Ok(root) => root,
+            Err(failure) => return Outcome::Failure(failure),
+        };
+        let work = match Workspace::create(spec, &self.seccomp) {
+            Ok(work) => work,
+            Err(e) => {
+                return Outcome::Failure(Failure::new(
+                    format!("could not prepare the sandbox's directories: {e}"),
+                    "The worker writes each task's /in and /out under the system's temporary directory (TMPDIR); check that it is writable and not full.",
+                    Retry::Later,
+                ));
+            }
+        };
+        let cgroup = cgroups::TaskCgroup::create(&spec.task_id, &spec.guards);
+        let mut command = self.command(spec, &root, &work, cgroup.as_ref());
+        let ended = run_to_end(&mut command, spec, cancel, cgroup.as_ref(), &work.output).await;
+        if let Some(cgroup) = cgroup {
+            cgroup.remove().await;
+        }
+        match ended {
+            Ok(ended) => outcome(spec, ended),
+            Err(failure) => Outcome::Failure(failure),
+        }
+        // `work` is removed when dropped here, on every path.
+    }
+
+    /// `/bin/sh -c LAUNCH sh CGROUP_PROCS… -- bwrap ARGS… COMMAND…`.
+    fn command(
+        &self,
+        spec: &ContainerSpec,
+        root: &rootfs::Root,
+        work: &Workspace,
+        cgroup: Option<&cgroups::TaskCgroup>,
+    ) -> Command {
+        let guards = &spec.guards;
+        let mut launch = String::new();
+        let mut args: Vec<String> = Vec::new();
+        if let Some(cgroup) = cgroup {
+            // "0" moves the writing process (the shell, then bubblewrap and all it starts).
+            for (i, procs) in cgroup.procs_files().iter().enumerate() {
+                launch.push_str(&format!("echo 0 > \"${}\" || exit 125; ", i + 1));
+                args.push(procs.display().to_string());
+            }
+        }
+        for (fd, program) in SECCOMP_FDS.iter().zip(&work.seccomp) {
+            launch.push_str(&format!("exec {fd}< \"${}\" || exit 125; ", args.len() + 1));
+            args.push(program.display().to_string());
+        }
+        let n = args.len();
+        launch.push_str("ulimit -c 0; ");
+        if cgroup.is_none_or(|c| !c.limits_memory()) {
+            // Address space is a coarse stand-in for memory, but it holds without cgroups.
+            launch.push_str(&format!("ulimit -v {}; ", guards.memory_mb * 1024));
+        }
+        if cgroup.is_none_or(|c| !c.limits_pids()) && !running_as_root() {
+            launch.push_str(&format!("ulimit -u {}; ", guards.pids_limit));
+        }
+        launch.push_str(&format!("shift {n}; exec \"$@\""));
+
+        let (uid, gid) = user_ids(&guards.user);
+        let mut bwrap: Vec<String> = vec![
+            self.bwrap.display().to_string(),
+            "--unshare-all".into(),
+            // Named again because --disable-userns requires it explicitly.
+            "--unshare-user".into(),
+            "--disable-userns".into(),
+            "--die-with-parent".into(),
+            "--new-session".into(),
+            "--cap-drop".into(),
+            "ALL".into(),
+            "--uid".into(),
+            uid.to_string(),
+            "--gid".into(),
+            gid.to_string(),
+            "--hostname".into(),
+            "sandbox".into(),
+            "--ro-bind".into(),
+            root.dir.display().to_string(),
+            "/".into(),
+            "--proc".into(),
+            "/proc".into(),
+            "--dev".into(),
+            "/dev".into(),
+            "--size".into(),
+            (guards.tmpfs_mb * 1024 * 1024).to_string(),
+            "--tmpfs".into(),
+            "/tmp".into(),
+            "--ro-bind".into(),
+            work.input.display().to_string(),
+            "/in".into(),
+            "--bind".into(),
+            work.output.display().to_string(),
+            "/out".into(),
+            "--chdir".into(),
+            root.config
+                .working_dir
+                .clone()
+                .unwrap_or_else(|| "/tmp".into()),
+            "--clearenv".into(),
+        ];
+        for fd in SECCOMP_FDS {
+            bwrap.extend(["--add-seccomp-fd".into(), fd.to_string()]);
+        }
+        if guards.network {
+            bwrap.push("--share-net".into());
+        }
+        for pair in root.config.env.iter().chain(&spec.env) {
+            if let Some((name, value)) = pair.split_once('=') {
+                bwrap.extend(["--setenv".into(), name.into(), value.into()]);
+            }
+        }
+        bwrap.push("--".into());
+        match &spec.command {
+            Some(command) => bwrap.extend(command.iter().cloned()),
+            None => bwrap.extend(root.config.cmd.iter().cloned()),
+        }
+
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(launch)
+            .arg("sh")
+            .args(args)
+            .args(bwrap)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so that a timeout kills bubblewrap and whatever it started.
+            .process_group(0)
+            .kill_on_drop(true);
+        command
+    }
+}
+
+#[async_trait]
+impl Runner for Namespaces {
+    async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
+        self.run_in(spec, cancel).await
+    }
+
+    async fn available(&self) -> Result<(), Unavailable> {
+        let probe = Command::new(&self.bwrap)
+            .args(["--unshare-all", "--ro-bind", "/", "/", "--", "/bin/true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let unavailable = |why: String| {
+            Unavailable {
+            reason: format!("bubblewrap ({}) cannot make a sandbox here: {why}", self.bwrap.display()),
+            fix: "install bubblewrap (`apt-get install bubblewrap`); in a container, allow the namespace calls (a seccomp profile that permits unshare/clone with namespace flags, and user namespaces), or use sandbox.backend = \"docker\"".to_owned(),
+        }
+        };
+        match tokio::time::timeout(Duration::from_secs(5), probe).await {
+            Ok(Ok(out)) if out.status.success() => Ok(()),
+            Ok(Ok(out)) => Err(unavailable(
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            )),
+            Ok(Err(e)) => Err(unavailable(e.to_string())),
+            Err(_) => Err(unavailable("no answer within 5 s".to_owned())),
+        }
+    }
+}
+
+/// bubblewrap on `PATH`, else where Debian puts it.
+fn find_bwrap() -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("bwrap"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"))
+}
+
+fn running_as_root() -> bool {
+    // The real uid of this process: the owner of /proc/self.
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+/// `"uid:gid"`, `"uid"` or a name; the names ProcOS's images use map to their ids, anything
+/// else runs as nobody.
+fn user_ids(user: &str) -> (u32, u32) {
+    const NOBODY: u32 = 65534;
+    let user = user.trim();
+    let (uid, gid) = user.split_once(':').unwrap_or((user, ""));
+    let id = |text: &str| match text {
+        "root" => Some(0),
+        "nobody" | "nogroup" => Some(NOBODY),
+        other => other.parse().ok(),
+    };
+    let uid = id(uid).unwrap_or(NOBODY);
+    (uid, id(gid).unwrap_or(uid))
+}
+
+/// A task's directories on the host: `/in` (its files), `/out` (an empty `output.json` the
+/// command may fill) and the seccomp programs; removed when dropped.
+struct Workspace {
+    _dir: tempfile::TempDir,
+    input: PathBuf,
+    output: PathBuf,
+    seccomp: [PathBuf; 2],
+}
+
+impl Workspace {
+    fn create(spec: &ContainerSpec, programs: &[Vec<u8>; 2]) -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = tempfile::Builder::new().prefix("procos-task-").tempdir()?;
+        let input = dir.path().join("in");
+        let output = dir.path().join("out");
+        std::fs::create_dir(&input)?;
+        std::fs::create_dir(&output)?;
+        for (name, bytes) in &spec.files {
+            // Names come from the adapters (script.py, input.json), never from the task.
+            std::fs::write(input.join(name), bytes)?;
+            std::fs::set_permissions(input.join(name), std::fs::Permissions::from_mode(0o644))?;
+        }
+        let output_file = output.join("output.json");
+        std::fs::write(&output_file, b"")?;
+        // The command runs as an unprivileged user of its own user namespace.
+        std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o777))?;
+        std::fs::set_permissions(&output_file, std::fs::Permissions::from_mode(0o666))?;
+        std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let seccomp = [
+            dir.path().join("seccomp-refuse.bpf"),
+            dir.path().join("seccomp-clone3.bpf"),
+        ];
+        for (file, program) in seccomp.iter().zip(programs) {
+            std::fs::write(file, program)?;
+        }
+        Ok(Self {
+            _dir: dir,
+            input,
+            output,
+            seccomp,
+        })
+    }
+}
+
+/// Starts `command` and waits for its end within the timeout (killing the tree past it, or on
+/// `cancel`), reading its output as it goes.
+async fn run_to_end(
+    command: &mut Command,
+    spec: &ContainerSpec,
+    cancel: &CancellationToken,
+    cgroup: Option<&cgroups::TaskCgroup>,
+    out_dir: &Path,
+) -> Result<Ended, Failure> {
+    let mut child = command.spawn().map_err(|e| {
+        Failure::new(
+            format!("could not start the sandbox: {e}"),
+            "The namespace backend runs /bin/sh and bubblewrap on the worker's host; install bubblewrap (`apt-get install bubblewrap`) or use sandbox.backend = \"docker\".",
+            Retry::Later,
+        )
+    })?;
+    let group = child.id();
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        kill_tree(group, cgroup);
+        return Err(Failure::new(
+            "could not read the sandbox's output",
+            "The worker could not attach to the sandbox's stdout and stderr.",
+            Retry::Later,
+        ));
+    };
+    let printed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let out_reader = tokio::spawn(read_tail(stdout, printed.clone()));
+    let err_reader = tokio::spawn(read_tail(stderr, printed.clone()));
+    let limit = spec.guards.timeout;
+    let mut too_much = false;
+    let status = {
+        let wait = child.wait();
+        tokio::pin!(wait);
+        let deadline = tokio::time::sleep(limit);
+        tokio::pin!(deadline);
+        let mut watch = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                status = &mut wait => break status.ok(),
+                () = &mut deadline => {
+                    kill_tree(group, cgroup);
+                    let stderr = err_reader.await.unwrap_or_default();
+                    out_reader.abort();
+                    return Err(Failure::new(
+                        format!("the sandbox timed out after {}; it was killed", humantime::format_duration(limit)),
+                        format!(
+                            "`{}` ran longer than sandbox.timeout ({}). Raise the timeout if the work needs longer, or look for an endless loop. The end of its stderr:\n{}",
+                            spec.image,
+                            humantime::format_duration(limit),
+                            String::from_utf8_lossy(&stderr)
+                        ),
+                        Retry::Later,
+                    ));
+                }
+                () = cancel.cancelled() => {
+                    kill_tree(group, cgroup);
+                    return Err(Failure::new("cancelled", "The worker cancelled the run (shutdown, or the lock was lost).", Retry::Later));
+                }
+                _ = watch.tick() => {
+                    if printed.load(std::sync::atomic::Ordering::Relaxed) > spec.guards.max_printed_bytes() {
+                        too_much = true;
+                        kill_tree(group, cgroup);
+                    }
+                }
+            }
+        }
+    };
+    // The command ended; anything it left behind in its namespace died with bubblewrap's init.
+    kill_tree(group, cgroup);
+    let stdout = out_reader.await.unwrap_or_default();
+    let stderr = err_reader.await.unwrap_or_default();
+    if too_much {
+        return Err(printed_too_much(spec, &stderr));
+    }
+    let exit_code = status.map_or(-1, |status| {
+        use std::os::unix::process::ExitStatusExt as _;
+        status
+            .code()
+            .map(i64::from)
+            .or_else(|| status.signal().map(|signal| 128 + i64::from(signal)))
+            .unwrap_or(-1)
+    });
+    if exit_code == 125 && stderr.starts_with(b"sh:") {
+        return Err(Failure::new(
+            "could not set up the sandbox's limits",
+            format!(
+                "The launcher failed before bubblewrap started: {}",
+                String::from_utf8_lossy(&stderr)
+            ),
+            Retry::Later,
+        ));
+    }
+    let oom_killed = cgroup.is_some_and(cgroups::TaskCgroup::oom_killed);
+    let output_file = read_output(&spec.guards, out_dir)?;
+    Ok(Ended {
+        exit_code,
+        oom_killed,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        output_file,
+    })
+}
+
+/// `/out/output.json`, or `None` when it is empty; over the limit is a failure.
+fn read_output(
+    guards: &procos_sandbox_contract::Guards,
+    out: &Path,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let path = out.join("output.json");
+    let limit = guards.max_output_kb * 1024;
+    let size = std::fs::symlink_metadata(&path).map_or(0, |m| {
+        // A symlink the command left there is not followed: it could name a host file.
+        if m.file_type().is_file() { m.len() } else { 0 }
+    });
+    if size > limit {
+        return Err(too_large("/out/output.json", size, limit));
+    }
+    if size == 0 {
+        return Ok(None);
+    }
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(None),
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Reads `stream` to its end, keeping its tail and counting all of it.
+async fn read_tail(
+    mut stream: impl AsyncRead + Unpin,
+    printed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                printed.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                push_tail(&mut kept, &chunk[..n]);
+            }
+        }
+    }
+    kept
+}
+
+/// SIGKILL to the launcher's process group (bubblewrap's init dies with it, and with it every
+/// process of the sandbox's PID namespace) and to whatever is left in the task's cgroup.
+fn kill_tree(group: Option<u32>, cgroup: Option<&cgroups::TaskCgroup>) {
+    if let Some(group) = group.and_then(|g| i32::try_from(g).ok()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(group),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if let Some(cgroup) = cgroup {
+        cgroup.kill_all();
+    }
+}
