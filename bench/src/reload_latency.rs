@@ -10,13 +10,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
-use camunda_client::{Deployment, EngineClient, ExternalTaskLogQuery, StartProcessInstance};
+use anyhow::Context;
+use camunda_client::{EngineClient, StartProcessInstance};
 use clap::Parser;
-use procos_bench::{BenchEngine, EngineArgs, free_port, until_interrupted};
-use tokio::process::{Child, Command};
+use procos_bench::worker::{
+    echo_topic, is_ready, readyz_client, readyz_url, signal, worker_command, worker_file,
+};
+use procos_bench::{
+    BenchEngine, EngineArgs, Sorted, completions, deploy_new, free_port, poll_until, run_on_engine,
+};
+use tokio::process::Child;
 
 /// Reload latency of `procos worker`: file write to the first task of a new topic served.
 #[derive(Debug, Parser)]
@@ -43,11 +48,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // Booted in the main future so the engine's process lives as long as the benchmark.
-    let engine = until_interrupted(BenchEngine::start(&args.engine)).await?;
-    let outcome = until_interrupted(measure(&args, &engine)).await;
-    engine.stop().await;
-    outcome
+    run_on_engine(&args.engine, async |engine| measure(&args, engine).await).await
 }
 
 /// The worker's configuration file and what it says.
@@ -61,36 +62,19 @@ struct WorkerFile {
 }
 
 impl WorkerFile {
-    fn config(&self) -> String {
-        let mut text = format!(
-            "[engine]\nurl = \"{}\"\n\n[worker]\nlisten = \"127.0.0.1:{}\"\nlong_poll = \"{}\"\n",
-            self.engine_url,
-            self.port,
-            humantime::format_duration(self.long_poll)
-        );
-        for topic in &self.topics {
-            text.push_str(&format!("\n[topics.\"{topic}\"]\nadapter = \"echo\"\n"));
-        }
-        text
-    }
-
     fn write(&self) -> anyhow::Result<()> {
-        std::fs::write(&self.file, self.config())
-            .with_context(|| format!("writing {}", self.file.display()))
+        let mut worker = toml::Table::new();
+        worker.insert("listen".into(), format!("127.0.0.1:{}", self.port).into());
+        worker.insert(
+            "long_poll".into(),
+            humantime::format_duration(self.long_poll)
+                .to_string()
+                .into(),
+        );
+        let topics = self.topics.iter().map(|t| (t.clone(), echo_topic()));
+        let text = worker_file(&self.engine_url, worker, topics)?;
+        std::fs::write(&self.file, text).with_context(|| format!("writing {}", self.file.display()))
     }
-}
-
-/// SIGHUP to the worker, through `kill` (the benchmarks link no signal crate).
-fn hang_up(child: &Child) -> anyhow::Result<()> {
-    let pid = child.id().context("the worker has exited")?;
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .context("running kill -HUP")?;
-    if !status.success() {
-        bail!("kill -HUP {pid} failed");
-    }
-    Ok(())
 }
 
 async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
@@ -101,7 +85,7 @@ async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
         engine.describe()
     );
     let dir = tempfile::tempdir()?;
-    let (_, first_topic) = deploy(client, "bench-reload-base").await?;
+    let first_topic = deploy_new(client, "bench-reload-base").await?;
     let mut fleet = WorkerFile {
         file: dir.path().join("procos.toml"),
         port: free_port()?,
@@ -115,19 +99,19 @@ async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
     wait_ready(fleet.port).await?;
 
     for (series, with_sighup) in [("file watch", false), ("file + SIGHUP", true)] {
-        let mut samples = Vec::with_capacity(args.rounds);
+        let mut latencies = Vec::with_capacity(args.rounds);
         for _ in 0..args.rounds {
-            let (key, topic) = deploy(client, "bench-reload").await?;
+            let key = deploy_new(client, "bench-reload").await?;
             client
                 .start_process_instance(&key, &StartProcessInstance::default())
                 .await?;
             // The worker is back in its long poll since the last round.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            fleet.topics.push(topic);
+            fleet.topics.push(key.clone());
             let written = SystemTime::now();
             fleet.write()?;
             if with_sighup {
-                hang_up(&child)?;
+                signal(child.id().context("the worker has exited")?, "HUP").await?;
             }
             let served = first_completion(client, &key).await?;
             let took = served
@@ -135,16 +119,15 @@ async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
                 .unwrap_or(Duration::ZERO)
                 .as_secs_f64();
             println!("{series}: {:.0} ms", took * 1000.0);
-            samples.push(took);
+            latencies.push(took);
         }
-        samples.sort_by(f64::total_cmp);
-        if let (Some(min), Some(max)) = (samples.first(), samples.last()) {
+        if let Some(sorted) = Sorted::new(latencies) {
             println!(
                 "{series}: median {:.0} ms, min {:.0} ms, max {:.0} ms over {} rounds",
-                samples[samples.len() / 2] * 1000.0,
-                min * 1000.0,
-                max * 1000.0,
-                samples.len()
+                sorted.percentile(0.5) * 1000.0,
+                sorted.min() * 1000.0,
+                sorted.max() * 1000.0,
+                sorted.len()
             );
         }
     }
@@ -154,95 +137,45 @@ async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
 }
 
 fn spawn_worker(args: &Args, file: &Path) -> anyhow::Result<Child> {
-    let procos = &args.procos_bin;
     let log = match &args.worker_log {
         Some(path) => Stdio::from(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         ),
         None => Stdio::null(),
     };
-    let mut command = Command::new(procos);
+    let mut command = worker_command(&args.procos_bin, file, &["--log", &args.log]);
     command
-        .arg("--config")
-        .arg(file)
-        .args(["--log", &args.log])
-        .arg("worker")
         .stdout(Stdio::null())
         .stderr(log)
-        .kill_on_drop(true);
-    // Only the file configures this worker, not the caller's PROCOS_* variables.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("PROCOS_") {
-            command.env_remove(name);
-        }
-    }
-    command
+        .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting {}", procos.display()))
+        .with_context(|| format!("starting {}", args.procos_bin.display()))
 }
 
 async fn wait_ready(port: u16) -> anyhow::Result<()> {
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = reqwest::get(&url).await
-            && response.status().is_success()
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the worker was not ready within 60 s ({url})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let url = readyz_url(port);
+    let http = readyz_client()?;
+    let failure = format!("the worker was not ready within 60 s ({url})");
+    poll_until(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        failure,
+        async || Ok(is_ready(&http, &url).await.then_some(())),
+    )
+    .await
 }
 
 /// When the engine logged the first completion of `key`'s task.
 async fn first_completion(client: &EngineClient, key: &str) -> anyhow::Result<SystemTime> {
-    let query = ExternalTaskLogQuery {
-        process_definition_key: Some(key.to_owned()),
-        success_log: Some(true),
-        ..Default::default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(entry) = client.external_task_log(&query).await?.first() {
-            return Ok(SystemTime::from(entry.timestamp));
-        }
-        if Instant::now() > deadline {
-            bail!("the new topic of {key} was not served within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn deploy(client: &EngineClient, prefix: &str) -> anyhow::Result<(String, String)> {
-    let suffix = chrono::Utc::now().format("%Y%m%d%H%M%S%3f");
-    let key = format!("{prefix}-{suffix}");
-    let topic = key.clone();
-    client
-        .deploy(&Deployment {
-            name: key.clone(),
-            source: Some("procos-bench".into()),
-            resources: vec![(format!("{key}.bpmn"), model(&key, &topic).into_bytes())],
-        })
-        .await?;
-    Ok((key, topic))
-}
-
-fn model(key: &str, topic: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
-    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/bench">
-  <bpmn:process id="{key}" isExecutable="true">
-    <bpmn:startEvent id="start"/>
-    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work"/>
-    <bpmn:serviceTask id="work" camunda:type="external" camunda:topic="{topic}"/>
-    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="end"/>
-    <bpmn:endEvent id="end"/>
-  </bpmn:process>
-</bpmn:definitions>
-"#
+    let failure = format!("the new topic of {key} was not served within 60 s");
+    poll_until(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        failure,
+        async || {
+            let log = completions(client, key).await?;
+            Ok(log.first().map(|entry| SystemTime::from(entry.timestamp)))
+        },
     )
+    .await
 }
