@@ -9,7 +9,8 @@
 #            npm and PyPI, writes bench/results/peers.{md,json,png} and prints the table
 #            (flags: see `peers --help`, e.g. --instances 300 --scaling-instances 200)
 #   reload   `procos worker` reloading its topic table: file write to the new topic's first task
-#            served, by file watch and by SIGHUP (flags: see `reload-latency --help`)
+#            served, by file watch and by SIGHUP; writes bench/results/reload.{md,json} and
+#            prints the table (flags: see `reload-latency --help`)
 #   all      worker and sandbox, with default flags (the default)
 # The engine benchmarks boot their own scratch engine from the jar built here, through the
 # kernel's code (fresh H2 database, free port, stopped at the end); `--engine-url URL` measures
@@ -34,7 +35,8 @@ case "$which" in
   reload)
     cargo build --locked --release -p procos --quiet
     build_engine
-    "$CARGO_TARGET_DIR/release/reload-latency" --procos-bin "$CARGO_TARGET_DIR/release/procos" "$@"
+    "$CARGO_TARGET_DIR/release/reload-latency" --procos-bin "$CARGO_TARGET_DIR/release/procos" \
+      --results-dir "$ROOT/bench/results" "$@"
     ;;
   peers)
     source "$ROOT/bench/peers/install.sh"

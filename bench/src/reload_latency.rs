@@ -4,22 +4,33 @@
 //!
 //! Two series of `--rounds` each: the file alone (the worker notices it within its 1 s poll of
 //! the file's modification time), and the file followed by SIGHUP (read at once). The worker
-//! long-polls with `--long-poll`, so every reload has to cut a long poll short.
+//! long-polls with `--long-poll`, so every reload has to cut a long poll short. It prints the
+//! table and, given `--results-dir`, writes it to `reload.md` and every trial to `reload.json`.
 //!
-//! A benchmark, not a test: it prints figures and asserts nothing.
+//! A benchmark, not a test: it prints and writes figures, and asserts nothing.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, bail};
-use camunda_client::{Deployment, EngineClient, ExternalTaskLogQuery, StartProcessInstance};
+use anyhow::Context;
+use camunda_client::{EngineClient, StartProcessInstance};
 use clap::Parser;
-use procos_bench::{BenchEngine, EngineArgs, free_port, until_interrupted};
-use tokio::process::{Child, Command};
+use procos_bench::worker::{
+    echo_topic, is_ready, readyz_client, readyz_url, signal, worker_command, worker_file,
+};
+use procos_bench::{
+    BenchEngine, EngineArgs, Machine, Sorted, Table, completions, deploy_new, free_port,
+    load_average, millis, poll_until, report_date, run_on_engine, say, tool_version, write_results,
+};
+use serde::Serialize;
+use tokio::process::Child;
 
 /// Reload latency of `procos worker`: file write to the first task of a new topic served.
+/// `bench/run.sh reload` passes `--results-dir`; flags given after it override it.
 #[derive(Debug, Parser)]
+#[command(args_override_self = true)]
 struct Args {
     #[command(flatten)]
     engine: EngineArgs,
@@ -38,16 +49,16 @@ struct Args {
     /// The worker's log filter.
     #[arg(long, default_value = "info")]
     log: String,
+    /// Where `reload.md` (the printed report) and `reload.json` (every trial) are written;
+    /// nothing is written without it.
+    #[arg(long)]
+    results_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // Booted in the main future so the engine's process lives as long as the benchmark.
-    let engine = until_interrupted(BenchEngine::start(&args.engine)).await?;
-    let outcome = until_interrupted(measure(&args, &engine)).await;
-    engine.stop().await;
-    outcome
+    run_on_engine(&args.engine, async |engine| measure(&args, engine).await).await
 }
 
 /// The worker's configuration file and what it says.
@@ -61,47 +72,141 @@ struct WorkerFile {
 }
 
 impl WorkerFile {
-    fn config(&self) -> String {
-        let mut text = format!(
-            "[engine]\nurl = \"{}\"\n\n[worker]\nlisten = \"127.0.0.1:{}\"\nlong_poll = \"{}\"\n",
-            self.engine_url,
-            self.port,
-            humantime::format_duration(self.long_poll)
-        );
-        for topic in &self.topics {
-            text.push_str(&format!("\n[topics.\"{topic}\"]\nadapter = \"echo\"\n"));
-        }
-        text
-    }
-
     fn write(&self) -> anyhow::Result<()> {
-        std::fs::write(&self.file, self.config())
-            .with_context(|| format!("writing {}", self.file.display()))
+        let mut worker = toml::Table::new();
+        worker.insert("listen".into(), format!("127.0.0.1:{}", self.port).into());
+        worker.insert(
+            "long_poll".into(),
+            humantime::format_duration(self.long_poll)
+                .to_string()
+                .into(),
+        );
+        let topics = self.topics.iter().map(|t| (t.clone(), echo_topic()));
+        let text = worker_file(&self.engine_url, worker, topics)?;
+        std::fs::write(&self.file, text).with_context(|| format!("writing {}", self.file.display()))
     }
 }
 
-/// SIGHUP to the worker, through `kill` (the benchmarks link no signal crate).
-fn hang_up(child: &Child) -> anyhow::Result<()> {
-    let pid = child.id().context("the worker has exited")?;
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .context("running kill -HUP")?;
-    if !status.success() {
-        bail!("kill -HUP {pid} failed");
+/// What `reload.json` holds.
+#[derive(Debug, Serialize)]
+struct Report {
+    date: String,
+    machine: Machine,
+    versions: BTreeMap<String, String>,
+    settings: Settings,
+    series: Vec<Series>,
+    duration_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Settings {
+    rounds: usize,
+    long_poll_ms: u64,
+    worker_log: String,
+    engine: String,
+}
+
+/// One way of telling the worker: the file alone, or the file and SIGHUP.
+#[derive(Debug, Serialize)]
+struct Series {
+    name: &'static str,
+    sighup: bool,
+    /// File write → the new topic's task completed, each round in the order they ran.
+    latencies_ms: Vec<f64>,
+    summary: Option<Summary>,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    rounds: usize,
+    median_ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    mean_ms: f64,
+}
+
+impl Series {
+    fn new(name: &'static str, sighup: bool, latencies_ms: Vec<f64>) -> Self {
+        let summary = Sorted::new(latencies_ms.clone()).map(|s| Summary {
+            rounds: s.len(),
+            median_ms: s.percentile(0.5),
+            min_ms: s.min(),
+            max_ms: s.max(),
+            mean_ms: s.mean(),
+        });
+        Self {
+            name,
+            sighup,
+            latencies_ms,
+            summary,
+        }
     }
-    Ok(())
+}
+
+impl Report {
+    fn markdown(&self) -> String {
+        let s = &self.settings;
+        let mut out = String::from("# ProcOS topic-table reload\n\n");
+        out.push_str(&self.machine.describe(&self.date, self.duration_s));
+        out.push_str("\n\nVersions:\n\n");
+        for (what, version) in &self.versions {
+            out.push_str(&format!("- {what}: {version}\n"));
+        }
+        out.push_str(&format!(
+            "\n`procos worker` (`long_poll = \"{}\"`, log filter `{}`) on a {}. Each round deploys a process with a topic of its own, starts an instance (its task waits), adds the topic to the worker's file and times the write → the engine's log entry of that task's completion (both clocks are the host's; ±1 ms, the engine's timestamps are whole milliseconds). {} rounds per series: the file alone (the worker looks at its modification time every second) and the file followed by SIGHUP.\n\n",
+            humantime::format_duration(Duration::from_millis(s.long_poll_ms)),
+            s.worker_log,
+            s.engine,
+            s.rounds
+        ));
+        let mut table = Table::new(&[
+            "series",
+            "rounds",
+            "median",
+            "min",
+            "max",
+            "mean",
+            "each round, in order",
+        ])
+        .left(6);
+        let ms = |v: f64| format!("{v:.0} ms");
+        for series in &self.series {
+            let rounds: Vec<String> = series
+                .latencies_ms
+                .iter()
+                .map(|v| format!("{v:.0}"))
+                .collect();
+            let mut row = vec![series.name.to_owned()];
+            match &series.summary {
+                Some(m) => row.extend([
+                    m.rounds.to_string(),
+                    ms(m.median_ms),
+                    ms(m.min_ms),
+                    ms(m.max_ms),
+                    ms(m.mean_ms),
+                ]),
+                None => row.extend(["0".into(), "—".into(), "—".into(), "—".into(), "—".into()]),
+            }
+            row.push(format!("{} ms", rounds.join(", ")));
+            table.row(row);
+        }
+        out.push_str(&table.markdown());
+        out
+    }
 }
 
 async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut machine = Machine::probe();
     let client = engine.client();
-    println!(
-        "# ProcOS topic-table reload: file write → first task of the new topic completed, long poll {}, {}",
+    say(&format!(
+        "topic-table reload: {} rounds per series, long poll {}, {}",
+        args.rounds,
         args.long_poll,
         engine.describe()
-    );
+    ));
     let dir = tempfile::tempdir()?;
-    let (_, first_topic) = deploy(client, "bench-reload-base").await?;
+    let first_topic = deploy_new(client, "bench-reload-base").await?;
     let mut fleet = WorkerFile {
         file: dir.path().join("procos.toml"),
         port: free_port()?,
@@ -114,135 +219,108 @@ async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
     let mut child = spawn_worker(args, &fleet.file)?;
     wait_ready(fleet.port).await?;
 
-    for (series, with_sighup) in [("file watch", false), ("file + SIGHUP", true)] {
-        let mut samples = Vec::with_capacity(args.rounds);
-        for _ in 0..args.rounds {
-            let (key, topic) = deploy(client, "bench-reload").await?;
+    let mut series = Vec::new();
+    for (name, with_sighup) in [("file watch", false), ("file + SIGHUP", true)] {
+        let mut latencies = Vec::with_capacity(args.rounds);
+        for round in 1..=args.rounds {
+            let key = deploy_new(client, "bench-reload").await?;
             client
                 .start_process_instance(&key, &StartProcessInstance::default())
                 .await?;
             // The worker is back in its long poll since the last round.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            fleet.topics.push(topic);
+            fleet.topics.push(key.clone());
             let written = SystemTime::now();
             fleet.write()?;
             if with_sighup {
-                hang_up(&child)?;
+                signal(child.id().context("the worker has exited")?, "HUP").await?;
             }
             let served = first_completion(client, &key).await?;
-            let took = served
-                .duration_since(written)
-                .unwrap_or(Duration::ZERO)
-                .as_secs_f64();
-            println!("{series}: {:.0} ms", took * 1000.0);
-            samples.push(took);
+            // In whole microseconds: the engine's timestamp has whole milliseconds anyway.
+            let took = served.duration_since(written).unwrap_or(Duration::ZERO);
+            let took_ms = took.as_micros() as f64 / 1000.0;
+            say(&format!("{name}, round {round}: {took_ms:.0} ms"));
+            latencies.push(took_ms);
         }
-        samples.sort_by(f64::total_cmp);
-        if let (Some(min), Some(max)) = (samples.first(), samples.last()) {
-            println!(
-                "{series}: median {:.0} ms, min {:.0} ms, max {:.0} ms over {} rounds",
-                samples[samples.len() / 2] * 1000.0,
-                min * 1000.0,
-                max * 1000.0,
-                samples.len()
-            );
-        }
+        series.push(Series::new(name, with_sighup, latencies));
     }
     child.start_kill()?;
     child.wait().await?;
+
+    machine.load_after = load_average();
+    let mut versions = BTreeMap::new();
+    versions.insert(
+        "engine".to_owned(),
+        format!("Camunda {}", client.version().await?),
+    );
+    if let Some(procos) = tool_version(args.procos_bin.as_os_str(), "--version").await {
+        versions.insert("procos".to_owned(), procos);
+    }
+    let report = Report {
+        date: report_date(),
+        machine,
+        versions,
+        settings: Settings {
+            rounds: args.rounds,
+            long_poll_ms: millis(*args.long_poll),
+            worker_log: args.log.clone(),
+            engine: engine.describe(),
+        },
+        series,
+        duration_s: started.elapsed().as_secs_f64(),
+    };
+    let markdown = report.markdown();
+    if let Some(dir) = &args.results_dir {
+        write_results(dir, "reload", &markdown, &report)?;
+        say(&format!(
+            "results in {}/reload.md and reload.json",
+            dir.display()
+        ));
+    }
+    println!("{markdown}");
     Ok(())
 }
 
 fn spawn_worker(args: &Args, file: &Path) -> anyhow::Result<Child> {
-    let procos = &args.procos_bin;
     let log = match &args.worker_log {
         Some(path) => Stdio::from(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         ),
         None => Stdio::null(),
     };
-    let mut command = Command::new(procos);
+    let mut command = worker_command(&args.procos_bin, file, &["--log", &args.log]);
     command
-        .arg("--config")
-        .arg(file)
-        .args(["--log", &args.log])
-        .arg("worker")
         .stdout(Stdio::null())
         .stderr(log)
-        .kill_on_drop(true);
-    // Only the file configures this worker, not the caller's PROCOS_* variables.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("PROCOS_") {
-            command.env_remove(name);
-        }
-    }
-    command
+        .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting {}", procos.display()))
+        .with_context(|| format!("starting {}", args.procos_bin.display()))
 }
 
 async fn wait_ready(port: u16) -> anyhow::Result<()> {
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = reqwest::get(&url).await
-            && response.status().is_success()
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the worker was not ready within 60 s ({url})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let url = readyz_url(port);
+    let http = readyz_client()?;
+    let failure = format!("the worker was not ready within 60 s ({url})");
+    poll_until(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        failure,
+        async || Ok(is_ready(&http, &url).await.then_some(())),
+    )
+    .await
 }
 
 /// When the engine logged the first completion of `key`'s task.
 async fn first_completion(client: &EngineClient, key: &str) -> anyhow::Result<SystemTime> {
-    let query = ExternalTaskLogQuery {
-        process_definition_key: Some(key.to_owned()),
-        success_log: Some(true),
-        ..Default::default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(entry) = client.external_task_log(&query).await?.first() {
-            return Ok(SystemTime::from(entry.timestamp));
-        }
-        if Instant::now() > deadline {
-            bail!("the new topic of {key} was not served within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn deploy(client: &EngineClient, prefix: &str) -> anyhow::Result<(String, String)> {
-    let suffix = chrono::Utc::now().format("%Y%m%d%H%M%S%3f");
-    let key = format!("{prefix}-{suffix}");
-    let topic = key.clone();
-    client
-        .deploy(&Deployment {
-            name: key.clone(),
-            source: Some("procos-bench".into()),
-            resources: vec![(format!("{key}.bpmn"), model(&key, &topic).into_bytes())],
-        })
-        .await?;
-    Ok((key, topic))
-}
-
-fn model(key: &str, topic: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
-    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/bench">
-  <bpmn:process id="{key}" isExecutable="true">
-    <bpmn:startEvent id="start"/>
-    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work"/>
-    <bpmn:serviceTask id="work" camunda:type="external" camunda:topic="{topic}"/>
-    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="end"/>
-    <bpmn:endEvent id="end"/>
-  </bpmn:process>
-</bpmn:definitions>
-"#
+    let failure = format!("the new topic of {key} was not served within 60 s");
+    poll_until(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        failure,
+        async || {
+            let log = completions(client, key).await?;
+            Ok(log.first().map(|entry| SystemTime::from(entry.timestamp)))
+        },
     )
+    .await
 }

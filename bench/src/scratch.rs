@@ -157,6 +157,21 @@ impl BenchEngine {
     }
 }
 
+/// Runs `bench` on the engine `args` name, booted first when it is a scratch engine, and stops a
+/// scratch engine afterwards whatever came of it; Ctrl-C ends the boot or the benchmark early.
+/// Call it from the binary's main future, so that the engine's process lives as long as the
+/// benchmark (see [`BenchEngine::start`]). A boot interrupted by Ctrl-C kills the half-booted
+/// engine as it is dropped.
+pub async fn run_on_engine<T>(
+    args: &EngineArgs,
+    bench: impl AsyncFnOnce(&BenchEngine) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let engine = until_interrupted(BenchEngine::start(args)).await?;
+    let outcome = until_interrupted(bench(&engine)).await;
+    engine.stop().await;
+    outcome
+}
+
 /// Runs `bench` unless Ctrl-C comes first, and then drops it. The caller goes on to stop its
 /// engine either way: the scratch engine runs in its own process group, so the terminal's Ctrl-C
 /// does not reach it.
@@ -176,6 +191,7 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn say(text: &str) {
+/// A line of progress, on stderr (the figures go to stdout).
+pub fn say(text: &str) {
     eprintln!("==> {text}");
 }

@@ -15,9 +15,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use camunda_client::{Deployment, EngineClient, ExternalTaskLogQuery, StartProcessInstance};
+use camunda_client::{EngineClient, ExternalTaskLogQuery, StartProcessInstance};
 use clap::Parser;
-use procos_bench::{BenchEngine, EngineArgs, until_interrupted};
+use procos_bench::{
+    BenchEngine, EngineArgs, completion_count, completions, deploy_new, poll_until, run_on_engine,
+};
 use procos_worker::{Telemetry, TopicConfig, Worker, WorkerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -48,13 +50,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // Booted here, in the main future, so that the engine's process lives as long as the
-    // benchmark (see `BenchEngine::start`). A boot interrupted by Ctrl-C kills the half-booted
-    // engine as it is dropped.
-    let engine = until_interrupted(BenchEngine::start(&args.engine)).await?;
-    let outcome = until_interrupted(measure(&args, &engine)).await;
-    engine.stop().await;
-    outcome
+    run_on_engine(&args.engine, async |engine| measure(&args, engine).await).await
 }
 
 async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
@@ -70,7 +66,7 @@ async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
 }
 
 async fn throughput(client: &EngineClient, args: &Args) -> anyhow::Result<()> {
-    let (key, topic) = deploy(client, "bench-throughput").await?;
+    let key = deploy_new(client, "bench-throughput").await?;
     let started = Instant::now();
     start_instances(client, &key, args.instances).await?;
     println!(
@@ -79,7 +75,7 @@ async fn throughput(client: &EngineClient, args: &Args) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let fleet = Fleet::start(client, args, &topic)?;
+    let fleet = Fleet::start(client, args, &key)?;
     let drained = Instant::now();
     wait_for_completions(client, &key, args.instances).await?;
     let wall = drained.elapsed();
@@ -101,8 +97,8 @@ async fn throughput(client: &EngineClient, args: &Args) -> anyhow::Result<()> {
 }
 
 async fn latency(client: &EngineClient, args: &Args) -> anyhow::Result<()> {
-    let (key, topic) = deploy(client, "bench-latency").await?;
-    let fleet = Fleet::start(client, args, &topic)?;
+    let key = deploy_new(client, "bench-latency").await?;
+    let fleet = Fleet::start(client, args, &key)?;
     // Let every worker's first fetch answer and its long poll begin.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for _ in 0..args.latency_samples {
@@ -180,20 +176,6 @@ impl Fleet {
     }
 }
 
-async fn deploy(client: &EngineClient, prefix: &str) -> anyhow::Result<(String, String)> {
-    let suffix = chrono::Utc::now().format("%Y%m%d%H%M%S%3f");
-    let key = format!("{prefix}-{suffix}");
-    let topic = key.clone();
-    client
-        .deploy(&Deployment {
-            name: key.clone(),
-            source: Some("procos-bench".into()),
-            resources: vec![(format!("{key}.bpmn"), model(&key, &topic).into_bytes())],
-        })
-        .await?;
-    Ok((key, topic))
-}
-
 /// Starts `count` instances, 16 requests at a time.
 async fn start_instances(client: &EngineClient, key: &str, count: usize) -> anyhow::Result<()> {
     let mut starters = JoinSet::new();
@@ -224,47 +206,12 @@ async fn wait_for_completions(
     key: &str,
     expected: usize,
 ) -> anyhow::Result<()> {
-    let query = ExternalTaskLogQuery {
-        process_definition_key: Some(key.to_owned()),
-        success_log: Some(true),
-        ..Default::default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while client.external_task_log_count(&query).await? < expected as u64 {
-        if Instant::now() > deadline {
-            bail!("fewer than {expected} completions after 10 min");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
-
-async fn completions(
-    client: &EngineClient,
-    key: &str,
-) -> anyhow::Result<Vec<camunda_client::ExternalTaskLogEntry>> {
-    Ok(client
-        .external_task_log(&ExternalTaskLogQuery {
-            process_definition_key: Some(key.to_owned()),
-            success_log: Some(true),
-            ..Default::default()
-        })
-        .await?)
-}
-
-fn model(key: &str, topic: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
-    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/bench">
-  <bpmn:process id="{key}" isExecutable="true">
-    <bpmn:startEvent id="start"/>
-    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work"/>
-    <bpmn:serviceTask id="work" camunda:type="external" camunda:topic="{topic}"/>
-    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="end"/>
-    <bpmn:endEvent id="end"/>
-  </bpmn:process>
-</bpmn:definitions>
-"#
+    let failure = format!("fewer than {expected} completions after 10 min");
+    poll_until(
+        Duration::from_secs(600),
+        Duration::from_millis(100),
+        failure,
+        async || Ok((completion_count(client, key).await? >= expected as u64).then_some(())),
     )
+    .await
 }

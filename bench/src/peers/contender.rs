@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use procos_bench::free_port;
+use procos_bench::worker::{
+    echo_topic, is_ready, readyz_client, readyz_url, signal, worker_command, worker_file,
+};
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
@@ -150,9 +153,7 @@ impl Fleet {
         Ok(Self {
             kind,
             members,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()?,
+            http: readyz_client()?,
         })
     }
 
@@ -169,12 +170,7 @@ impl Fleet {
                     continue;
                 }
                 *ready = match &member.readyz {
-                    Some(url) => self
-                        .http
-                        .get(url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success()),
+                    Some(url) => is_ready(&self.http, url).await,
                     None => {
                         let out = fs::read_to_string(&member.stdout).unwrap_or_default();
                         match out.lines().find_map(|l| l.strip_prefix("ready ")) {
@@ -249,11 +245,7 @@ impl Fleet {
     /// poll from the engine.
     pub async fn stop(&mut self, engine: &Engine, topic: &str) -> anyhow::Result<()> {
         for m in &self.members {
-            // No libc here (unsafe code is denied): kill(1) sends the signal.
-            let _ = Command::new("kill")
-                .args(["-TERM", &m.pid.to_string()])
-                .status()
-                .await;
+            let _ = signal(m.pid, "TERM").await;
         }
         for m in &mut self.members {
             match tokio::time::timeout(Duration::from_secs(20), m.child.wait()).await {
@@ -306,21 +298,11 @@ fn command(
             let config = dir.join(format!("{worker_id}.toml"));
             fs::write(&config, procos_config(settings, worker_id, port)?)
                 .with_context(|| format!("writing {}", config.display()))?;
-            let mut command = Command::new(&programs.procos);
             // `engine call` is traced when each engine call starts: for a task, the start of its
             // complete call is the worker's timestamp for it (see `procos_pickups`).
-            command
-                .arg("--config")
-                .arg(&config)
-                .args(["--log-format", "json", "--log", &programs.procos_log])
-                .arg("worker");
-            // Only the file configures this worker, not the caller's PROCOS_* variables.
-            for (name, _) in std::env::vars_os() {
-                if name.to_string_lossy().starts_with("PROCOS_") {
-                    command.env_remove(name);
-                }
-            }
-            return Ok((command, Some(format!("http://127.0.0.1:{port}/readyz"))));
+            let log = ["--log-format", "json", "--log", &programs.procos_log];
+            let command = worker_command(&programs.procos, &config, &log);
+            return Ok((command, Some(readyz_url(port))));
         }
         Kind::Java => {
             let mut c = Command::new("java");
@@ -361,8 +343,7 @@ fn command(
 /// The worker's `procos.toml`: the engine, `[worker]` and one `echo` topic.
 fn procos_config(settings: &WorkerSettings, worker_id: &str, port: u16) -> anyhow::Result<String> {
     let duration = |d: Duration| humantime::format_duration(d).to_string();
-    let mut topic = toml::Table::new();
-    topic.insert("adapter".into(), "echo".into());
+    let mut topic = echo_topic();
     topic.insert(
         "lock_duration".into(),
         duration(settings.lock_duration).into(),
@@ -381,15 +362,11 @@ fn procos_config(settings: &WorkerSettings, worker_id: &str, port: u16) -> anyho
     worker.insert("long_poll".into(), duration(settings.long_poll).into());
     worker.insert("grace_period".into(), "5s".into());
     worker.insert("listen".into(), format!("127.0.0.1:{port}").into());
-    let mut engine = toml::Table::new();
-    engine.insert("url".into(), settings.engine_url.clone().into());
-    let mut topics = toml::Table::new();
-    topics.insert(settings.topic.clone(), topic.into());
-    let mut root = toml::Table::new();
-    root.insert("engine".into(), engine.into());
-    root.insert("worker".into(), worker.into());
-    root.insert("topics".into(), topics.into());
-    Ok(toml::to_string(&root)?)
+    worker_file(
+        &settings.engine_url,
+        worker,
+        [(settings.topic.clone(), topic)],
+    )
 }
 
 /// ProcOS's pickups from its JSON log: the `engine call` trace line of a task's complete call

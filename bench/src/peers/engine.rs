@@ -1,5 +1,5 @@
 //! The engine's side of a run: the benchmark's two models (one external task; the same with a
-//! no-op expression instead), instances started at a fixed concurrency, and what history says
+//! no-op expression instead, see [`Model`]), instances started at a fixed concurrency, and what history says
 //! afterwards (each instance's start and end, each task's creation), all on the engine's clock.
 //! Every call goes through the typed client.
 
@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use camunda_client::{
-    Deployment, EngineClient, ExternalTaskLogQuery, FetchAndLock, HistoricProcessInstanceQuery,
+    EngineClient, ExternalTaskLogQuery, FetchAndLock, HistoricProcessInstanceQuery,
     StartProcessInstance, TopicSubscription,
 };
 use chrono::{DateTime, FixedOffset};
+use procos_bench::Model;
 use tokio::task::JoinSet;
 
 /// Business key of the instances that warm a worker up; they are not counted.
@@ -22,16 +23,6 @@ pub const WARMUP: &str = "warmup";
 pub const PACED: &str = "paced";
 /// Business key of the instances of the throughput measurement.
 pub const MEASURED: &str = "measured";
-
-/// What the one service task of the benchmark's process does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Model {
-    /// An external task on the run's topic, served by the worker under test.
-    ExternalTask,
-    /// `camunda:expression="${true}"`: the engine runs it itself; no worker, no round trip. The
-    /// engine's ceiling for this process shape.
-    NoOp,
-}
 
 /// The benchmark's calls to one engine.
 #[derive(Debug, Clone)]
@@ -59,15 +50,7 @@ impl Engine {
     /// Deploys the process `key` with its service task as `model` says; the external task's
     /// topic is the key too.
     pub async fn deploy(&self, key: &str, model: Model) -> anyhow::Result<()> {
-        self.client
-            .deploy(&Deployment {
-                name: key.to_owned(),
-                source: Some("procos-bench".into()),
-                resources: vec![(format!("{key}.bpmn"), bpmn(key, model).into_bytes())],
-            })
-            .await
-            .with_context(|| format!("deploying {key}"))?;
-        Ok(())
+        procos_bench::deploy(&self.client, key, model).await
     }
 
     /// Starts `count` instances of `key` with `business_key`, `concurrency` requests at a time.
@@ -252,31 +235,6 @@ fn finished(key: &str, business_key: &str) -> HistoricProcessInstanceQuery {
     }
 }
 
-fn bpmn(key: &str, model: Model) -> String {
-    let task = match model {
-        Model::ExternalTask => {
-            format!(
-                r#"<bpmn:serviceTask id="work" camunda:type="external" camunda:topic="{key}"/>"#
-            )
-        }
-        Model::NoOp => r#"<bpmn:serviceTask id="work" camunda:expression="${true}"/>"#.to_owned(),
-    };
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
-    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/bench">
-  <bpmn:process id="{key}" isExecutable="true" camunda:historyTimeToLive="P1D">
-    <bpmn:startEvent id="start"/>
-    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work"/>
-    {task}
-    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="end"/>
-    <bpmn:endEvent id="end"/>
-  </bpmn:process>
-</bpmn:definitions>
-"#
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,14 +245,5 @@ mod tests {
         assert_eq!(query.process_definition_key.as_deref(), Some("k"));
         assert_eq!(query.business_key.as_deref(), Some(MEASURED));
         assert!(query.finished && !query.unfinished);
-    }
-
-    #[test]
-    fn the_two_models_differ_only_in_the_service_task() {
-        let external = bpmn("k", Model::ExternalTask);
-        let noop = bpmn("k", Model::NoOp);
-        assert!(external.contains(r#"camunda:topic="k""#));
-        assert!(noop.contains("${true}") && !noop.contains("external"));
-        assert_eq!(external.lines().count(), noop.lines().count());
     }
 }

@@ -27,12 +27,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use procos_bench::{BenchEngine, EngineArgs, until_interrupted};
+use procos_bench::{
+    BenchEngine, EngineArgs, Machine, Model, load_average, millis, report_date, run_on_engine, say,
+    tool_version,
+};
 
 use crate::contender::{Fleet, Kind, Programs, WorkerSettings};
-use crate::engine::{Engine, FinishedInstance, MEASURED, Model, PACED, WARMUP};
+use crate::engine::{Engine, FinishedInstance, MEASURED, PACED, WARMUP};
 use crate::procfs::Clock;
-use crate::report::{Machine, Pickup, Report, RunFigures, RunResult, Settings, ThreadCpu};
+use crate::report::{Pickup, Report, RunFigures, RunResult, Settings, ThreadCpu};
 
 /// `bench/run.sh peers` passes the locations it installed; flags given after them override them.
 #[derive(Debug, Parser)]
@@ -150,13 +153,8 @@ struct Scenario {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // Booted here, in the main future, so that the engine's process lives as long as the
-    // benchmark (see `BenchEngine::start`). A boot interrupted by Ctrl-C kills the half-booted
-    // engine as it is dropped.
-    let engine = until_interrupted(BenchEngine::start(&args.engine)).await?;
-    let outcome = until_interrupted(measure(args, &engine)).await;
-    engine.stop().await;
-    outcome
+    let engine = args.engine.clone();
+    run_on_engine(&engine, async |target| measure(args, target).await).await
 }
 
 async fn measure(args: Args, target: &BenchEngine) -> anyhow::Result<()> {
@@ -261,7 +259,7 @@ async fn measure(args: Args, target: &BenchEngine) -> anyhow::Result<()> {
         }
     }
 
-    machine.load_after = report::load_average();
+    machine.load_after = load_average();
     let args = &bench.args;
     let mut versions = bench.clients.clone();
     versions.insert(
@@ -288,7 +286,7 @@ async fn measure(args: Args, target: &BenchEngine) -> anyhow::Result<()> {
         }
     }
     let report = Report {
-        date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        date: report_date(),
         machine,
         versions,
         settings: Settings {
@@ -581,30 +579,4 @@ fn best_round(runs: &[RunResult], kind: Kind) -> Option<RunResult> {
         })
         .or_else(|| mine.clone().next_back())
         .cloned()
-}
-
-/// The first line a program prints for `flag` (`java -version` prints on stderr).
-async fn tool_version(program: &std::ffi::OsStr, flag: &str) -> Option<String> {
-    let out = tokio::process::Command::new(program)
-        .arg(flag)
-        .output()
-        .await
-        .ok()?;
-    let text = if out.stdout.is_empty() {
-        out.stderr
-    } else {
-        out.stdout
-    };
-    String::from_utf8_lossy(&text)
-        .lines()
-        .next()
-        .map(|l| l.trim().to_owned())
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn say(text: &str) {
-    eprintln!("==> {text}");
 }

@@ -8,6 +8,7 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
+use procos_bench::{Machine, Sorted, Table, write_results};
 use serde::Serialize;
 
 use crate::contender::Kind;
@@ -105,22 +106,14 @@ pub struct Pickup {
 }
 
 impl Pickup {
-    pub fn from_samples(mut millis: Vec<f64>) -> Option<Self> {
-        if millis.is_empty() {
-            return None;
-        }
-        millis.sort_by(f64::total_cmp);
-        let at = |p: f64| {
-            // Nearest rank.
-            let rank = (p * millis.len() as f64).ceil() as usize;
-            millis[rank.clamp(1, millis.len()) - 1]
-        };
+    pub fn from_samples(millis: Vec<f64>) -> Option<Self> {
+        let sorted = Sorted::new(millis)?;
         Some(Self {
-            samples: millis.len(),
-            p50_ms: at(0.50),
-            p90_ms: at(0.90),
-            p99_ms: at(0.99),
-            max_ms: at(1.0),
+            samples: sorted.len(),
+            p50_ms: sorted.percentile(0.50),
+            p90_ms: sorted.percentile(0.90),
+            p99_ms: sorted.percentile(0.99),
+            max_ms: sorted.max(),
         })
     }
 }
@@ -135,69 +128,6 @@ pub struct RunResult {
     pub round: usize,
     pub figures: Option<RunFigures>,
     pub error: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Machine {
-    pub cpu: String,
-    pub cores: usize,
-    pub memory_gib: f64,
-    pub os: String,
-    pub kernel: String,
-    pub load_before: String,
-    pub load_after: String,
-}
-
-impl Machine {
-    /// From `/proc` and `/etc/os-release`; the load average is filled in around the runs.
-    pub fn probe() -> Self {
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, name)| name.trim().to_owned())
-            .unwrap_or_else(|| "unknown CPU".into());
-        let cores = cpuinfo
-            .lines()
-            .filter(|l| l.starts_with("processor"))
-            .count();
-        let memory_kib: f64 = fs::read_to_string("/proc/meminfo")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0.0);
-        let os = fs::read_to_string("/etc/os-release")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-            .map(|v| v.trim_matches('"').to_owned())
-            .unwrap_or_else(|| "Linux".into());
-        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        Self {
-            cpu,
-            cores,
-            memory_gib: memory_kib / 1024.0 / 1024.0,
-            os,
-            kernel,
-            load_before: load_average(),
-            load_after: String::new(),
-        }
-    }
-}
-
-/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` has them.
-pub fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The settings every contender ran with.
@@ -236,13 +166,7 @@ pub struct Report {
 impl Report {
     /// Writes `peers.md` and `peers.json` into `dir`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let md = dir.join("peers.md");
-        fs::write(&md, self.markdown()).with_context(|| format!("writing {}", md.display()))?;
-        let json = dir.join("peers.json");
-        fs::write(&json, serde_json::to_string_pretty(self)?)
-            .with_context(|| format!("writing {}", json.display()))?;
-        Ok(())
+        write_results(dir, "peers", &self.markdown(), self)
     }
 
     fn main_figures(&self, kind: Kind) -> Option<&RunFigures> {
@@ -255,23 +179,14 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         let s = &self.settings;
-        let m = &self.machine;
         let _ = writeln!(
             out,
             "# ProcOS and the official external task clients on one engine\n"
         );
         let _ = writeln!(
             out,
-            "Run on {} on {} ({} logical cores), {:.1} GiB RAM, {}, Linux {}; load average (1, 5, 15 min) {} before, {} after. The whole run took {:.0} s.\n",
-            self.date,
-            m.cpu,
-            m.cores,
-            m.memory_gib,
-            m.os,
-            m.kernel,
-            m.load_before,
-            m.load_after,
-            self.duration_s
+            "{}\n",
+            self.machine.describe(&self.date, self.duration_s)
         );
         let _ = writeln!(out, "Versions:\n");
         for (what, version) in &self.versions {
@@ -303,22 +218,29 @@ impl Report {
             }
         );
         let procos = self.main_figures(Kind::Procos);
-        let _ = writeln!(
-            out,
-            "| contender | tasks/s | × ProcOS | pickup p50 | pickup p99 | worker CPU s / 1,000 tasks | × ProcOS | worker peak RSS | × ProcOS | engine CPU s / 1,000 tasks |"
-        );
-        let _ = writeln!(
-            out,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        );
+        let mut table = Table::new(&[
+            "contender",
+            "tasks/s",
+            "× ProcOS",
+            "pickup p50",
+            "pickup p99",
+            "worker CPU s / 1,000 tasks",
+            "× ProcOS",
+            "worker peak RSS",
+            "× ProcOS",
+            "engine CPU s / 1,000 tasks",
+        ]);
         for run in &self.main {
             let Some(f) = &run.figures else {
-                let _ = writeln!(
-                    out,
-                    "| {} | failed: {} | | | | | | | | |",
-                    run.label,
-                    one_line(run.error.as_deref().unwrap_or("no figures"))
-                );
+                let mut row = vec![
+                    run.label.to_owned(),
+                    format!(
+                        "failed: {}",
+                        one_line(run.error.as_deref().unwrap_or("no figures"))
+                    ),
+                ];
+                row.resize(10, String::new());
+                table.row(row);
                 continue;
             };
             let ratio = |value: Option<f64>, of: fn(&RunFigures) -> Option<f64>| -> String {
@@ -332,11 +254,9 @@ impl Report {
                     .as_ref()
                     .map_or("—".into(), |p| format!("{:.1} ms", of(p)))
             };
-            let _ = writeln!(
-                out,
-                "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                run.label,
-                f.tasks_per_s,
+            table.row(vec![
+                run.label.to_owned(),
+                format!("{:.0}", f.tasks_per_s),
                 ratio(Some(f.tasks_per_s), |p| Some(p.tasks_per_s)),
                 pickup(&f.pickup, |p| p.p50_ms),
                 pickup(&f.pickup, |p| p.p99_ms),
@@ -345,9 +265,9 @@ impl Report {
                 opt(f.worker_peak_rss_mb, |v| format!("{v:.0} MB")),
                 ratio(f.worker_peak_rss_mb, |p| p.worker_peak_rss_mb),
                 opt(f.engine_cpu_s_per_1000, |v| format!("{v:.2}")),
-            );
+            ]);
         }
-        let _ = writeln!(out);
+        let _ = writeln!(out, "{}", table.markdown());
         let _ = writeln!(
             out,
             "Tasks/s: measured instances ÷ (last end − first start), engine clock. Pickup: task created (external-task log) → the worker's handler got it, ±1 ms (engine timestamps are whole milliseconds); p50/p99 of the instances started one at a time, the workers idle in their long poll (`peers.json` also has it for the measured instances, where it is mostly their wait in the backlog). CPU: utime + stime over the measured window (start-up, warm-up and the paced instances excluded). Peak RSS: VmHWM just before the worker is stopped. 1 MB = 10⁶ bytes.\n"
@@ -375,11 +295,16 @@ impl Report {
             out,
             "Where the CPU went in the measured window (cores busy = CPU seconds ÷ window on the driver's clock; the engine by kind of thread, CPU seconds per 1,000 tasks):\n"
         );
-        let _ = writeln!(
-            out,
-            "| contender | window | engine cores | worker cores | driver cores | worker RSS at the end (anon + file) | engine CPU by thread, s / 1,000 tasks |"
-        );
-        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+        let mut table = Table::new(&[
+            "contender",
+            "window",
+            "engine cores",
+            "worker cores",
+            "driver cores",
+            "worker RSS at the end (anon + file)",
+            "engine CPU by thread, s / 1,000 tasks",
+        ])
+        .left(6);
         for run in &self.main {
             let Some(f) = &run.figures else { continue };
             let cores = |cpu: Option<f64>| opt(cpu, |c| format!("{:.2}", c / f.wall_s));
@@ -393,11 +318,9 @@ impl Report {
                 (Some(anon), Some(file)) => format!("{anon:.0} + {file:.0} MB"),
                 _ => "—".into(),
             };
-            let _ = writeln!(
-                out,
-                "| {} | {:.1} s | {} | {} | {} | {} | {} |",
-                run.label,
-                f.wall_s,
+            table.row(vec![
+                run.label.to_owned(),
+                format!("{:.1} s", f.wall_s),
                 cores(f.engine_cpu_s),
                 cores(f.worker_cpu_s),
                 cores(Some(f.driver_cpu_s)),
@@ -406,10 +329,10 @@ impl Report {
                     "—".into()
                 } else {
                     threads.join("; ")
-                }
-            );
+                },
+            ]);
         }
-        let _ = writeln!(out);
+        let _ = writeln!(out, "{}", table.markdown());
 
         if !self.scaling.is_empty() {
             let _ = writeln!(
@@ -430,36 +353,29 @@ impl Report {
                     kinds.push(r.contender);
                 }
             }
-            let header: Vec<String> = s
-                .scaling_workers
-                .iter()
-                .map(|w| format!("{w} × tasks/s"))
-                .collect();
-            let _ = writeln!(out, "| worker processes | {} |", header.join(" | "));
-            let _ = writeln!(out, "| --- |{}", " ---: |".repeat(s.scaling_workers.len()));
+            let mut header = vec!["worker processes".to_owned()];
+            header.extend(s.scaling_workers.iter().map(|w| format!("{w} × tasks/s")));
+            let mut table = Table::new(&header);
             for kind in kinds {
-                let cells: Vec<String> = s
-                    .scaling_workers
-                    .iter()
-                    .map(|w| {
-                        match self
-                            .scaling
-                            .iter()
-                            .find(|r| r.contender == kind && r.workers == *w)
-                        {
-                            Some(RunResult {
-                                figures: Some(f), ..
-                            }) => format!("{:.0}", f.tasks_per_s),
-                            Some(RunResult { error: Some(e), .. }) => {
-                                format!("failed: {}", one_line(e))
-                            }
-                            _ => "—".into(),
+                let mut row = vec![kind.label().to_owned()];
+                row.extend(s.scaling_workers.iter().map(|w| {
+                    match self
+                        .scaling
+                        .iter()
+                        .find(|r| r.contender == kind && r.workers == *w)
+                    {
+                        Some(RunResult {
+                            figures: Some(f), ..
+                        }) => format!("{:.0}", f.tasks_per_s),
+                        Some(RunResult { error: Some(e), .. }) => {
+                            format!("failed: {}", one_line(e))
                         }
-                    })
-                    .collect();
-                let _ = writeln!(out, "| {} | {} |", kind.label(), cells.join(" | "));
+                        _ => "—".into(),
+                    }
+                }));
+                table.row(row);
             }
-            let _ = writeln!(out);
+            let _ = writeln!(out, "{}", table.markdown());
         }
 
         let _ = writeln!(out, "## ProcOS's targets\n");
