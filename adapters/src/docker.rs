@@ -116,6 +116,10 @@ impl Adapter for DockerAdapter {
         TASK_SETTINGS
     }
 
+    async fn close(&self) {
+        self.sandbox.close().await;
+    }
+
     async fn available(&self) -> Result<(), crate::Unavailable> {
         self.sandbox.available().await
     }

@@ -125,6 +125,10 @@ impl Adapter for ScilabAdapter {
         TASK_SETTINGS
     }
 
+    async fn close(&self) {
+        self.sandbox.close().await;
+    }
+
     async fn available(&self) -> Result<(), crate::Unavailable> {
         self.sandbox.available().await
     }

@@ -16,13 +16,14 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt as _;
 use procos_sandbox_contract::{Guards, docker};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::outcome::{Ended, Printed, one_line, outcome, printed_too_much, too_large};
 
 /// How long the followed logs may take to end after their container did.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
-use super::{ContainerSpec, Runner};
+use super::{ContainerSpec, Runner, lock};
 use crate::{Failure, Outcome, Retry, async_trait};
 
 /// The Docker engine the sandboxes run on.
@@ -31,6 +32,9 @@ pub(crate) struct Sandbox {
     pub(super) docker: Docker,
     /// When this sandbox last looked for containers that dead workers left behind.
     pub(super) last_sweep: Arc<Mutex<Option<Instant>>>,
+    /// Removals of finished tasks' containers, made after the outcome is handed back so that
+    /// the task's completion does not wait for them; [`Sandbox::close`] waits for them.
+    removals: Arc<Mutex<JoinSet<()>>>,
     /// Why the Docker engine could not be used when the sandbox was made (no socket at
     /// `DOCKER_HOST`): the adapter still builds, so the worker starts, and reports its topic
     /// unavailable instead of fetching it.
@@ -57,6 +61,7 @@ impl Sandbox {
         Ok(Self {
             docker,
             last_sweep: Arc::default(),
+            removals: Arc::default(),
             unusable,
         })
     }
@@ -74,7 +79,7 @@ impl Sandbox {
             }
         };
         let ended = self.drive(&id, spec, cancel).await;
-        self.remove(&id).await;
+        self.remove_later(id);
         match ended {
             Ok(ended) => outcome(spec, ended),
             Err(failure) => Outcome::Failure(failure),
@@ -368,6 +373,21 @@ impl Sandbox {
             .await;
     }
 
+    /// Removes the container after the caller has gone on: the task's outcome does not wait
+    /// for it. A worker that dies first leaves it to the next sweep.
+    pub(super) fn remove_later(&self, id: String) {
+        let sandbox = self.clone();
+        let mut removals = lock(&self.removals);
+        while removals.try_join_next().is_some() {}
+        removals.spawn(async move { sandbox.remove(&id).await });
+    }
+
+    /// Waits for the removals still under way.
+    pub(crate) async fn close(&self) {
+        let mut removals = std::mem::take(&mut *lock(&self.removals));
+        while removals.join_next().await.is_some() {}
+    }
+
     pub(super) async fn remove(&self, id: &str) {
         let options = RemoveContainerOptions {
             force: true,
@@ -384,6 +404,10 @@ impl Sandbox {
 impl Runner for Sandbox {
     async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
         Sandbox::run(self, spec, cancel).await
+    }
+
+    async fn close(&self) {
+        Sandbox::close(self).await;
     }
 
     async fn available(&self) -> Result<(), crate::Unavailable> {

@@ -92,7 +92,7 @@ impl WarmPool {
                 &e,
             )),
         };
-        self.sandbox.remove(&id).await;
+        self.sandbox.remove_later(id);
         match ended {
             Ok(ended) => outcome(spec, ended),
             Err(failure) => Outcome::Failure(failure),
@@ -142,6 +142,7 @@ impl WarmPool {
         for id in waiting {
             self.sandbox.remove(&id).await;
         }
+        self.sandbox.close().await;
     }
 }
 
