@@ -3,8 +3,8 @@
 //! - `docker run` of the Python sandbox image with the same guards, from the CLI (the baseline);
 //! - the `docker` adapter's round trip for the same image and command (create, upload inputs,
 //!   start, wait, logs, read outputs, remove);
-//! - a `python` adapter step, cold (`warm = 0`: a container started per task) and warm
-//!   (`warm = 2`), both with a trivial script, one task at a time with a pause between tasks
+//! - a `python` adapter step, cold (`warm = 0`: a container started per task), warm
+//!   (`warm = 2`) and on the namespace backend (bubblewrap), each with a trivial script, one task at a time with a pause between tasks
 //!   (a step that arrives now and then) and back to back.
 //!
 //! A benchmark, not a test: it prints figures and asserts nothing.
@@ -94,13 +94,15 @@ async fn main() -> anyhow::Result<()> {
     // The script is the step's setting (`procos.script`), as a model gives it.
     let script = TaskSettings::from_pairs([("script", json!("outputs['x'] = inputs['n'] + 1"))]);
     let inputs = json!({"n": 1}).as_object().cloned().unwrap_or_default();
-    for (label, warm, pause) in [
-        ("python step, cold, now and then", 0, *args.pause),
-        ("python step, warm, now and then", 2, *args.pause),
-        ("python step, cold, back to back", 0, Duration::ZERO),
-        ("python step, warm, back to back", 2, Duration::ZERO),
+    for (label, backend, warm, pause) in [
+        ("python step, cold, now and then", "docker", 0, *args.pause),
+        ("python step, warm, now and then", "docker", 2, *args.pause),
+        ("python step, namespace, now and then", "namespace", 0, *args.pause),
+        ("python step, cold, back to back", "docker", 0, Duration::ZERO),
+        ("python step, warm, back to back", "docker", 2, Duration::ZERO),
+        ("python step, namespace, back to back", "namespace", 0, Duration::ZERO),
     ] {
-        let settings = json!({"image": args.image, "warm": warm});
+        let settings = json!({"image": args.image, "warm": warm, "sandbox": {"backend": backend}});
         let python =
             AdapterConfig::from_parts("python", object(settings))?.build("bench", &context)?;
         // The first step fills the pool; it is not counted.
