@@ -44,9 +44,7 @@ pub struct BuildContext {
 impl BuildContext {
     /// The namespace backend's root filesystem cache.
     pub(crate) fn rootfs_dir(&self) -> std::path::PathBuf {
-        self.rootfs_dir
-            .clone()
-            .unwrap_or_else(crate::sandbox::default_rootfs_dir)
+        self.rootfs_dir.clone().unwrap_or_else(default_rootfs_dir)
     }
 }
 
@@ -145,4 +143,17 @@ pub(crate) fn build(
         _ => Map::new(),
     };
     AdapterConfig::from_parts(name, settings)?.build(topic, context)
+}
+
+/// `$XDG_CACHE_HOME/procos/rootfs`, else `~/.cache/procos/rootfs`, else under `/var/tmp`.
+fn default_rootfs_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".cache"))
+        })
+        .map_or_else(
+            || std::path::PathBuf::from("/var/tmp/procos-rootfs"),
+            |cache| cache.join("procos/rootfs"),
+        )
 }

@@ -52,11 +52,15 @@ async fn a_python_script_runs_on_the_namespace_backend() {
 /// directory is left in the worker's temporary directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_scripts_are_contained_and_reported_on_the_namespace_backend() {
-    crate::sandbox::contain_misbehaving_scripts("namespace").await;
+    let topic = crate::sandbox::contain_misbehaving_scripts("namespace").await;
     let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("procos-task-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("procos-task-{topic}-"))
+        })
         .collect();
     assert!(left.is_empty(), "task directories left behind: {left:?}");
 }

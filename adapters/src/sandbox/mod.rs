@@ -36,7 +36,7 @@ use crate::{Outcome, Unavailable, async_trait};
 pub(crate) use guards::{ContainerSpec, image_refusal};
 pub(crate) use inputs::{check_script_name, script_source};
 pub(crate) use limits::Limits;
-pub(crate) use namespace::{Namespaces, default_rootfs_dir};
+pub(crate) use namespace::Namespaces;
 pub(crate) use run::Sandbox;
 pub(crate) use warm::WarmPool;
 #[cfg(test)]
@@ -44,7 +44,8 @@ pub(crate) use warm::{pool_key, waiting};
 
 /// The runner `guards.backend` names, starting each run cold: a Docker [`Sandbox`], or
 /// [`Namespaces`] over root filesystems in `rootfs_dir` (exported through Docker when one
-/// answers). `warm` puts a Docker sandbox behind a pool of `template`s started ahead.
+/// answers). `warm` keeps `template`s started ahead: a pool of waiting containers on Docker,
+/// waiting sandboxes on the namespace backend.
 pub(crate) fn runner(
     guards: &procos_sandbox_contract::Guards,
     rootfs_dir: std::path::PathBuf,
@@ -60,7 +61,7 @@ pub(crate) fn runner(
                 );
             }
             let docker = Sandbox::connect(guards).ok();
-            Ok(Box::new(Namespaces::new(docker, rootfs_dir)?))
+            Ok(Box::new(Namespaces::new(docker, rootfs_dir, warm)?))
         }
         Backend::Docker => {
             let sandbox = Sandbox::connect(guards)?;

@@ -31,10 +31,9 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::outcome::{Ended, outcome, printed_too_much, push_tail, too_large};
-use super::{ContainerSpec, Runner, Sandbox};
+use super::warm::{GO_FILE, fits, waiting};
+use super::{ContainerSpec, Runner, Sandbox, lock};
 use crate::{Failure, Outcome, Retry, Unavailable, async_trait};
-
-pub(crate) use rootfs::default_rootfs_dir;
 
 /// The descriptors bubblewrap reads the seccomp programs from (opened by the shell, whose
 /// redirections take one digit only).
@@ -46,45 +45,146 @@ pub(crate) struct Namespaces {
     bwrap: PathBuf,
     roots: rootfs::RootFilesystems,
     seccomp: [Vec<u8>; 2],
+    warm: Option<WarmSandboxes>,
+}
+
+/// Sandboxes started ahead of their task, each waiting for the one task it will run (the
+/// Python runner waits for `/in/go` when `PROCOS_WAIT_FOR_INPUT` is set): the interpreter's
+/// start is paid before the task arrives. Like the Docker backend's warm pool, a run that
+/// differs from the spec they were made for runs cold.
+#[derive(Debug)]
+struct WarmSandboxes {
+    made_for: ContainerSpec,
+    template: ContainerSpec,
+    size: usize,
+    idle: Duration,
+    ready: std::sync::Mutex<std::collections::VecDeque<Waiting>>,
+}
+
+/// A sandbox waiting for its task.
+#[derive(Debug)]
+struct Waiting {
+    launched: Launched,
+    work: Workspace,
+    cgroup: Option<cgroups::TaskCgroup>,
+    since: std::time::Instant,
 }
 
 impl Namespaces {
-    /// A backend exporting images from `docker` (when there is one) into `rootfs_dir`.
-    pub(crate) fn new(docker: Option<Sandbox>, rootfs_dir: PathBuf) -> Result<Self, String> {
+    /// A backend exporting images from `docker` (when there is one) into `rootfs_dir`; `warm`
+    /// keeps that many sandboxes of the spec started ahead, each giving up after its idle time.
+    pub(crate) fn new(
+        docker: Option<Sandbox>,
+        rootfs_dir: PathBuf,
+        warm: Option<(ContainerSpec, usize, Duration)>,
+    ) -> Result<Self, String> {
         let seccomp = seccomp::programs()?;
+        let warm = warm
+            .filter(|(_, size, _)| *size > 0)
+            .map(|(template, size, idle)| {
+                let idle = idle.max(Duration::from_secs(1));
+                WarmSandboxes {
+                    made_for: template.clone(),
+                    template: waiting(template, idle),
+                    size,
+                    idle,
+                    ready: std::sync::Mutex::default(),
+                }
+            });
         Ok(Self {
             bwrap: find_bwrap(),
             roots: rootfs::RootFilesystems::new(rootfs_dir, docker),
             seccomp,
+            warm,
         })
     }
 
     async fn run_in(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
-        let root = match self.roots.root_for(&spec.image).await {
-            Ok(root) => root,
+        if let Some(warm) = self.warm.as_ref().filter(|w| fits(&w.made_for, spec))
+            && let Some(waiting) = warm.take().await
+        {
+            return self.run_waiting(warm, waiting, spec, cancel).await;
+        }
+        let outcome = self.run_cold(spec, cancel).await;
+        if let Some(warm) = self.warm.as_ref().filter(|w| fits(&w.made_for, spec)) {
+            self.top_up(warm).await;
+        }
+        outcome
+    }
+
+    async fn run_cold(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
+        let (launched, work, cgroup) = match self.launch(spec).await {
+            Ok(started) => started,
             Err(failure) => return Outcome::Failure(failure),
         };
-        let work = match Workspace::create(spec, &self.seccomp) {
-            Ok(work) => work,
-            Err(e) => {
-                return Outcome::Failure(Failure::new(
-                    format!("could not prepare the sandbox's directories: {e}"),
-                    "The worker writes each task's /in and /out under the system's temporary directory (TMPDIR); check that it is writable and not full.",
-                    Retry::Later,
-                ));
+        finish_run(launched, work, cgroup, spec, cancel).await
+    }
+
+    /// Hands `spec`'s files to a waiting sandbox, starts its replacement and waits for the end.
+    async fn run_waiting(
+        &self,
+        warm: &WarmSandboxes,
+        waiting: Waiting,
+        spec: &ContainerSpec,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let Waiting {
+            launched,
+            work,
+            cgroup,
+            ..
+        } = waiting;
+        if let Err(e) = work.hand_over(&spec.files) {
+            kill_tree(launched.group, cgroup.as_ref());
+            if let Some(cgroup) = cgroup {
+                cgroup.remove().await;
             }
-        };
+            return Outcome::Failure(workspace_failure(&e));
+        }
+        // The replacement starts while the task runs.
+        self.top_up(warm).await;
+        finish_run(launched, work, cgroup, spec, cancel).await
+    }
+
+    /// Starts sandboxes until the pool holds its size again.
+    async fn top_up(&self, warm: &WarmSandboxes) {
+        let missing = warm.size.saturating_sub(lock(&warm.ready).len());
+        for _ in 0..missing {
+            let mut spec = warm.template.clone();
+            spec.task_id = format!("warm-{}", super::run::rand_suffix());
+            match self.launch(&spec).await {
+                Ok((launched, work, cgroup)) => lock(&warm.ready).push_back(Waiting {
+                    launched,
+                    work,
+                    cgroup,
+                    since: std::time::Instant::now(),
+                }),
+                Err(failure) => {
+                    tracing::warn!(image = %spec.image, error = %failure.message, "could not start a waiting sandbox; tasks start cold meanwhile");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The task's directories, cgroups and the started launcher.
+    async fn launch(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<(Launched, Workspace, Option<cgroups::TaskCgroup>), Failure> {
+        let root = self.roots.root_for(&spec.image).await?;
+        let work = Workspace::create(spec, &self.seccomp).map_err(|e| workspace_failure(&e))?;
         let cgroup = cgroups::TaskCgroup::create(&spec.task_id, &spec.guards);
         let mut command = self.command(spec, &root, &work, cgroup.as_ref());
-        let ended = run_to_end(&mut command, spec, cancel, cgroup.as_ref(), &work.output).await;
-        if let Some(cgroup) = cgroup {
-            cgroup.remove().await;
+        match Launched::spawn(&mut command) {
+            Ok(launched) => Ok((launched, work, cgroup)),
+            Err(failure) => {
+                if let Some(cgroup) = cgroup {
+                    cgroup.remove().await;
+                }
+                Err(failure)
+            }
         }
-        match ended {
-            Ok(ended) => outcome(spec, ended),
-            Err(failure) => Outcome::Failure(failure),
-        }
-        // `work` is removed when dropped here, on every path.
     }
 
     /// `/bin/sh -c LAUNCH sh CGROUP_PROCS… -- bwrap ARGS… COMMAND…`.
@@ -202,6 +302,14 @@ impl Runner for Namespaces {
         self.run_in(spec, cancel).await
     }
 
+    async fn close(&self) {
+        let Some(warm) = &self.warm else { return };
+        let waiting: Vec<Waiting> = lock(&warm.ready).drain(..).collect();
+        for waiting in waiting {
+            waiting.discard().await;
+        }
+    }
+
     async fn available(&self) -> Result<(), Unavailable> {
         let probe = Command::new(&self.bwrap)
             .args(["--unshare-all", "--ro-bind", "/", "/", "--", "/bin/true"])
@@ -259,6 +367,7 @@ fn user_ids(user: &str) -> (u32, u32) {
 
 /// A task's directories on the host: `/in` (its files), `/out` (an empty `output.json` the
 /// command may fill) and the seccomp programs; removed when dropped.
+#[derive(Debug)]
 struct Workspace {
     _dir: tempfile::TempDir,
     input: PathBuf,
@@ -270,7 +379,14 @@ impl Workspace {
     fn create(spec: &ContainerSpec, programs: &[Vec<u8>; 2]) -> std::io::Result<Self> {
         use std::os::unix::fs::PermissionsExt as _;
 
-        let dir = tempfile::Builder::new().prefix("procos-task-").tempdir()?;
+        // Named after the topic, so that an operator can tell whose a left directory is.
+        let topic: String = spec
+            .topic
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        let prefix = format!("procos-task-{topic}-");
+        let dir = tempfile::Builder::new().prefix(&prefix).tempdir()?;
         let input = dir.path().join("in");
         let output = dir.path().join("out");
         std::fs::create_dir(&input)?;
@@ -301,109 +417,200 @@ impl Workspace {
             seccomp,
         })
     }
+
+    /// Gives a waiting sandbox its task: the files, then `go`, which the runner waits for.
+    fn hand_over(&self, files: &[(String, Vec<u8>)]) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        for (name, bytes) in files {
+            let path = self.input.join(name);
+            std::fs::write(&path, bytes)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        }
+        std::fs::write(self.input.join(GO_FILE), b"")
+    }
 }
 
-/// Starts `command` and waits for its end within the timeout (killing the tree past it, or on
-/// `cancel`), reading its output as it goes.
-async fn run_to_end(
-    command: &mut Command,
+fn workspace_failure(e: &std::io::Error) -> Failure {
+    Failure::new(
+        format!("could not prepare the sandbox's directories: {e}"),
+        "The worker writes each task's /in and /out under the system's temporary directory (TMPDIR); check that it is writable and not full.",
+        Retry::Later,
+    )
+}
+
+/// Waits for the launched sandbox's end and removes its cgroups; `work` goes with it.
+async fn finish_run(
+    launched: Launched,
+    work: Workspace,
+    cgroup: Option<cgroups::TaskCgroup>,
     spec: &ContainerSpec,
     cancel: &CancellationToken,
-    cgroup: Option<&cgroups::TaskCgroup>,
-    out_dir: &Path,
-) -> Result<Ended, Failure> {
-    let mut child = command.spawn().map_err(|e| {
-        Failure::new(
-            format!("could not start the sandbox: {e}"),
-            "The namespace backend runs /bin/sh and bubblewrap on the worker's host; install bubblewrap (`apt-get install bubblewrap`) or use sandbox.backend = \"docker\".",
-            Retry::Later,
-        )
-    })?;
-    let group = child.id();
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        kill_tree(group, cgroup);
-        return Err(Failure::new(
-            "could not read the sandbox's output",
-            "The worker could not attach to the sandbox's stdout and stderr.",
-            Retry::Later,
-        ));
-    };
-    let printed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let out_reader = tokio::spawn(read_tail(stdout, printed.clone()));
-    let err_reader = tokio::spawn(read_tail(stderr, printed.clone()));
-    let limit = spec.guards.timeout;
-    let mut too_much = false;
-    let status = {
-        let wait = child.wait();
-        tokio::pin!(wait);
-        let deadline = tokio::time::sleep(limit);
-        tokio::pin!(deadline);
-        let mut watch = tokio::time::interval(Duration::from_millis(50));
+) -> Outcome {
+    let ended = launched
+        .finish(spec, cancel, cgroup.as_ref(), &work.output)
+        .await;
+    if let Some(cgroup) = cgroup {
+        cgroup.remove().await;
+    }
+    match ended {
+        Ok(ended) => outcome(spec, ended),
+        Err(failure) => Outcome::Failure(failure),
+    }
+}
+
+impl WarmSandboxes {
+    /// A waiting sandbox that will still be waiting when its task arrives; others are dropped
+    /// (killed, their directories removed).
+    async fn take(&self) -> Option<Waiting> {
         loop {
-            tokio::select! {
-                status = &mut wait => break status.ok(),
-                () = &mut deadline => {
-                    kill_tree(group, cgroup);
-                    let stderr = err_reader.await.unwrap_or_default();
-                    out_reader.abort();
-                    return Err(Failure::new(
-                        format!("the sandbox timed out after {}; it was killed", humantime::format_duration(limit)),
-                        format!(
-                            "`{}` ran longer than sandbox.timeout ({}). Raise the timeout if the work needs longer, or look for an endless loop. The end of its stderr:\n{}",
-                            spec.image,
-                            humantime::format_duration(limit),
-                            String::from_utf8_lossy(&stderr)
-                        ),
-                        Retry::Later,
-                    ));
-                }
-                () = cancel.cancelled() => {
-                    kill_tree(group, cgroup);
-                    return Err(Failure::new("cancelled", "The worker cancelled the run (shutdown, or the lock was lost).", Retry::Later));
-                }
-                _ = watch.tick() => {
-                    if printed.load(std::sync::atomic::Ordering::Relaxed) > spec.guards.max_printed_bytes() {
-                        too_much = true;
+            let mut waiting = lock(&self.ready).pop_front()?;
+            // A margin before the runner gives up on its own, so the task never meets that.
+            let fresh = waiting.since.elapsed() + Duration::from_secs(2) < self.idle;
+            if fresh && matches!(waiting.launched.child.try_wait(), Ok(None)) {
+                return Some(waiting);
+            }
+            waiting.discard().await;
+        }
+    }
+}
+
+impl Waiting {
+    async fn discard(self) {
+        kill_tree(self.launched.group, self.cgroup.as_ref());
+        if let Some(cgroup) = self.cgroup {
+            cgroup.remove().await;
+        }
+    }
+}
+
+/// The started launcher (and with it bubblewrap and the command) and the readers of its output.
+#[derive(Debug)]
+struct Launched {
+    child: tokio::process::Child,
+    group: Option<u32>,
+    out_reader: tokio::task::JoinHandle<Vec<u8>>,
+    err_reader: tokio::task::JoinHandle<Vec<u8>>,
+    printed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Launched {
+    fn spawn(command: &mut Command) -> Result<Self, Failure> {
+        let mut child = command.spawn().map_err(|e| {
+            Failure::new(
+                format!("could not start the sandbox: {e}"),
+                "The namespace backend runs /bin/sh and bubblewrap on the worker's host; install bubblewrap (`apt-get install bubblewrap`) or use sandbox.backend = \"docker\".",
+                Retry::Later,
+            )
+        })?;
+        let group = child.id();
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            kill_tree(group, None);
+            return Err(Failure::new(
+                "could not read the sandbox's output",
+                "The worker could not attach to the sandbox's stdout and stderr.",
+                Retry::Later,
+            ));
+        };
+        let printed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        Ok(Self {
+            out_reader: tokio::spawn(read_tail(stdout, printed.clone())),
+            err_reader: tokio::spawn(read_tail(stderr, printed.clone())),
+            child,
+            group,
+            printed,
+        })
+    }
+
+    /// Waits for the end within the timeout (killing the tree past it, or on `cancel`).
+    async fn finish(
+        self,
+        spec: &ContainerSpec,
+        cancel: &CancellationToken,
+        cgroup: Option<&cgroups::TaskCgroup>,
+        out_dir: &Path,
+    ) -> Result<Ended, Failure> {
+        let Self {
+            mut child,
+            group,
+            out_reader,
+            err_reader,
+            printed,
+        } = self;
+        let limit = spec.guards.timeout;
+        let mut too_much = false;
+        let status = {
+            let wait = child.wait();
+            tokio::pin!(wait);
+            let deadline = tokio::time::sleep(limit);
+            tokio::pin!(deadline);
+            let mut watch = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tokio::select! {
+                    status = &mut wait => break status.ok(),
+                    () = &mut deadline => {
                         kill_tree(group, cgroup);
+                        let stderr = err_reader.await.unwrap_or_default();
+                        out_reader.abort();
+                        return Err(Failure::new(
+                            format!("the sandbox timed out after {}; it was killed", humantime::format_duration(limit)),
+                            format!(
+                                "`{}` ran longer than sandbox.timeout ({}). Raise the timeout if the work needs longer, or look for an endless loop. The end of its stderr:\n{}",
+                                spec.image,
+                                humantime::format_duration(limit),
+                                String::from_utf8_lossy(&stderr)
+                            ),
+                            Retry::Later,
+                        ));
+                    }
+                    () = cancel.cancelled() => {
+                        kill_tree(group, cgroup);
+                        return Err(Failure::new("cancelled", "The worker cancelled the run (shutdown, or the lock was lost).", Retry::Later));
+                    }
+                    _ = watch.tick() => {
+                        if printed.load(std::sync::atomic::Ordering::Relaxed) > spec.guards.max_printed_bytes() {
+                            too_much = true;
+                            kill_tree(group, cgroup);
+                        }
                     }
                 }
             }
+        };
+        // The command ended; anything it left behind in its namespace died with bubblewrap's init.
+        kill_tree(group, cgroup);
+        let stdout = out_reader.await.unwrap_or_default();
+        let stderr = err_reader.await.unwrap_or_default();
+        if too_much {
+            return Err(printed_too_much(spec, &stderr));
         }
-    };
-    // The command ended; anything it left behind in its namespace died with bubblewrap's init.
-    kill_tree(group, cgroup);
-    let stdout = out_reader.await.unwrap_or_default();
-    let stderr = err_reader.await.unwrap_or_default();
-    if too_much {
-        return Err(printed_too_much(spec, &stderr));
+        let exit_code = status.map_or(-1, |status| {
+            use std::os::unix::process::ExitStatusExt as _;
+            status
+                .code()
+                .map(i64::from)
+                .or_else(|| status.signal().map(|signal| 128 + i64::from(signal)))
+                .unwrap_or(-1)
+        });
+        if exit_code == 125 && stderr.starts_with(b"sh:") {
+            return Err(Failure::new(
+                "could not set up the sandbox's limits",
+                format!(
+                    "The launcher failed before bubblewrap started: {}",
+                    String::from_utf8_lossy(&stderr)
+                ),
+                Retry::Later,
+            ));
+        }
+        let oom_killed = cgroup.is_some_and(cgroups::TaskCgroup::oom_killed);
+        let output_file = read_output(&spec.guards, out_dir)?;
+        Ok(Ended {
+            exit_code,
+            oom_killed,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            output_file,
+        })
     }
-    let exit_code = status.map_or(-1, |status| {
-        use std::os::unix::process::ExitStatusExt as _;
-        status
-            .code()
-            .map(i64::from)
-            .or_else(|| status.signal().map(|signal| 128 + i64::from(signal)))
-            .unwrap_or(-1)
-    });
-    if exit_code == 125 && stderr.starts_with(b"sh:") {
-        return Err(Failure::new(
-            "could not set up the sandbox's limits",
-            format!(
-                "The launcher failed before bubblewrap started: {}",
-                String::from_utf8_lossy(&stderr)
-            ),
-            Retry::Later,
-        ));
-    }
-    let oom_killed = cgroup.is_some_and(cgroups::TaskCgroup::oom_killed);
-    let output_file = read_output(&spec.guards, out_dir)?;
-    Ok(Ended {
-        exit_code,
-        oom_killed,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        output_file,
-    })
 }
 
 /// `/out/output.json`, or `None` when it is empty; over the limit is a failure.

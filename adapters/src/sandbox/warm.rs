@@ -13,7 +13,7 @@ use super::{ContainerSpec, Runner, Sandbox, lock};
 use crate::{Failure, Outcome, async_trait};
 
 /// The file whose arrival in `/in` hands a task to a waiting warm container.
-const GO_FILE: &str = "go";
+pub(super) const GO_FILE: &str = "go";
 /// The exit code of a warm container whose task never came (the Python runner's
 /// `GAVE_UP_WAITING`).
 pub(super) const GAVE_UP_WAITING: i64 = 75;
@@ -63,11 +63,7 @@ impl WarmPool {
     /// Whether a container made for the pool can run `spec`: what a container is created with
     /// (image, command, environment, guards) cannot change once it waits.
     pub(crate) fn fits(&self, spec: &ContainerSpec) -> bool {
-        let made_for = &self.made_for;
-        spec.image == made_for.image
-            && spec.command == made_for.command
-            && spec.env == made_for.env
-            && spec.guards == made_for.guards
+        fits(&self.made_for, spec)
     }
 
     /// Runs `spec` in a waiting container when one is ready and fits, else in a cold one; tops
@@ -144,6 +140,15 @@ impl WarmPool {
         }
         self.sandbox.close().await;
     }
+}
+
+/// Whether a sandbox started for `made_for` can run `spec`: what a sandbox is started with
+/// (image, command, environment, guards) cannot change once it waits.
+pub(super) fn fits(made_for: &ContainerSpec, spec: &ContainerSpec) -> bool {
+    spec.image == made_for.image
+        && spec.command == made_for.command
+        && spec.env == made_for.env
+        && spec.guards == made_for.guards
 }
 
 /// `template` made to wait up to `idle` for its task's files (the Python runner does when

@@ -15,17 +15,6 @@ use serde::{Deserialize, Serialize};
 use super::super::{Sandbox, lock};
 use crate::{Failure, Retry};
 
-/// `$XDG_CACHE_HOME/procos/rootfs`, else `~/.cache/procos/rootfs`, else under `/var/tmp`.
-pub(crate) fn default_rootfs_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .map_or_else(
-            || PathBuf::from("/var/tmp/procos-rootfs"),
-            |cache| cache.join("procos/rootfs"),
-        )
-}
-
 /// What of the image's configuration a run needs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(in crate::sandbox) struct ImageConfig {
