@@ -1,26 +1,70 @@
 #!/usr/bin/env bash
 # The compose fleet under test: brings compose.yaml up under a project of its own (engine on a
 # free loopback port, a random password, one worker replica, the `llm` topic on the fleet's own
-# model service with the test's prompt from tests/compose/llm.yaml),
+# model service with the test's prompt from tests/compose/llm.yaml, and the namespace worker of
+# the profile `namespace`),
 # runs the ignored test `compose::` against it (300 instances across the adapters with 1, 3 and
 # 6 replicas, a replica killed mid-run, an incident checked through the REST API and
-# photographed in Cockpit), and takes it all down.
+# photographed in Cockpit; Python steps in bubblewrap on the namespace worker, and one reaching
+# for the network ending in an incident), and takes it all down.
 # The Cockpit screenshot is kept in test-artifacts/. Then the same with the `postgres` profile:
 # the engine on PostgreSQL, with the kernel's deployment in its tables.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_toolchain
 
-# PROCOS_COMPOSE when set (e.g. "docker-compose" to test 1.29 beside a Compose v2), else
-# Compose v2 where it exists, else Debian's docker-compose (1.29); both read compose.yaml.
+# Docker Compose v2, built from its Go module into the cache (once: a few minutes) where none is
+# installed. `go install` refuses the module (its go.mod has exclude directives), so it is built
+# inside a copy of it.
+COMPOSE_VERSION=v2.40.3
+compose_v2() {
+  local bin="$PROCOS_CACHE/compose/$COMPOSE_VERSION/docker-compose" log scratch
+  if [ ! -x "$bin" ]; then
+    command -v go >/dev/null 2>&1 || die "Go is missing: install Go 1.24+ (https://go.dev/dl) and run again"
+    log="$PROCOS_CACHE/logs/compose-build.log"
+    mkdir -p "$PROCOS_CACHE/logs"
+    say "building Docker Compose $COMPOSE_VERSION from its Go module (a few minutes the first time)"
+    scratch=$(mktemp -d)
+    if ! (
+      set -e
+      cd "$scratch"
+      module=$(go mod download -json "github.com/docker/compose/v2@$COMPOSE_VERSION" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+      cp -R "$module" source
+      chmod -R u+w source
+      cd source
+      CGO_ENABLED=0 go build -trimpath -o "$scratch/docker-compose" \
+        -ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=$COMPOSE_VERSION" ./cmd
+    ) >"$log" 2>&1; then
+      tail -30 "$log"
+      rm -rf "$scratch"
+      die "building Docker Compose failed (log: $log)"
+    fi
+    mkdir -p "$(dirname "$bin")"
+    mv "$scratch/docker-compose" "$bin"
+    rm -rf "$scratch"
+  fi
+  printf '%s\n' "$bin"
+}
+
+# PROCOS_COMPOSE when set (e.g. "docker-compose" to test Debian's 1.29), else Compose v2: the
+# installed one, else one built here. The namespace worker (profile `namespace`) needs v2:
+# docker-compose 1.29 hands its systempaths=unconfined to the engine, which refuses it, so with
+# 1.29 the fleet is tested without it.
 if [ -n "${PROCOS_COMPOSE:-}" ]; then
   compose_cmd=$PROCOS_COMPOSE
 elif docker compose version >/dev/null 2>&1; then
   compose_cmd="docker compose"
 else
-  command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
-  compose_cmd="docker-compose"
+  compose_cmd=$(compose_v2)
 fi
+case "$($compose_cmd version --short 2>/dev/null)" in
+  1.*)
+    say "$compose_cmd is Compose v1: the fleet is tested without the namespace worker (it needs Compose v2)"
+    export PROCOS_TEST_NAMESPACE=0
+    ;;
+  *) export COMPOSE_PROFILES=namespace PROCOS_TEST_NAMESPACE=1 ;;
+esac
 # Headless Chromium and playwright-core to drive it (not Playwright's own browser download).
 [ -x /usr/bin/chromium ] || apt_install chromium
 playwright="$PROCOS_CACHE/playwright"

@@ -1,13 +1,16 @@
 //! The compose fleet (`compose.yaml`) under load: 300 instances across the adapters (echo,
 //! Python, Docker, Scilab, and an LLM on a real model) with 1, 3 and 6 worker replicas, one
 //! replica `docker kill`ed mid-run, and a failing task that becomes an incident a person can act
-//! on in Cockpit.
+//! on in Cockpit. Beside them, the `worker-namespace` service runs Python steps in bubblewrap
+//! inside its own container, which has no Docker socket and is not privileged: a few compute and
+//! report what their sandbox sees, and one that reaches for the network ends in an incident.
 //!
 //! Ignored in the ordinary run: `scripts/compose-test.sh` brings the fleet up with `docker
 //! compose`, runs this test against it, and takes it down. It passes the fleet in
 //! `PROCOS_TEST_COMPOSE` (the compose command with its project and file), `PROCOS_TEST_COMPOSE_URL`
 //! (the engine's base URL on loopback), `PROCOS_ENGINE_USER`/`PROCOS_ENGINE_PASSWORD`, and where
-//! the Cockpit screenshot goes (`PROCOS_TEST_ARTIFACTS`, `PROCOS_TEST_PLAYWRIGHT`). With the
+//! the Cockpit screenshot goes (`PROCOS_TEST_ARTIFACTS`, `PROCOS_TEST_PLAYWRIGHT`), and
+//! `PROCOS_TEST_NAMESPACE=0` when the namespace worker is not part of the fleet. With the
 //! `postgres` profile up instead, it runs the PostgreSQL test. Both wait for the compose engine
 //! through the kernel's readiness check, as `procos kernel --engine-url` does.
 
@@ -127,6 +130,208 @@ const KINDS: [Kind; 5] = [
     Kind::Scilab,
     Kind::Llm,
 ];
+
+/// The topic of the `worker-namespace` service (docker/compose/procos-namespace.toml).
+const NAMESPACE_TOPIC: &str = "python-namespace";
+/// Instances of the computing step on it.
+const NAMESPACE_INSTANCES: i64 = 12;
+/// Computes a square and reports what it sees: its host name, user, network interfaces, and
+/// whether anything of the worker (its configuration, its environment) reaches it.
+const NAMESPACE_SCRIPT: &str = r#"import os, socket; outputs["square"] = inputs["n"] ** 2; outputs["host"] = socket.gethostname(); outputs["uid"] = os.getuid(); outputs["interfaces"] = ",".join(name for _, name in socket.if_nameindex()); outputs["sees_worker"] = os.path.exists("/etc/procos") or any(name.startswith("PROCOS_") for name in os.environ)"#;
+/// Connects to the engine, which the worker itself reaches: in a sandbox without network, an
+/// incident (its one attempt, `procos.retries` = 1).
+const EGRESS_SCRIPT: &str = r#"import socket; socket.create_connection((inputs["engine"], 8080), timeout=5).close(); outputs["reached"] = inputs["engine"]"#;
+
+/// The namespace worker's instances, started before the rounds and checked after them.
+struct NamespaceRun {
+    /// Instance id → n.
+    computing: HashMap<String, i64>,
+    key: String,
+    egress: String,
+    /// The worker-namespace container's host name, which its worker ids begin with.
+    hostname: String,
+}
+
+impl NamespaceRun {
+    /// Checks how the `worker-namespace` container runs, then starts its instances; `None`
+    /// when `scripts/compose-test.sh` left the service out (`PROCOS_TEST_NAMESPACE=0`: Compose
+    /// v1 cannot start it).
+    async fn start(fleet: &Fleet) -> Option<Self> {
+        if std::env::var("PROCOS_TEST_NAMESPACE").as_deref() == Ok("0") {
+            eprintln!("the namespace worker is not part of this fleet (Compose v1): not tested");
+            return None;
+        }
+        let client = &fleet.client;
+        let container = fleet.compose(&["ps", "-q", "worker-namespace"]);
+        let container = container.trim();
+        assert!(
+            !container.is_empty(),
+            "no worker-namespace container: scripts/compose-test.sh starts it (profile `namespace`)"
+        );
+        let inspect = |format: &str| {
+            docker(&["inspect", "-f", format, container])
+                .trim()
+                .to_owned()
+        };
+        // The least bubblewrap needs, and nothing more: not privileged, no capabilities, no
+        // Docker socket or DOCKER_HOST, no way to gain privileges, a seccomp profile of its own.
+        assert_eq!(inspect("{{.HostConfig.Privileged}}"), "false");
+        assert_eq!(inspect("{{json .HostConfig.CapDrop}}"), r#"["ALL"]"#);
+        assert_eq!(inspect("{{json .HostConfig.CapAdd}}"), "null");
+        assert_eq!(inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+        let mounts = inspect("{{json .Mounts}}");
+        assert!(!mounts.contains("docker.sock"), "mounts: {mounts}");
+        let env = inspect("{{json .Config.Env}}");
+        assert!(!env.contains("DOCKER_HOST"), "environment: {env}");
+        let security = inspect("{{json .HostConfig.SecurityOpt}}");
+        assert!(
+            security.contains("no-new-privileges") && security.contains("seccomp="),
+            "security options: {security}"
+        );
+        assert_ne!(inspect("{{.Config.User}}"), "0", "runs as root");
+
+        let key = support::unique("compose-namespace");
+        let model = namespace_model(
+            &key,
+            &format!(
+                r#"<camunda:inputOutput><camunda:inputParameter name="procos.script">{NAMESPACE_SCRIPT}</camunda:inputParameter></camunda:inputOutput>"#
+            ),
+        );
+        support::deploy(client, &format!("{key}.bpmn"), &model).await;
+        let egress_key = support::unique("compose-namespace-egress");
+        let egress_model = namespace_model(
+            &egress_key,
+            &format!(
+                r#"<camunda:properties><camunda:property name="procos.retries" value="1"/></camunda:properties><camunda:inputOutput><camunda:inputParameter name="procos.script">{EGRESS_SCRIPT}</camunda:inputParameter></camunda:inputOutput>"#
+            ),
+        );
+        support::deploy(client, &format!("{egress_key}.bpmn"), &egress_model).await;
+
+        let mut computing = HashMap::new();
+        for n in 1..=NAMESPACE_INSTANCES {
+            let id = start(client, &key, n, &format!("namespace-{n}")).await;
+            computing.insert(id, n);
+        }
+        // The engine's address on the compose network, where the worker reaches it.
+        let engine = fleet.compose(&["ps", "-q", "engine"]);
+        let engine_ip = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            engine.trim(),
+        ]);
+        let engine_ip = engine_ip.split_whitespace().next().unwrap().to_owned();
+        let egress = client
+            .start_process_instance(
+                &egress_key,
+                &StartProcessInstance {
+                    variables: Variables::from([(
+                        "engine".to_owned(),
+                        Variable::String(engine_ip),
+                    )]),
+                    business_key: Some("namespace-egress".to_owned()),
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        Some(Self {
+            computing,
+            key,
+            egress,
+            hostname: inspect("{{.Config.Hostname}}"),
+        })
+    }
+
+    /// Every computing instance completed once, by the namespace worker, with the right square
+    /// and a sandbox's view; the egress attempt is an incident.
+    async fn check(&self, client: &EngineClient) {
+        assert_eventually(
+            "the namespace worker's instances completed",
+            Duration::from_secs(120),
+            || async {
+                let log = client
+                    .external_task_log(&ExternalTaskLogQuery {
+                        process_definition_key: Some(self.key.clone()),
+                        success_log: Some(true),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?;
+                (log.len() >= self.computing.len()).then_some(())
+            },
+        )
+        .await;
+        let log = client
+            .external_task_log(&ExternalTaskLogQuery {
+                process_definition_key: Some(self.key.clone()),
+                success_log: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(log.len(), self.computing.len(), "successful completions");
+        for entry in &log {
+            let worker = entry.worker_id.clone().unwrap_or_default();
+            assert!(
+                worker.starts_with(&self.hostname),
+                "a {NAMESPACE_TOPIC} task was completed by {worker}, not by the worker-namespace container ({})",
+                self.hostname
+            );
+        }
+        for (id, &n) in &self.computing {
+            let history = client.historic_process_instance(id).await.unwrap();
+            assert_eq!(history.state, "COMPLETED", "namespace instance {id}");
+            let variables = client.historic_variables(id).await.unwrap();
+            let expect = |name: &str, expected: Variable| {
+                assert_eq!(
+                    variables.get(name),
+                    Some(&expected),
+                    "namespace instance {id} (n = {n}): `{name}`"
+                );
+            };
+            assert_eq!(
+                variables.get("square").and_then(number),
+                Some((n * n) as f64),
+                "namespace instance {id} (n = {n}): `square`"
+            );
+            // bubblewrap's: its host name, nobody in its user namespace, loopback only.
+            expect("host", Variable::String("sandbox".into()));
+            expect("uid", Variable::Integer(65534));
+            expect("interfaces", Variable::String("lo".into()));
+            expect("sees_worker", Variable::Boolean(false));
+        }
+        let incident = support::incident(client, &self.egress, Duration::from_secs(60)).await;
+        let message = incident.incident_message.clone().unwrap_or_default();
+        assert!(
+            message.contains("Network is unreachable"),
+            "the egress attempt's incident: {message}"
+        );
+        eprintln!(
+            "namespace worker: {} instances computed in bubblewrap, the egress attempt ended in an incident ({message})",
+            self.computing.len()
+        );
+    }
+}
+
+/// A one-task process on the namespace topic, the task's extension elements being `extensions`.
+fn namespace_model(key: &str, extensions: &str) -> String {
+    support::model(
+        key,
+        NAMESPACE_TOPIC,
+        &format!("<bpmn:extensionElements>{extensions}</bpmn:extensionElements>"),
+        r#"<bpmn:endEvent id="after"/>"#,
+    )
+    .replace(
+        r#"<bpmn:sequenceFlow id="f3" sourceRef="after" targetRef="end"/>"#,
+        "",
+    )
+    .replace(r#"<bpmn:endEvent id="end"/>"#, "")
+    .replace(
+        r#"<bpmn:process id="#,
+        r#"<bpmn:process camunda:historyTimeToLive="P1D" id="#,
+    )
+}
 
 struct Fleet {
     compose: Vec<String>,
@@ -313,6 +518,8 @@ async fn the_compose_fleet_scales_survives_a_killed_replica_and_reports_incident
     let failing_model = failing_model(&failing);
     support::deploy(client, &format!("{failing}.bpmn"), &failing_model).await;
     let failing_instance = start(client, &failing, 42, "invoice-42").await;
+    // The namespace worker's instances run while the rounds do.
+    let namespace = NamespaceRun::start(&fleet).await;
 
     for (round, replicas) in ROUNDS.into_iter().enumerate() {
         fleet.scale(replicas).await;
@@ -345,6 +552,12 @@ async fn the_compose_fleet_scales_survives_a_killed_replica_and_reports_incident
             "round {round}: only {} worker ids completed tasks with {replicas} replicas",
             workers.len()
         );
+        if round == 0
+            && let Some(namespace) = &namespace
+        {
+            // Long done by now; checked here rather than at the end, so a failure shows early.
+            namespace.check(client).await;
+        }
     }
 
     // The failing task: an incident with the script's error, and its traceback in the details.

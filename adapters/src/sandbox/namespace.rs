@@ -216,7 +216,12 @@ impl Namespaces {
             launch.push_str(&format!("ulimit -v {}; ", guards.memory_mb * 1024));
         }
         if cgroup.is_none_or(|c| !c.limits_pids()) && !running_as_root() {
-            launch.push_str(&format!("ulimit -u {}; ", guards.pids_limit));
+            // RLIMIT_NPROC is `-u` in bash but `-p` in dash (Debian's /bin/sh), which refuses
+            // `-u`; without it the task would run with no limit on its processes.
+            launch.push_str(&format!(
+                "{{ ulimit -u {n} 2>/dev/null || ulimit -p {n}; }} || exit 125; ",
+                n = guards.pids_limit
+            ));
         }
         launch.push_str(&format!("shift {n}; exec \"$@\""));
 
@@ -311,8 +316,24 @@ impl Runner for Namespaces {
     }
 
     async fn available(&self) -> Result<(), Unavailable> {
+        // What every task's sandbox asks of the kernel: its namespaces (a user namespace that
+        // may make no other), a /proc of its own and a /dev. In a container, the first fails
+        // under Docker's default seccomp profile, the second and third under its masked /proc.
         let probe = Command::new(&self.bwrap)
-            .args(["--unshare-all", "--ro-bind", "/", "/", "--", "/bin/true"])
+            .args([
+                "--unshare-all",
+                "--unshare-user",
+                "--disable-userns",
+                "--ro-bind",
+                "/",
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "--",
+                "/bin/true",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -321,7 +342,7 @@ impl Runner for Namespaces {
         let unavailable = |why: String| {
             Unavailable {
             reason: format!("bubblewrap ({}) cannot make a sandbox here: {why}", self.bwrap.display()),
-            fix: "install bubblewrap (`apt-get install bubblewrap`); in a container, allow the namespace calls (a seccomp profile that permits unshare/clone with namespace flags, and user namespaces), or use sandbox.backend = \"docker\"".to_owned(),
+            fix: "install bubblewrap (`apt-get install bubblewrap`); in a container, allow the namespace calls (a seccomp profile that permits clone and unshare with namespace flags, mount, pivot_root, umount2 and sethostname, as ProcOS's docker/compose/seccomp-bubblewrap.json does) and unmask /proc (Docker's security option systempaths=unconfined, Kubernetes' procMount: Unmasked), with user namespaces allowed on the host; or use sandbox.backend = \"docker\"".to_owned(),
         }
         };
         match tokio::time::timeout(Duration::from_secs(5), probe).await {
