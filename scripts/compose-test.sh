@@ -13,40 +13,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_toolchain
 
-# Docker Compose v2, built from its Go module into the cache (once: a few minutes) where none is
-# installed. `go install` refuses the module (its go.mod has exclude directives), so it is built
-# inside a copy of it.
-COMPOSE_VERSION=v2.40.3
-compose_v2() {
-  local bin="$PROCOS_CACHE/compose/$COMPOSE_VERSION/docker-compose" log scratch
-  if [ ! -x "$bin" ]; then
-    command -v go >/dev/null 2>&1 || die "Go is missing: install Go 1.24+ (https://go.dev/dl) and run again"
-    log="$PROCOS_CACHE/logs/compose-build.log"
-    mkdir -p "$PROCOS_CACHE/logs"
-    say "building Docker Compose $COMPOSE_VERSION from its Go module (a few minutes the first time)"
-    scratch=$(mktemp -d)
-    if ! (
-      set -e
-      cd "$scratch"
-      module=$(go mod download -json "github.com/docker/compose/v2@$COMPOSE_VERSION" \
-        | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
-      cp -R "$module" source
-      chmod -R u+w source
-      cd source
-      CGO_ENABLED=0 go build -trimpath -o "$scratch/docker-compose" \
-        -ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=$COMPOSE_VERSION" ./cmd
-    ) >"$log" 2>&1; then
-      tail -30 "$log"
-      rm -rf "$scratch"
-      die "building Docker Compose failed (log: $log)"
-    fi
-    mkdir -p "$(dirname "$bin")"
-    mv "$scratch/docker-compose" "$bin"
-    rm -rf "$scratch"
-  fi
-  printf '%s\n' "$bin"
-}
-
 # PROCOS_COMPOSE when set (e.g. "docker-compose" to test Debian's 1.29), else Compose v2: the
 # installed one, else one built here. The namespace worker (profile `namespace`) needs v2:
 # docker-compose 1.29 hands its systempaths=unconfined to the engine, which refuses it, so with

@@ -22,6 +22,17 @@ setsid bash "$ROOT/scripts/ollama.sh" install >"$ollama_log" 2>&1 &
 ollama_install=$!
 on_exit "kill -- -$ollama_install 2>/dev/null"
 
+# Compose v2 for the compose test, where none is installed: built from its Go module beside
+# the rest too (once; cached).
+compose_install=""
+if [ -z "${PROCOS_COMPOSE:-}" ] && ! docker compose version >/dev/null 2>&1; then
+  compose_log="$PROCOS_CACHE/logs/compose-install.log"
+  mkdir -p "$PROCOS_CACHE/logs"
+  setsid bash -c 'source "$1/scripts/lib.sh"; compose_v2' bash "$ROOT" >"$compose_log" 2>&1 &
+  compose_install=$!
+  on_exit "kill -- -$compose_install 2>/dev/null"
+fi
+
 build_engine
 
 say "cargo fmt --check"
@@ -44,5 +55,8 @@ say "cargo test"
 cargo test --locked --workspace --no-fail-fast
 
 # The compose fleet: images, `compose up`, scaling, a killed replica, an incident in Cockpit.
+if [ -n "$compose_install" ]; then
+  wait "$compose_install" || { tail -30 "$compose_log"; die "building Docker Compose failed (log: $compose_log)"; }
+fi
 bash "$ROOT/scripts/compose-test.sh"
 say "all checks passed in $(( $(date +%s) - started )) s"

@@ -97,10 +97,30 @@ async fn main() -> anyhow::Result<()> {
     for (label, backend, warm, pause) in [
         ("python step, cold, now and then", "docker", 0, *args.pause),
         ("python step, warm, now and then", "docker", 2, *args.pause),
-        ("python step, namespace, now and then", "namespace", 0, *args.pause),
-        ("python step, cold, back to back", "docker", 0, Duration::ZERO),
-        ("python step, warm, back to back", "docker", 2, Duration::ZERO),
-        ("python step, namespace, back to back", "namespace", 0, Duration::ZERO),
+        (
+            "python step, namespace, now and then",
+            "namespace",
+            0,
+            *args.pause,
+        ),
+        (
+            "python step, cold, back to back",
+            "docker",
+            0,
+            Duration::ZERO,
+        ),
+        (
+            "python step, warm, back to back",
+            "docker",
+            2,
+            Duration::ZERO,
+        ),
+        (
+            "python step, namespace, back to back",
+            "namespace",
+            0,
+            Duration::ZERO,
+        ),
     ] {
         let settings = json!({"image": args.image, "warm": warm, "sandbox": {"backend": backend}});
         let python =
