@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::outcome::{Ended, outcome, printed_too_much, push_tail, too_large};
+use super::outcome::{Ended, outcome, printed_too_much, push_tail, take_output_line, too_large};
 use super::warm::{GO_FILE, fits, waiting};
 use super::{ContainerSpec, Runner, Sandbox, lock};
 use crate::{Failure, Outcome, Retry, Unavailable, async_trait};
@@ -624,10 +624,13 @@ impl Launched {
         }
         let oom_killed = cgroup.is_some_and(cgroups::TaskCgroup::oom_killed);
         let output_file = read_output(&spec.guards, out_dir)?;
+        let mut stdout = String::from_utf8_lossy(&stdout).into_owned();
+        // The file was read; the runner's copy of it is not part of what the command printed.
+        take_output_line(&mut stdout);
         Ok(Ended {
             exit_code,
             oom_killed,
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stdout,
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
             output_file,
         })

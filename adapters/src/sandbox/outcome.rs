@@ -77,6 +77,23 @@ pub(super) fn printed_too_much(spec: &ContainerSpec, stderr: &[u8]) -> Failure {
     )
 }
 
+/// What ProcOS's Python runner prints before its output document, as the last stdout line, when
+/// the document is small: the same one it wrote to `/out/output.json`
+/// (`docker/python-sandbox/runner.py`).
+const OUTPUT_LINE: &str = "\u{1e}procos-output ";
+
+/// Takes the runner's output line off the end of `stdout`: the output document, if it is there.
+pub(super) fn take_output_line(stdout: &mut String) -> Option<Vec<u8>> {
+    let printed = stdout.trim_end_matches('\n');
+    let start = printed.rfind('\n').map_or(0, |i| i + 1);
+    let document = printed[start..]
+        .strip_prefix(OUTPUT_LINE)?
+        .as_bytes()
+        .to_vec();
+    stdout.truncate(start);
+    Some(document)
+}
+
 pub(super) fn tail(text: &str) -> &str {
     let start = text.len().saturating_sub(LOG_TAIL);
     let start = (start..text.len())
@@ -246,6 +263,19 @@ mod tests {
             bpmn_error_exit_codes: BTreeMap::from([(3, String::new())]),
             guards: Guards::default(),
         }
+    }
+
+    #[test]
+    fn the_runners_output_line_is_taken_off_the_end_of_stdout() {
+        let mut stdout = "working\n\n\u{1e}procos-output {\"x\": 1}\n".to_owned();
+        assert_eq!(
+            take_output_line(&mut stdout).as_deref(),
+            Some(&b"{\"x\": 1}"[..])
+        );
+        assert_eq!(stdout, "working\n\n");
+        let mut plain = "{\"x\": 1}\n".to_owned();
+        assert_eq!(take_output_line(&mut plain), None);
+        assert_eq!(plain, "{\"x\": 1}\n");
     }
 
     #[test]

@@ -19,7 +19,9 @@ use procos_sandbox_contract::{Guards, docker};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::outcome::{Ended, Printed, one_line, outcome, printed_too_much, too_large};
+use super::outcome::{
+    Ended, Printed, one_line, outcome, printed_too_much, take_output_line, too_large,
+};
 
 /// How long the followed logs may take to end after their container did.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
@@ -248,7 +250,7 @@ impl Sandbox {
                 .await
                 .map_err(|e| failed("read the finished container's output", e))?;
         }
-        let (stdout, stderr) = printed.into_text();
+        let (mut stdout, stderr) = printed.into_text();
         let state = self
             .docker
             .inspect_container(id, None)
@@ -256,9 +258,15 @@ impl Sandbox {
             .map_err(|e| failed("inspect the finished container", e))?
             .state
             .unwrap_or_default();
-        let output_file = self
-            .download(id, "/out/output.json", spec.guards.max_output_kb * 1024)
-            .await?;
+        let limit = spec.guards.max_output_kb * 1024;
+        // The Python runner prints a small output document last; the file is fetched otherwise.
+        let output_file = match take_output_line(&mut stdout) {
+            Some(document) if document.len() as u64 > limit => {
+                return Err(too_large("/out/output.json", document.len() as u64, limit));
+            }
+            Some(document) => Some(document),
+            None => self.download(id, "/out/output.json", limit).await?,
+        };
         Ok(Ended {
             exit_code: state.exit_code.unwrap_or(-1),
             oom_killed: state.oom_killed.unwrap_or(false),
