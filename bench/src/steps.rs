@@ -345,6 +345,8 @@ struct Report {
     host_runs: Vec<HostRun>,
     /// The uncounted warm-up instances.
     warmup: Vec<InstanceRun>,
+    /// Instances that failed and were started again (round 0: a warm-up).
+    failures: Vec<FailedInstance>,
     duration_s: f64,
 }
 
@@ -426,7 +428,12 @@ async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
     say("stopping the worker");
     stop.cancel();
     while running.join_next().await.is_some() {}
-    let (warmup, runs, host_runs) = measured?;
+    let Measured {
+        warmup,
+        runs,
+        host_runs,
+        failures,
+    } = measured?;
 
     machine.load_after = load_average();
     let mut versions = versions(args, client).await;
@@ -465,6 +472,7 @@ async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
         runs,
         host_runs,
         warmup,
+        failures,
         duration_s: started.elapsed().as_secs_f64(),
     };
     let markdown = report.markdown();
@@ -493,7 +501,13 @@ async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Measured = (Vec<InstanceRun>, Vec<InstanceRun>, Vec<HostRun>);
+/// What the rounds measured.
+struct Measured {
+    warmup: Vec<InstanceRun>,
+    runs: Vec<InstanceRun>,
+    host_runs: Vec<HostRun>,
+    failures: Vec<FailedInstance>,
+}
 
 /// The warm-ups and the measured rounds, while the worker runs.
 async fn run_all(
@@ -536,6 +550,7 @@ async fn run_all(
         }
     }
 
+    let mut failures = Vec::new();
     let mut warmup = Vec::new();
     for &config in configs {
         for shape in [Shape::Light, Shape::Heavy] {
@@ -544,7 +559,7 @@ async fn run_all(
                 config.name(),
                 shape.name()
             ));
-            warmup.push(run_instance(client, process(config, shape)?, 0).await?);
+            warmup.push(attempt(client, process(config, shape)?, 0, &mut failures).await?);
         }
     }
 
@@ -553,7 +568,7 @@ async fn run_all(
     for round in 1..=args.rounds {
         for &config in configs {
             for shape in [Shape::Light, Shape::Heavy] {
-                let run = run_instance(client, process(config, shape)?, round).await?;
+                let run = attempt(client, process(config, shape)?, round, &mut failures).await?;
                 say(&format!(
                     "round {round}: {} {}: {:.2} s end to end",
                     config.name(),
@@ -576,7 +591,55 @@ async fn run_all(
             host_runs.push(run);
         }
     }
-    Ok((warmup, runs, host_runs))
+    Ok(Measured {
+        warmup,
+        runs,
+        host_runs,
+        failures,
+    })
+}
+
+/// An instance that did not complete: a step failed (an incident) or it did not end.
+#[derive(Debug, Clone, Serialize)]
+struct FailedInstance {
+    round: usize,
+    config: Config,
+    shape: Shape,
+    error: String,
+}
+
+/// How often an instance is started before the benchmark gives up on it.
+const ATTEMPTS: usize = 3;
+
+/// [`run_instance`], started again (up to [`ATTEMPTS`] in all) when a step fails: the failure
+/// is recorded and reported, and the figures are the completed instance's.
+async fn attempt(
+    client: &EngineClient,
+    process: &Process,
+    round: usize,
+    failures: &mut Vec<FailedInstance>,
+) -> anyhow::Result<InstanceRun> {
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        match run_instance(client, process, round).await {
+            Ok(run) => return Ok(run),
+            Err(e) if tried < ATTEMPTS => {
+                say(&format!(
+                    "{} {} failed, starting it again: {e:#}",
+                    process.config.name(),
+                    process.shape.name()
+                ));
+                failures.push(FailedInstance {
+                    round,
+                    config: process.config,
+                    shape: process.shape,
+                    error: format!("{e:#}"),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Starts one instance, waits for its end and reads its history.
@@ -1135,6 +1198,21 @@ impl Report {
         }
         md.push_str("\nThe script's times are its own `time.time()` at its first and last line, on the host's clock (both sandboxes share it); engine timestamps are whole milliseconds.\n\n");
 
+        if !self.failures.is_empty() {
+            md.push_str("## Instances that failed and were started again\n\n");
+            for f in &self.failures {
+                let _ = writeln!(
+                    md,
+                    "- round {} ({}), {} {}: {}",
+                    f.round,
+                    if f.round == 0 { "warm-up" } else { "measured" },
+                    f.config.name(),
+                    f.shape.name(),
+                    f.error
+                );
+            }
+            md.push('\n');
+        }
         md.push_str("## Published figures of other systems (not measured here)\n\n");
         let _ = writeln!(
             md,
