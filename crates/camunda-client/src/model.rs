@@ -335,8 +335,12 @@ pub struct HistoricActivityInstance {
     pub activity_id: String,
     #[serde(default)]
     pub activity_type: Option<String>,
-    #[serde(default)]
-    pub end_time: Option<String>,
+    /// When the activity started, on the engine's clock.
+    #[serde(default, deserialize_with = "engine_date::deserialize")]
+    pub start_time: Option<DateTime<FixedOffset>>,
+    /// When the activity ended, on the engine's clock; `None` while it runs.
+    #[serde(default, deserialize_with = "engine_date::deserialize")]
+    pub end_time: Option<DateTime<FixedOffset>>,
 }
 
 #[cfg(test)]
@@ -381,6 +385,28 @@ mod tests {
             "id": "i2",
             "state": "ACTIVE",
             "startTime": "2024-02-29T13:45:00.123+0100",
+            "endTime": null,
+        }))
+        .unwrap();
+        assert!(running.end_time.is_none());
+    }
+
+    #[test]
+    fn history_gives_an_activity_its_times_on_the_engine_clock() {
+        let step: HistoricActivityInstance = serde_json::from_value(serde_json::json!({
+            "id": "a1",
+            "activityId": "step01",
+            "activityType": "serviceTask",
+            "startTime": "2024-02-29T13:45:00.123+0100",
+            "endTime": "2024-02-29T13:45:00.170+0100",
+        }))
+        .unwrap();
+        let (start, end) = (step.start_time.unwrap(), step.end_time.unwrap());
+        assert_eq!((end - start).num_milliseconds(), 47);
+        let running: HistoricActivityInstance = serde_json::from_value(serde_json::json!({
+            "id": "a2",
+            "activityId": "step02",
+            "startTime": "2024-02-29T13:45:00.170+0100",
             "endTime": null,
         }))
         .unwrap();
