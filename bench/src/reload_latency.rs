@@ -253,7 +253,7 @@ async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
         "engine".to_owned(),
         format!("Camunda {}", client.version().await?),
     );
-    if let Some(procos) = tool_version(args.procos_bin.as_os_str(), "--version").await {
+    if let Some(procos) = tool_version(args.procos_bin.as_os_str(), &["--version"]).await {
         versions.insert("procos".to_owned(), procos);
     }
     let report = Report {

@@ -91,10 +91,10 @@ pub fn report_date() -> String {
     chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-/// The first line a program prints for `flag` (`java -version` prints on stderr).
-pub async fn tool_version(program: &std::ffi::OsStr, flag: &str) -> Option<String> {
+/// The first line a program prints when run with `args` (`java -version` prints on stderr).
+pub async fn tool_version(program: &std::ffi::OsStr, args: &[&str]) -> Option<String> {
     let out = tokio::process::Command::new(program)
-        .arg(flag)
+        .args(args)
         .output()
         .await
         .ok()?;

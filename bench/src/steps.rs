@@ -30,7 +30,10 @@ use camunda_client::{
     Deployment, EngineClient, HistoricActivityInstance, StartProcessInstance, Variable,
 };
 use clap::Parser;
-use procos_bench::{BenchEngine, EngineArgs, until_interrupted};
+use procos_bench::{
+    BenchEngine, EngineArgs, Machine, load_average, report_date, say, tool_version,
+    until_interrupted,
+};
 use procos_worker::{Telemetry, TopicConfig, Worker, WorkerConfig};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -318,17 +321,6 @@ struct Settings {
 }
 
 #[derive(Debug, Serialize)]
-struct Machine {
-    cpu: String,
-    cores: usize,
-    memory_gib: f64,
-    os: String,
-    kernel: String,
-    load_before: String,
-    load_after: String,
-}
-
-#[derive(Debug, Serialize)]
 struct Report {
     date: String,
     machine: Machine,
@@ -362,8 +354,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn measure(args: &Args, engine: &BenchEngine) -> anyhow::Result<()> {
     let started = Instant::now();
-    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let mut machine = probe_machine();
+    let date = report_date();
+    let mut machine = Machine::probe();
     let client = engine.client();
     let mut configs = args.configs.clone();
     configs.dedup();
@@ -1053,19 +1045,7 @@ impl Report {
             md,
             "# ProcOS on sequential steps (the shape of windmill.dev's benchmark)\n"
         );
-        let _ = writeln!(
-            md,
-            "Run on {} on {} ({} logical cores), {:.1} GiB RAM, {}, Linux {}; load average (1, 5, 15 min) {} before, {} after. The whole run took {:.0} s.\n",
-            self.date,
-            m.cpu,
-            m.cores,
-            m.memory_gib,
-            m.os,
-            m.kernel,
-            m.load_before,
-            m.load_after,
-            self.duration_s
-        );
+        let _ = writeln!(md, "{}\n", m.describe(&self.date, self.duration_s));
         let loads = sorted(self.runs.iter().map(|r| r.load_1min).collect());
         if !loads.is_empty() {
             let _ = writeln!(
@@ -1287,7 +1267,7 @@ async fn versions(args: &Args, client: &EngineClient) -> BTreeMap<String, String
         ("bubblewrap", "bwrap", &["--version"]),
     ];
     for (what, program, probe_args) in probes {
-        if let Some(v) = first_line(program, probe_args).await {
+        if let Some(v) = tool_version(program.as_ref(), probe_args).await {
             versions.insert(what.into(), v);
         }
     }
@@ -1298,57 +1278,6 @@ async fn versions(args: &Args, client: &EngineClient) -> BTreeMap<String, String
     versions
 }
 
-async fn first_line(program: &str, args: &[&str]) -> Option<String> {
-    let out = tokio::process::Command::new(program)
-        .args(args)
-        .output()
-        .await
-        .ok()?;
-    let text = if out.stdout.is_empty() {
-        out.stderr
-    } else {
-        out.stdout
-    };
-    String::from_utf8_lossy(&text)
-        .lines()
-        .next()
-        .map(|l| l.trim().to_owned())
-}
-
-fn probe_machine() -> Machine {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let cpuinfo = read("/proc/cpuinfo");
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, name)| name.trim().to_owned())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count();
-    let memory_kib: f64 = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    let os = read("/etc/os-release")
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_owned())
-        .unwrap_or_else(|| "Linux".into());
-    Machine {
-        cpu,
-        cores,
-        memory_gib: memory_kib / 1024.0 / 1024.0,
-        os,
-        kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
-        load_before: load_average(),
-        load_after: String::new(),
-    }
-}
-
 fn load_1min() -> f64 {
     load_average()
         .split_whitespace()
@@ -1357,22 +1286,9 @@ fn load_1min() -> f64 {
         .unwrap_or_default()
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The settings table of a JSON object.
 fn object(value: Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap_or_default()
-}
-
-fn say(text: &str) {
-    eprintln!("==> {text}");
 }
 
 #[cfg(test)]

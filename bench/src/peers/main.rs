@@ -268,7 +268,7 @@ async fn measure(args: Args, target: &BenchEngine) -> anyhow::Result<()> {
     );
     versions.insert(
         "procos".into(),
-        tool_version(args.procos_bin.as_os_str(), "--version")
+        tool_version(args.procos_bin.as_os_str(), &["--version"])
             .await
             .unwrap_or_default(),
     );
@@ -280,7 +280,7 @@ async fn measure(args: Args, target: &BenchEngine) -> anyhow::Result<()> {
         ("python", python, "--version"),
     ] {
         if let Some(program) = program
-            && let Some(version) = tool_version(&program, flag).await
+            && let Some(version) = tool_version(&program, &[flag]).await
         {
             versions.insert(name.into(), version);
         }
