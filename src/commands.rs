@@ -1,7 +1,6 @@
 //! The subcommands: each builds its runtime part from the configuration and runs it until a
 //! signal or its own end.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -165,7 +164,7 @@ async fn kernel(
         started.elapsed().as_secs_f64()
     ));
 
-    let served_topics: BTreeSet<String> = config.topics.keys().cloned().collect();
+    let served_topics = config.served_topics();
     // The unserved-topic check follows the topic table as it is reloaded.
     let (served_updates, served_receiver) = watch::channel(served_topics.clone());
     let mut kernel = Kernel::new(
@@ -399,7 +398,7 @@ async fn status(config: &ProcosConfig, workers: &[String]) -> anyhow::Result<Exi
             definition.name.as_deref().unwrap_or("")
         );
     }
-    let table = config.topics.keys().cloned().collect();
+    let table = config.served_topics();
     let stale_after = procos_kernel::stale_after(config.worker.long_poll);
     let unserved = procos_kernel::survey(&client, &table, stale_after).await?;
     if !unserved.is_empty() {

@@ -4,7 +4,7 @@
 //! variables (e.g. `PROCOS_WORKER__MAX_TASKS=32`, `PROCOS_TOPICS__ECHO__RETRIES=5`), then
 //! command-line flags and their own environment variables (e.g. `PROCOS_ENGINE_URL`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +28,18 @@ pub struct ProcosConfig {
     pub worker: WorkerConfig,
     /// `[topics.NAME]`: which adapter serves which topic.
     pub topics: BTreeMap<String, TopicConfig>,
+}
+
+impl ProcosConfig {
+    /// The topics the fleet serves, as the kernel and `procos status` judge waiting tasks: this
+    /// file's `[topics]` and `[kernel] fleet_topics`.
+    pub fn served_topics(&self) -> BTreeSet<String> {
+        self.topics
+            .keys()
+            .chain(&self.kernel.fleet_topics)
+            .cloned()
+            .collect()
+    }
 }
 
 /// `[engine]`: one table in the file, two concerns in the code. Workers and `deploy`, `start`
@@ -159,6 +171,10 @@ pub struct KernelSettings {
     /// kernel only warns.
     #[serde(with = "humantime_serde")]
     pub fail_unserved_after: Option<Duration>,
+    /// Topics that workers of the fleet serve from a topic table of their own (a compose
+    /// service with another file, say), counted as served beside this file's `[topics]`: the
+    /// kernel then warns about them only when no worker fetches their tasks.
+    pub fleet_topics: Vec<String>,
 }
 
 impl Default for KernelSettings {
@@ -168,6 +184,7 @@ impl Default for KernelSettings {
             root_process: "procos-root".to_owned(),
             watch_interval: Duration::from_secs(1),
             fail_unserved_after: None,
+            fleet_topics: Vec::new(),
         }
     }
 }
@@ -271,6 +288,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(wrong.contains("`kernel.fail_unserved_after`"), "{wrong}");
+    }
+
+    #[test]
+    fn the_fleet_serves_the_tables_topics_and_those_other_workers_serve() {
+        let names = |config: &ProcosConfig| config.served_topics().into_iter().collect::<Vec<_>>();
+        let alone = load_text("[topics.echo]\nadapter = \"echo\"\n").unwrap();
+        assert_eq!(names(&alone), ["echo"]);
+        let fleet = load_text(
+            "[kernel]\nfleet_topics = [\"python-namespace\"]\n[topics.echo]\nadapter = \"echo\"\n",
+        )
+        .unwrap();
+        assert_eq!(names(&fleet), ["echo", "python-namespace"]);
     }
 
     #[test]

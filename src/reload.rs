@@ -82,7 +82,7 @@ fn reload(path: &Path, explicit: bool, takers: &Takers, cause: &str) {
             return;
         }
     };
-    let names: BTreeSet<String> = config.topics.keys().cloned().collect();
+    let names = config.served_topics();
     if let Some(table) = &takers.workers
         && !offer(path, table, config.topics, cause)
     {
