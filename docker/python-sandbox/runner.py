@@ -14,11 +14,14 @@ fetching the file.
 
 A warm container (PROCOS_WAIT_FOR_INPUT set) is started before its task is known: it waits
 for /in/go, which the worker writes after the task's files, and gives up with exit code 75
-after PROCOS_WAIT_SECONDS without a task.
+after PROCOS_WAIT_SECONDS without a task. With PROCOS_WAIT_FOR_INPUT=stdin (a namespace
+sandbox, whose stdin the worker holds) it waits for the line "go" on stdin instead, without
+polling; stdin closed before that line means the worker is gone, and it gives up at once.
 """
 
 import json
 import os
+import select
 import sys
 import time
 import traceback
@@ -48,7 +51,11 @@ def write_output(document):
 
 
 def wait_for_task():
-    deadline = time.monotonic() + float(os.environ.get("PROCOS_WAIT_SECONDS", "600"))
+    seconds = float(os.environ.get("PROCOS_WAIT_SECONDS", "600"))
+    if os.environ.get("PROCOS_WAIT_FOR_INPUT") == "stdin":
+        ready, _, _ = select.select([sys.stdin], [], [], seconds)
+        return bool(ready) and sys.stdin.readline().strip() == "go"
+    deadline = time.monotonic() + seconds
     while not os.path.exists("/in/go"):
         if time.monotonic() > deadline:
             return False

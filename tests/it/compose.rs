@@ -250,26 +250,12 @@ impl NamespaceRun {
             "the namespace worker's instances completed",
             Duration::from_secs(120),
             || async {
-                let log = client
-                    .external_task_log(&ExternalTaskLogQuery {
-                        process_definition_key: Some(self.key.clone()),
-                        success_log: Some(true),
-                        ..Default::default()
-                    })
-                    .await
-                    .ok()?;
+                let log = support::completions(client, &self.key).await;
                 (log.len() >= self.computing.len()).then_some(())
             },
         )
         .await;
-        let log = client
-            .external_task_log(&ExternalTaskLogQuery {
-                process_definition_key: Some(self.key.clone()),
-                success_log: Some(true),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let log = support::completions(client, &self.key).await;
         assert_eq!(log.len(), self.computing.len(), "successful completions");
         for entry in &log {
             let worker = entry.worker_id.clone().unwrap_or_default();

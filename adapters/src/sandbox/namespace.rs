@@ -31,7 +31,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::outcome::{Ended, outcome, printed_too_much, push_tail, take_output_line, too_large};
-use super::warm::{GO_FILE, fits, waiting};
+use super::warm::{GO_FILE, GoSignal, fits, waiting};
 use super::{ContainerSpec, Runner, Sandbox, lock};
 use crate::{Failure, Outcome, Retry, Unavailable, async_trait};
 
@@ -49,7 +49,7 @@ pub(crate) struct Namespaces {
 }
 
 /// Sandboxes started ahead of their task, each waiting for the one task it will run (the
-/// Python runner waits for `/in/go` when `PROCOS_WAIT_FOR_INPUT` is set): the interpreter's
+/// Python runner waits for the line `go` on its stdin): the interpreter's
 /// start is paid before the task arrives. Like the Docker backend's warm pool, a run that
 /// differs from the spec they were made for runs cold.
 #[derive(Debug)]
@@ -85,7 +85,7 @@ impl Namespaces {
                 let idle = idle.max(Duration::from_secs(1));
                 WarmSandboxes {
                     made_for: template.clone(),
-                    template: waiting(template, idle),
+                    template: waiting(template, idle, GoSignal::Stdin),
                     size,
                     idle,
                     ready: std::sync::Mutex::default(),
@@ -113,7 +113,7 @@ impl Namespaces {
     }
 
     async fn run_cold(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
-        let (launched, work, cgroup) = match self.launch(spec).await {
+        let (launched, work, cgroup) = match self.launch(spec, false).await {
             Ok(started) => started,
             Err(failure) => return Outcome::Failure(failure),
         };
@@ -129,17 +129,27 @@ impl Namespaces {
         cancel: &CancellationToken,
     ) -> Outcome {
         let Waiting {
-            launched,
+            mut launched,
             work,
             cgroup,
             ..
         } = waiting;
-        if let Err(e) = work.hand_over(&spec.files) {
+        let handed = match work.hand_over(&spec.files) {
+            Ok(()) => launched.go().await.map_err(|e| {
+                Failure::new(
+                    format!("the waiting sandbox did not take its task: {e}"),
+                    "The sandbox started ahead of the task ended before the task was handed to it; the task is tried again.",
+                    Retry::Later,
+                )
+            }),
+            Err(e) => Err(workspace_failure(&e)),
+        };
+        if let Err(failure) = handed {
             kill_tree(launched.group, cgroup.as_ref());
             if let Some(cgroup) = cgroup {
                 cgroup.remove().await;
             }
-            return Outcome::Failure(workspace_failure(&e));
+            return Outcome::Failure(failure);
         }
         // The replacement starts while the task runs.
         self.top_up(warm).await;
@@ -152,7 +162,7 @@ impl Namespaces {
         for _ in 0..missing {
             let mut spec = warm.template.clone();
             spec.task_id = format!("warm-{}", super::run::rand_suffix());
-            match self.launch(&spec).await {
+            match self.launch(&spec, true).await {
                 Ok((launched, work, cgroup)) => lock(&warm.ready).push_back(Waiting {
                     launched,
                     work,
@@ -167,15 +177,22 @@ impl Namespaces {
         }
     }
 
-    /// The task's directories, cgroups and the started launcher.
+    /// The task's directories, cgroups and the started launcher; a `waiting` one gets a stdin
+    /// the worker holds, for the line that hands it its task.
     async fn launch(
         &self,
         spec: &ContainerSpec,
+        waiting: bool,
     ) -> Result<(Launched, Workspace, Option<cgroups::TaskCgroup>), Failure> {
         let root = self.roots.root_for(&spec.image).await?;
         let work = Workspace::create(spec, &self.seccomp).map_err(|e| workspace_failure(&e))?;
         let cgroup = cgroups::TaskCgroup::create(&spec.task_id, &spec.guards);
         let mut command = self.command(spec, &root, &work, cgroup.as_ref());
+        command.stdin(if waiting {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         match Launched::spawn(&mut command) {
             Ok(launched) => Ok((launched, work, cgroup)),
             Err(failure) => {
@@ -291,7 +308,6 @@ impl Namespaces {
             .args(args)
             .args(bwrap)
             .env_clear()
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own group, so that a timeout kills bubblewrap and whatever it started.
@@ -439,7 +455,8 @@ impl Workspace {
         })
     }
 
-    /// Gives a waiting sandbox its task: the files, then `go`, which the runner waits for.
+    /// Gives a waiting sandbox its task's files, then `/in/go`, which a runner from an older
+    /// sandbox image polls for (this one waits for the line `go` on its stdin, [`Launched::go`]).
     fn hand_over(&self, files: &[(String, Vec<u8>)]) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
 
@@ -509,6 +526,8 @@ impl Waiting {
 #[derive(Debug)]
 struct Launched {
     child: tokio::process::Child,
+    /// A waiting sandbox's stdin, until its task is handed over.
+    stdin: Option<tokio::process::ChildStdin>,
     group: Option<u32>,
     out_reader: tokio::task::JoinHandle<Vec<u8>>,
     err_reader: tokio::task::JoinHandle<Vec<u8>>,
@@ -535,12 +554,23 @@ impl Launched {
         };
         let printed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         Ok(Self {
+            stdin: child.stdin.take(),
             out_reader: tokio::spawn(read_tail(stdout, printed.clone())),
             err_reader: tokio::spawn(read_tail(stderr, printed.clone())),
             child,
             group,
             printed,
         })
+    }
+
+    /// Tells a waiting runner that its task's files are in `/in` (the line `go`), and closes its
+    /// stdin: the script reads none.
+    async fn go(&mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        match self.stdin.take() {
+            Some(mut stdin) => stdin.write_all(b"go\n").await,
+            None => Ok(()),
+        }
     }
 
     /// Waits for the end within the timeout (killing the tree past it, or on `cancel`).
@@ -553,6 +583,7 @@ impl Launched {
     ) -> Result<Ended, Failure> {
         let Self {
             mut child,
+            stdin: _,
             group,
             out_reader,
             err_reader,

@@ -48,7 +48,7 @@ impl WarmPool {
         Self {
             sandbox,
             made_for: template.clone(),
-            template: waiting(template, idle),
+            template: waiting(template, idle, GoSignal::File),
             size,
             ready: Arc::default(),
             filling: Mutex::new(JoinSet::new()),
@@ -151,10 +151,29 @@ pub(super) fn fits(made_for: &ContainerSpec, spec: &ContainerSpec) -> bool {
         && spec.guards == made_for.guards
 }
 
+/// How a waiting Python runner learns that its task's files are in `/in`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum GoSignal {
+    /// [`GO_FILE`] appears in `/in` (a container: its files come by archive upload).
+    File,
+    /// The line `go` on its stdin, which the worker holds (a namespace sandbox): no polling.
+    Stdin,
+}
+
 /// `template` made to wait up to `idle` for its task's files (the Python runner does when
-/// `PROCOS_WAIT_FOR_INPUT` is set).
-pub(crate) fn waiting(mut template: ContainerSpec, idle: Duration) -> ContainerSpec {
-    template.env.push("PROCOS_WAIT_FOR_INPUT=1".to_owned());
+/// `PROCOS_WAIT_FOR_INPUT` is set), told by `signal`.
+pub(crate) fn waiting(
+    mut template: ContainerSpec,
+    idle: Duration,
+    signal: GoSignal,
+) -> ContainerSpec {
+    template.env.push(
+        match signal {
+            GoSignal::File => "PROCOS_WAIT_FOR_INPUT=1",
+            GoSignal::Stdin => "PROCOS_WAIT_FOR_INPUT=stdin",
+        }
+        .to_owned(),
+    );
     template
         .env
         .push(format!("PROCOS_WAIT_SECONDS={}", idle.as_secs().max(1)));
