@@ -136,8 +136,9 @@ const NAMESPACE_TOPIC: &str = "python-namespace";
 /// Instances of the computing step on it.
 const NAMESPACE_INSTANCES: i64 = 12;
 /// Computes a square and reports what it sees: its host name, user, network interfaces, and
-/// whether anything of the worker (its configuration, its environment) reaches it.
-const NAMESPACE_SCRIPT: &str = r#"import os, socket; outputs["square"] = inputs["n"] ** 2; outputs["host"] = socket.gethostname(); outputs["uid"] = os.getuid(); outputs["interfaces"] = ",".join(name for _, name in socket.if_nameindex()); outputs["sees_worker"] = os.path.exists("/etc/procos") or any(name.startswith("PROCOS_") for name in os.environ)"#;
+/// whether anything of the worker (its configuration, its environment) reaches it. The
+/// runner's own `PROCOS_WAIT_*` (how a warm sandbox waits for its task) are the sandbox's.
+const NAMESPACE_SCRIPT: &str = r#"import os, socket; outputs["square"] = inputs["n"] ** 2; outputs["host"] = socket.gethostname(); outputs["uid"] = os.getuid(); outputs["interfaces"] = ",".join(name for _, name in socket.if_nameindex()); outputs["sees_worker"] = os.path.exists("/etc/procos") or any(name.startswith("PROCOS_") and not name.startswith("PROCOS_WAIT_") for name in os.environ)"#;
 /// Connects to the engine, which the worker itself reaches: in a sandbox without network, an
 /// incident (its one attempt, `procos.retries` = 1).
 const EGRESS_SCRIPT: &str = r#"import socket; socket.create_connection((inputs["engine"], 8080), timeout=5).close(); outputs["reached"] = inputs["engine"]"#;
