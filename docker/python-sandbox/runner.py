@@ -8,9 +8,11 @@ The script sees:
 Exit codes: 0 done, 3 BPMN error (/out/output.json holds errorCode, errorMessage, outputs),
 1 any other exception (the traceback goes to stderr and into the incident's details).
 
-A small output document (at most INLINE_OUTPUT_LIMIT bytes) is also printed as the last stdout
-line, after OUTPUT_LINE: the worker then has it from the logs it follows anyway, without
-fetching the file.
+A small output document (at most INLINE_OUTPUT_LIMIT bytes) is also printed on stdout, after
+OUTPUT_LINE: the worker then has it from the logs it follows anyway, without fetching the file.
+Once the outcome is settled (exit code 0 or 3: the output document written), the last stdout
+line is EXIT_LINE and the exit code: nothing the process does after it can change the outcome,
+so the worker goes on without waiting for the interpreter's exit and the sandbox's teardown.
 
 A warm container (PROCOS_WAIT_FOR_INPUT set) is started before its task is known: it waits
 for /in/go, which the worker writes after the task's files, and gives up with exit code 75
@@ -24,10 +26,10 @@ import os
 import select
 import sys
 import time
-import traceback
 
 GAVE_UP_WAITING = 75
 OUTPUT_LINE = "\x1eprocos-output "
+EXIT_LINE = "\x1eprocos-exit "
 INLINE_OUTPUT_LIMIT = 8192
 
 
@@ -83,6 +85,8 @@ def main():
         write_output({"errorCode": error.code, "errorMessage": error.message, "outputs": error.outputs})
         return 3
     except BaseException:  # the script's failure, whatever it is, is the task's failure
+        import traceback  # only on this path: a waiting runner starts faster without it
+
         traceback.print_exc()
         return 1
     try:
@@ -94,4 +98,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code in (0, 3):
+        sys.stdout.write("\n" + EXIT_LINE + str(code) + "\n")
+        sys.stdout.flush()
+    sys.exit(code)

@@ -64,3 +64,8 @@ async fn misbehaving_scripts_are_contained_and_reported_on_the_namespace_backend
         .collect();
     assert!(left.is_empty(), "task directories left behind: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outcome_does_not_wait_for_the_namespace_sandboxs_end() {
+    crate::sandbox::the_outcome_does_not_wait_for_the_sandboxs_end("namespace").await;
+}

@@ -351,6 +351,56 @@ fn reach_any_interface() -> String {
 }
 
 /// Host processes whose command line holds `marker`.
+/// A script whose interpreter does not end when the script does (an exit handler waiting for a
+/// child that sleeps): the runner's end line settles the outcome, so the task completes with its
+/// outputs long before the sandbox's timeout, and the sandbox is removed afterwards, child and
+/// all. Run on the `backend` named.
+pub(crate) async fn the_outcome_does_not_wait_for_the_sandboxs_end(backend: &str) {
+    let client = support::engine();
+    let (key, topic) = deploy_task_process(
+        &client,
+        &format!("end-line-{backend}"),
+        SCRIPT_FROM_VARIABLE,
+    )
+    .await;
+    let marker = support::unique("procos-lingering");
+    let mut python = TopicConfig::new("python");
+    python.retries = 1;
+    python.settings = toml::from_str(&format!(
+        "[sandbox]\nbackend = '{backend}'\ntimeout = '60s'"
+    ))
+    .unwrap();
+    let (stop, worker) = support::start_quick_worker(&client, &topic, python);
+    let instance = support::start(
+        &client,
+        &key,
+        support::script(&format!(
+            "import atexit, subprocess\nchild = subprocess.Popen(['python3', '-c', 'import time; time.sleep(600)', {marker:?}])\natexit.register(child.wait)\noutputs['done'] = True\n"
+        )),
+    )
+    .await;
+    // Well within the timeout, after which a run waited for to its end would be an incident.
+    support::wait_completed(&client, &instance, Duration::from_secs(40)).await;
+    let vars = client.historic_variables(&instance).await.unwrap();
+    assert_eq!(vars["done"], Variable::Boolean(true));
+    support::assert_eventually(
+        &format!("{backend}: the sandbox's processes are gone after the outcome"),
+        Duration::from_secs(20),
+        || {
+            let left = processes_mentioning(&marker);
+            async move { left.is_empty().then_some(()) }
+        },
+    )
+    .await;
+    stop.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outcome_does_not_wait_for_the_containers_end() {
+    the_outcome_does_not_wait_for_the_sandboxs_end("docker").await;
+}
+
 fn processes_mentioning(marker: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()

@@ -78,10 +78,13 @@ pub(crate) fn runner(
 /// Carries a sandboxed run out: cold on the backend, or in a container started ahead.
 #[async_trait]
 pub(crate) trait Runner: Send + Sync + fmt::Debug {
-    /// Runs `spec` to its end and says what became of it; leaves nothing behind.
+    /// Runs `spec` until its outcome is settled and says what became of it. What is left of
+    /// the sandbox (a container, a namespace sandbox's processes and directories) is removed on
+    /// every path, some of it after the outcome went back.
     async fn run(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome;
 
-    /// Releases what the runner keeps between runs (containers waiting for a task).
+    /// Releases what the runner keeps between runs (sandboxes waiting for a task) and waits for
+    /// the removals still under way.
     async fn close(&self) {}
 
     /// Whether the backend answers.

@@ -12,7 +12,9 @@
 //!   may create them (these hosts mount v1 only), else through rlimits (address space, and
 //!   processes per user for a worker that is not root). The timeout kills the whole tree: the
 //!   command is the child of bubblewrap's PID-namespace init, which dies with its parent.
-//! - **Outcome**: the same [`Ended`] → [`Outcome`] rules as a container.
+//! - **Outcome**: the same [`Ended`] → [`Outcome`] rules as a container. The Python runner's
+//!   end line settles the outcome as soon as it is printed: the sandbox is killed then, and
+//!   waited for and removed after the outcome went back.
 //!
 //! bubblewrap is started through `/bin/sh`, which joins the cgroups, opens the seccomp program
 //! as the descriptor bubblewrap reads and sets the rlimits before it `exec`s bubblewrap: the
@@ -24,13 +26,19 @@ mod seccomp;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::process::Command;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::outcome::{Ended, outcome, printed_too_much, push_tail, take_output_line, too_large};
+use super::outcome::{
+    Ended, outcome, printed_too_much, push_tail, runner_exit_code, take_runner_lines, too_large,
+};
 use super::warm::{GO_FILE, GoSignal, fits, waiting};
 use super::{ContainerSpec, Runner, Sandbox, lock};
 use crate::{Failure, Outcome, Retry, Unavailable, async_trait};
@@ -39,13 +47,27 @@ use crate::{Failure, Outcome, Retry, Unavailable, async_trait};
 /// redirections take one digit only).
 const SECCOMP_FDS: [u32; 2] = [8, 9];
 
+/// How long an ended sandbox's processes and output streams may take to go after SIGKILL.
+const REAP_WAIT: Duration = Duration::from_secs(10);
+
 /// Runs tasks in bubblewrap sandboxes.
 #[derive(Debug)]
 pub(crate) struct Namespaces {
+    launcher: Arc<Launcher>,
+    warm: Option<Arc<WarmSandboxes>>,
+    /// Waiting sandboxes being started: the pool refills beside the tasks, not in their way.
+    filling: Mutex<JoinSet<()>>,
+    /// Sandboxes whose outcome is known, being killed, waited for and removed after it went
+    /// back (their task's completion does not wait for it); [`Runner::close`] waits for them.
+    reaping: Mutex<JoinSet<()>>,
+}
+
+/// What starts a sandbox: bubblewrap, the images' root filesystems, the seccomp programs.
+#[derive(Debug)]
+struct Launcher {
     bwrap: PathBuf,
     roots: rootfs::RootFilesystems,
     seccomp: [Vec<u8>; 2],
-    warm: Option<WarmSandboxes>,
 }
 
 /// Sandboxes started ahead of their task, each waiting for the one task it will run (the
@@ -58,7 +80,7 @@ struct WarmSandboxes {
     template: ContainerSpec,
     size: usize,
     idle: Duration,
-    ready: std::sync::Mutex<std::collections::VecDeque<Waiting>>,
+    ready: Mutex<std::collections::VecDeque<Waiting>>,
 }
 
 /// A sandbox waiting for its task.
@@ -83,110 +105,148 @@ impl Namespaces {
             .filter(|(_, size, _)| *size > 0)
             .map(|(template, size, idle)| {
                 let idle = idle.max(Duration::from_secs(1));
-                WarmSandboxes {
+                Arc::new(WarmSandboxes {
                     made_for: template.clone(),
                     template: waiting(template, idle, GoSignal::Stdin),
                     size,
                     idle,
-                    ready: std::sync::Mutex::default(),
-                }
+                    ready: Mutex::default(),
+                })
             });
         Ok(Self {
-            bwrap: find_bwrap(),
-            roots: rootfs::RootFilesystems::new(rootfs_dir, docker),
-            seccomp,
+            launcher: Arc::new(Launcher {
+                bwrap: find_bwrap(),
+                roots: rootfs::RootFilesystems::new(rootfs_dir, docker),
+                seccomp,
+            }),
             warm,
+            filling: Mutex::default(),
+            reaping: Mutex::default(),
         })
     }
 
     async fn run_in(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
-        if let Some(warm) = self.warm.as_ref().filter(|w| fits(&w.made_for, spec))
-            && let Some(waiting) = warm.take().await
-        {
-            return self.run_waiting(warm, waiting, spec, cancel).await;
+        let warm = self.warm.as_ref().filter(|w| fits(&w.made_for, spec));
+        let waiting = match warm {
+            Some(warm) => warm.take().await,
+            None => None,
+        };
+        if let Some(warm) = warm {
+            // The replacement (or, when none was ready, the pool's first sandboxes) starts
+            // while this task runs.
+            self.top_up(warm);
         }
-        let outcome = self.run_cold(spec, cancel).await;
-        if let Some(warm) = self.warm.as_ref().filter(|w| fits(&w.made_for, spec)) {
-            self.top_up(warm).await;
+        let (outcome, remains) = match waiting {
+            Some(waiting) => run_waiting(waiting, spec, cancel).await,
+            None => self.run_cold(spec, cancel).await,
+        };
+        if let Some(remains) = remains {
+            let mut reaping = lock(&self.reaping);
+            while reaping.try_join_next().is_some() {}
+            reaping.spawn(remains.reap());
         }
         outcome
     }
 
-    async fn run_cold(&self, spec: &ContainerSpec, cancel: &CancellationToken) -> Outcome {
-        let (launched, work, cgroup) = match self.launch(spec, false).await {
-            Ok(started) => started,
-            Err(failure) => return Outcome::Failure(failure),
-        };
-        finish_run(launched, work, cgroup, spec, cancel).await
-    }
-
-    /// Hands `spec`'s files to a waiting sandbox, starts its replacement and waits for the end.
-    async fn run_waiting(
+    async fn run_cold(
         &self,
-        warm: &WarmSandboxes,
-        waiting: Waiting,
         spec: &ContainerSpec,
         cancel: &CancellationToken,
-    ) -> Outcome {
-        let Waiting {
-            mut launched,
-            work,
-            cgroup,
-            ..
-        } = waiting;
-        let handed = match work.hand_over(&spec.files) {
-            Ok(()) => launched.go().await.map_err(|e| {
-                Failure::new(
-                    format!("the waiting sandbox did not take its task: {e}"),
-                    "The sandbox started ahead of the task ended before the task was handed to it; the task is tried again.",
-                    Retry::Later,
-                )
-            }),
-            Err(e) => Err(workspace_failure(&e)),
-        };
-        if let Err(failure) = handed {
-            kill_tree(launched.group, cgroup.as_ref());
-            if let Some(cgroup) = cgroup {
-                cgroup.remove().await;
+    ) -> (Outcome, Option<Remains>) {
+        match self.launcher.launch(spec, false).await {
+            Ok((launched, work, cgroup)) => {
+                let (outcome, remains) = launched.finish(spec, cancel, work, cgroup).await;
+                (outcome, Some(remains))
             }
-            return Outcome::Failure(failure);
+            Err(failure) => (Outcome::Failure(failure), None),
         }
-        // The replacement starts while the task runs.
-        self.top_up(warm).await;
-        finish_run(launched, work, cgroup, spec, cancel).await
     }
 
-    /// Starts sandboxes until the pool holds its size again.
-    async fn top_up(&self, warm: &WarmSandboxes) {
-        let missing = warm.size.saturating_sub(lock(&warm.ready).len());
+    /// Starts as many waiting sandboxes as the pool lacks (counting those already starting).
+    fn top_up(&self, warm: &Arc<WarmSandboxes>) {
+        let mut filling = lock(&self.filling);
+        while filling.try_join_next().is_some() {}
+        let missing = warm
+            .size
+            .saturating_sub(lock(&warm.ready).len() + filling.len());
         for _ in 0..missing {
-            let mut spec = warm.template.clone();
-            spec.task_id = format!("warm-{}", super::run::rand_suffix());
-            match self.launch(&spec, true).await {
-                Ok((launched, work, cgroup)) => lock(&warm.ready).push_back(Waiting {
-                    launched,
-                    work,
-                    cgroup,
-                    since: std::time::Instant::now(),
-                }),
-                Err(failure) => {
-                    tracing::warn!(image = %spec.image, error = %failure.message, "could not start a waiting sandbox; tasks start cold meanwhile");
-                    return;
+            let launcher = Arc::clone(&self.launcher);
+            let warm = Arc::clone(warm);
+            filling.spawn(async move {
+                let mut spec = warm.template.clone();
+                spec.task_id = format!("warm-{}", super::run::rand_suffix());
+                match launcher.launch(&spec, true).await {
+                    Ok((launched, work, cgroup)) => lock(&warm.ready).push_back(Waiting {
+                        launched,
+                        work,
+                        cgroup,
+                        since: std::time::Instant::now(),
+                    }),
+                    Err(failure) => {
+                        tracing::warn!(image = %spec.image, error = %failure.message, "could not start a waiting sandbox; tasks start cold meanwhile");
+                    }
                 }
-            }
+            });
         }
     }
+}
 
+/// Hands `spec`'s files to a waiting sandbox and waits for the outcome.
+async fn run_waiting(
+    waiting: Waiting,
+    spec: &ContainerSpec,
+    cancel: &CancellationToken,
+) -> (Outcome, Option<Remains>) {
+    let Waiting {
+        mut launched,
+        work,
+        cgroup,
+        ..
+    } = waiting;
+    let handed = match work.hand_over(&spec.files) {
+        Ok(()) => launched.go().await.map_err(|e| {
+            Failure::new(
+                format!("the waiting sandbox did not take its task: {e}"),
+                "The sandbox started ahead of the task ended before the task was handed to it; the task is tried again.",
+                Retry::Later,
+            )
+        }),
+        Err(e) => Err(workspace_failure(&e)),
+    };
+    if let Err(failure) = handed {
+        return (
+            Outcome::Failure(failure),
+            Some(launched.into_remains(work, cgroup)),
+        );
+    }
+    let (outcome, remains) = launched.finish(spec, cancel, work, cgroup).await;
+    (outcome, Some(remains))
+}
+
+impl Launcher {
     /// The task's directories, cgroups and the started launcher; a `waiting` one gets a stdin
     /// the worker holds, for the line that hands it its task.
     async fn launch(
-        &self,
+        self: &Arc<Self>,
         spec: &ContainerSpec,
         waiting: bool,
     ) -> Result<(Launched, Workspace, Option<cgroups::TaskCgroup>), Failure> {
         let root = self.roots.root_for(&spec.image).await?;
-        let work = Workspace::create(spec, &self.seccomp).map_err(|e| workspace_failure(&e))?;
-        let cgroup = cgroups::TaskCgroup::create(&spec.task_id, &spec.guards);
+        // Directories and cgroups are file system work: off the runtime's threads.
+        let prepare = {
+            let launcher = Arc::clone(self);
+            let spec = spec.clone();
+            tokio::task::spawn_blocking(move || {
+                let work = Workspace::create(&spec, &launcher.seccomp)?;
+                let cgroup = cgroups::TaskCgroup::create(&spec.task_id, &spec.guards);
+                Ok::<_, std::io::Error>((work, cgroup))
+            })
+        };
+        let (work, cgroup) = match prepare.await {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(e)) => return Err(workspace_failure(&e)),
+            Err(e) => return Err(workspace_failure(&std::io::Error::other(e))),
+        };
         let mut command = self.command(spec, &root, &work, cgroup.as_ref());
         command.stdin(if waiting {
             Stdio::piped()
@@ -323,19 +383,26 @@ impl Runner for Namespaces {
         self.run_in(spec, cancel).await
     }
 
+    /// Lets the sandboxes being started finish starting, then ends every waiting one and waits
+    /// for the ended ones to be gone.
     async fn close(&self) {
-        let Some(warm) = &self.warm else { return };
-        let waiting: Vec<Waiting> = lock(&warm.ready).drain(..).collect();
-        for waiting in waiting {
-            waiting.discard().await;
+        let mut filling = std::mem::take(&mut *lock(&self.filling));
+        while filling.join_next().await.is_some() {}
+        if let Some(warm) = &self.warm {
+            let waiting: Vec<Waiting> = lock(&warm.ready).drain(..).collect();
+            for waiting in waiting {
+                waiting.discard().await;
+            }
         }
+        let mut reaping = std::mem::take(&mut *lock(&self.reaping));
+        while reaping.join_next().await.is_some() {}
     }
 
     async fn available(&self) -> Result<(), Unavailable> {
         // What every task's sandbox asks of the kernel: its namespaces (a user namespace that
         // may make no other), a /proc of its own and a /dev. In a container, the first fails
         // under Docker's default seccomp profile, the second and third under its masked /proc.
-        let probe = Command::new(&self.bwrap)
+        let probe = Command::new(&self.launcher.bwrap)
             .args([
                 "--unshare-all",
                 "--unshare-user",
@@ -357,7 +424,7 @@ impl Runner for Namespaces {
             .output();
         let unavailable = |why: String| {
             Unavailable {
-            reason: format!("bubblewrap ({}) cannot make a sandbox here: {why}", self.bwrap.display()),
+            reason: format!("bubblewrap ({}) cannot make a sandbox here: {why}", self.launcher.bwrap.display()),
             fix: "install bubblewrap (`apt-get install bubblewrap`); in a container, allow the namespace calls (a seccomp profile that permits clone and unshare with namespace flags, mount, pivot_root, umount2 and sethostname, as ProcOS's docker/compose/seccomp-bubblewrap.json does) and unmask /proc (Docker's security option systempaths=unconfined, Kubernetes' procMount: Unmasked), with user namespaces allowed on the host; or use sandbox.backend = \"docker\"".to_owned(),
         }
         };
@@ -477,26 +544,6 @@ fn workspace_failure(e: &std::io::Error) -> Failure {
     )
 }
 
-/// Waits for the launched sandbox's end and removes its cgroups; `work` goes with it.
-async fn finish_run(
-    launched: Launched,
-    work: Workspace,
-    cgroup: Option<cgroups::TaskCgroup>,
-    spec: &ContainerSpec,
-    cancel: &CancellationToken,
-) -> Outcome {
-    let ended = launched
-        .finish(spec, cancel, cgroup.as_ref(), &work.output)
-        .await;
-    if let Some(cgroup) = cgroup {
-        cgroup.remove().await;
-    }
-    match ended {
-        Ok(ended) => outcome(spec, ended),
-        Err(failure) => Outcome::Failure(failure),
-    }
-}
-
 impl WarmSandboxes {
     /// A waiting sandbox that will still be waiting when its task arrives; others are dropped
     /// (killed, their directories removed).
@@ -515,10 +562,10 @@ impl WarmSandboxes {
 
 impl Waiting {
     async fn discard(self) {
-        kill_tree(self.launched.group, self.cgroup.as_ref());
-        if let Some(cgroup) = self.cgroup {
-            cgroup.remove().await;
-        }
+        self.launched
+            .into_remains(self.work, self.cgroup)
+            .reap()
+            .await;
     }
 }
 
@@ -529,9 +576,19 @@ struct Launched {
     /// A waiting sandbox's stdin, until its task is handed over.
     stdin: Option<tokio::process::ChildStdin>,
     group: Option<u32>,
-    out_reader: tokio::task::JoinHandle<Vec<u8>>,
-    err_reader: tokio::task::JoinHandle<Vec<u8>>,
-    printed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Reading stdout and stderr into `tails` until both end.
+    readers: JoinSet<()>,
+    tails: Arc<Tails>,
+    /// The exit code on the Python runner's end line, when it printed one.
+    runner_end: oneshot::Receiver<i64>,
+}
+
+/// How the wait for a sandbox's end ended.
+enum End {
+    /// The launcher exited, and with it bubblewrap and everything in the sandbox.
+    Exited(Option<std::process::ExitStatus>),
+    /// The runner printed its end line with this exit code: the outcome is settled.
+    Runner(i64),
 }
 
 impl Launched {
@@ -552,14 +609,18 @@ impl Launched {
                 Retry::Later,
             ));
         };
-        let printed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let tails = Arc::new(Tails::default());
+        let (ended, runner_end) = oneshot::channel();
+        let mut readers = JoinSet::new();
+        readers.spawn(read_tail(stdout, Arc::clone(&tails), Stream::Stdout(ended)));
+        readers.spawn(read_tail(stderr, Arc::clone(&tails), Stream::Stderr));
         Ok(Self {
             stdin: child.stdin.take(),
-            out_reader: tokio::spawn(read_tail(stdout, printed.clone())),
-            err_reader: tokio::spawn(read_tail(stderr, printed.clone())),
             child,
             group,
-            printed,
+            readers,
+            tails,
+            runner_end,
         })
     }
 
@@ -573,76 +634,100 @@ impl Launched {
         }
     }
 
-    /// Waits for the end within the timeout (killing the tree past it, or on `cancel`).
+    /// Waits for the outcome within the timeout (killing the tree past it, or on `cancel`);
+    /// what is left of the sandbox is the caller's to reap.
     async fn finish(
-        self,
+        mut self,
         spec: &ContainerSpec,
         cancel: &CancellationToken,
-        cgroup: Option<&cgroups::TaskCgroup>,
+        work: Workspace,
+        cgroup: Option<cgroups::TaskCgroup>,
+    ) -> (Outcome, Remains) {
+        let outcome = match self
+            .ended(spec, cancel, &work.output, cgroup.as_ref())
+            .await
+        {
+            Ok(ended) => outcome(spec, ended),
+            Err(failure) => Outcome::Failure(failure),
+        };
+        (outcome, self.into_remains(work, cgroup))
+    }
+
+    async fn ended(
+        &mut self,
+        spec: &ContainerSpec,
+        cancel: &CancellationToken,
         out_dir: &Path,
+        cgroup: Option<&cgroups::TaskCgroup>,
     ) -> Result<Ended, Failure> {
-        let Self {
-            mut child,
-            stdin: _,
-            group,
-            out_reader,
-            err_reader,
-            printed,
-        } = self;
         let limit = spec.guards.timeout;
         let mut too_much = false;
-        let status = {
-            let wait = child.wait();
+        let mut end_line_may_come = true;
+        let end = {
+            let wait = self.child.wait();
             tokio::pin!(wait);
             let deadline = tokio::time::sleep(limit);
             tokio::pin!(deadline);
             let mut watch = tokio::time::interval(Duration::from_millis(50));
             loop {
                 tokio::select! {
-                    status = &mut wait => break status.ok(),
+                    status = &mut wait => break End::Exited(status.ok()),
+                    code = &mut self.runner_end, if end_line_may_come => match code {
+                        Ok(code) => break End::Runner(code),
+                        // Stdout ended without the line: the launcher's exit says how it went.
+                        Err(_) => end_line_may_come = false,
+                    },
                     () = &mut deadline => {
-                        kill_tree(group, cgroup);
-                        let stderr = err_reader.await.unwrap_or_default();
-                        out_reader.abort();
+                        kill_tree(self.group, cgroup);
+                        read_to_end(&mut self.readers).await;
                         return Err(Failure::new(
                             format!("the sandbox timed out after {}; it was killed", humantime::format_duration(limit)),
                             format!(
                                 "`{}` ran longer than sandbox.timeout ({}). Raise the timeout if the work needs longer, or look for an endless loop. The end of its stderr:\n{}",
                                 spec.image,
                                 humantime::format_duration(limit),
-                                String::from_utf8_lossy(&stderr)
+                                String::from_utf8_lossy(&lock(&self.tails.stderr))
                             ),
                             Retry::Later,
                         ));
                     }
                     () = cancel.cancelled() => {
-                        kill_tree(group, cgroup);
+                        kill_tree(self.group, cgroup);
                         return Err(Failure::new("cancelled", "The worker cancelled the run (shutdown, or the lock was lost).", Retry::Later));
                     }
                     _ = watch.tick() => {
-                        if printed.load(std::sync::atomic::Ordering::Relaxed) > spec.guards.max_printed_bytes() {
+                        if self.tails.printed.load(Ordering::Relaxed) > spec.guards.max_printed_bytes() {
                             too_much = true;
-                            kill_tree(group, cgroup);
+                            kill_tree(self.group, cgroup);
                         }
                     }
                 }
             }
         };
-        // The command ended; anything it left behind in its namespace died with bubblewrap's init.
-        kill_tree(group, cgroup);
-        let stdout = out_reader.await.unwrap_or_default();
-        let stderr = err_reader.await.unwrap_or_default();
-        if too_much {
+        // Whatever the command left behind dies now (after the end line, the interpreter's exit
+        // and bubblewrap's teardown are not waited for).
+        kill_tree(self.group, cgroup);
+        let exit_code = match end {
+            End::Runner(code) => code,
+            End::Exited(status) => {
+                // The sandbox's processes are gone: the streams end.
+                read_to_end(&mut self.readers).await;
+                status.map_or(-1, |status| {
+                    use std::os::unix::process::ExitStatusExt as _;
+                    status
+                        .code()
+                        .map(i64::from)
+                        .or_else(|| status.signal().map(|signal| 128 + i64::from(signal)))
+                        .unwrap_or(-1)
+                })
+            }
+        };
+        let stdout = lock(&self.tails.stdout).clone();
+        let stderr = lock(&self.tails.stderr).clone();
+        if too_much || self.tails.printed.load(Ordering::Relaxed) > spec.guards.max_printed_bytes()
+        {
             return Err(printed_too_much(spec, &stderr));
         }
-        let exit_code = status.map_or(-1, |status| {
-            use std::os::unix::process::ExitStatusExt as _;
-            status
-                .code()
-                .map(i64::from)
-                .or_else(|| status.signal().map(|signal| 128 + i64::from(signal)))
-                .unwrap_or(-1)
-        });
         if exit_code == 125 && stderr.starts_with(b"sh:") {
             return Err(Failure::new(
                 "could not set up the sandbox's limits",
@@ -654,10 +739,12 @@ impl Launched {
             ));
         }
         let oom_killed = cgroup.is_some_and(cgroups::TaskCgroup::oom_killed);
-        let output_file = read_output(&spec.guards, out_dir)?;
         let mut stdout = String::from_utf8_lossy(&stdout).into_owned();
-        // The file was read; the runner's copy of it is not part of what the command printed.
-        take_output_line(&mut stdout);
+        // The runner's lines are not part of what the command printed.
+        let output_file = match take_runner_lines(&mut stdout, spec.guards.max_output_kb * 1024)? {
+            Some(document) => Some(document),
+            None => read_output(&spec.guards, out_dir)?,
+        };
         Ok(Ended {
             exit_code,
             oom_killed,
@@ -665,6 +752,95 @@ impl Launched {
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
             output_file,
         })
+    }
+
+    fn into_remains(self, work: Workspace, cgroup: Option<cgroups::TaskCgroup>) -> Remains {
+        Remains {
+            child: self.child,
+            group: self.group,
+            readers: self.readers,
+            cgroup,
+            work,
+        }
+    }
+}
+
+/// Lets the readers take in the rest of the streams, which end once no process of the sandbox
+/// holds them.
+async fn read_to_end(readers: &mut JoinSet<()>) {
+    let all = async { while readers.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(REAP_WAIT, all).await;
+}
+
+/// A sandbox whose outcome is known: its processes to kill and wait for, its cgroups and its
+/// directories to remove.
+#[derive(Debug)]
+struct Remains {
+    child: tokio::process::Child,
+    group: Option<u32>,
+    readers: JoinSet<()>,
+    cgroup: Option<cgroups::TaskCgroup>,
+    work: Workspace,
+}
+
+impl Remains {
+    async fn reap(mut self) {
+        kill_tree(self.group, self.cgroup.as_ref());
+        if tokio::time::timeout(REAP_WAIT, self.child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pid = self.group,
+                "a killed sandbox's launcher did not end; its cgroup is still emptied"
+            );
+        }
+        // Dropped after the wait, aborting a reader whose stream some stray process still holds.
+        read_to_end(&mut self.readers).await;
+        if let Some(cgroup) = self.cgroup {
+            cgroup.remove().await;
+        }
+        let work = self.work;
+        let _ = tokio::task::spawn_blocking(move || drop(work)).await;
+    }
+}
+
+/// The tails of what a sandbox printed, and how much it printed, as its readers take it in.
+#[derive(Debug, Default)]
+struct Tails {
+    stdout: Mutex<Vec<u8>>,
+    stderr: Mutex<Vec<u8>>,
+    printed: AtomicU64,
+}
+
+/// Which stream a reader reads; stdout's reader tells when the runner's end line came.
+enum Stream {
+    Stdout(oneshot::Sender<i64>),
+    Stderr,
+}
+
+/// Reads `stream` to its end, keeping its tail in `tails` and counting all of it.
+async fn read_tail(mut stream: impl AsyncRead + Unpin, tails: Arc<Tails>, which: Stream) {
+    let (kept, mut end_line) = match which {
+        Stream::Stdout(ended) => (&tails.stdout, Some(ended)),
+        Stream::Stderr => (&tails.stderr, None),
+    };
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tails.printed.fetch_add(n as u64, Ordering::Relaxed);
+                let mut kept = lock(kept);
+                push_tail(&mut kept, &chunk[..n]);
+                if end_line.is_some()
+                    && let Some(code) = runner_exit_code(&kept)
+                    && let Some(ended) = end_line.take()
+                {
+                    let _ = ended.send(code);
+                }
+            }
+        }
     }
 }
 
@@ -690,25 +866,6 @@ fn read_output(
         Ok(bytes) => Ok(Some(bytes)),
         Err(_) => Ok(None),
     }
-}
-
-/// Reads `stream` to its end, keeping its tail and counting all of it.
-async fn read_tail(
-    mut stream: impl AsyncRead + Unpin,
-    printed: std::sync::Arc<std::sync::atomic::AtomicU64>,
-) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                printed.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                push_tail(&mut kept, &chunk[..n]);
-            }
-        }
-    }
-    kept
 }
 
 /// SIGKILL to the launcher's process group (bubblewrap's init dies with it, and with it every

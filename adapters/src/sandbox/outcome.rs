@@ -94,6 +94,45 @@ pub(super) fn take_output_line(stdout: &mut String) -> Option<Vec<u8>> {
     Some(document)
 }
 
+/// What ProcOS's Python runner prints as its very last stdout line once the outcome is settled
+/// (its output document written, the exit code known), followed by that exit code: nothing
+/// the process does after it can change the outcome, so the worker need not wait for the
+/// interpreter's exit and the sandbox's teardown (`docker/python-sandbox/runner.py`). A script
+/// that prints the line itself ends its own run with the code it names.
+const EXIT_LINE: &str = "\u{1e}procos-exit ";
+
+/// The exit code on the runner's end line, when `printed` (stdout so far) ends with it.
+pub(super) fn runner_exit_code(printed: &[u8]) -> Option<i64> {
+    let line = printed.strip_suffix(b"\n")?;
+    let start = line.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let code = line[start..].strip_prefix(EXIT_LINE.as_bytes())?;
+    std::str::from_utf8(code).ok()?.trim().parse().ok()
+}
+
+/// Takes the runner's end line off the end of `stdout`: its exit code, if it is there.
+pub(super) fn take_exit_line(stdout: &mut String) -> Option<i64> {
+    let code = runner_exit_code(stdout.as_bytes())?;
+    let printed = stdout.trim_end_matches('\n');
+    let start = printed.rfind('\n').map_or(0, |i| i + 1);
+    stdout.truncate(start);
+    Some(code)
+}
+
+/// Takes the runner's lines off the end of `stdout`: its output document, when it printed one
+/// (over `limit` bytes is a failure).
+pub(super) fn take_runner_lines(
+    stdout: &mut String,
+    limit: u64,
+) -> Result<Option<Vec<u8>>, Failure> {
+    take_exit_line(stdout);
+    match take_output_line(stdout) {
+        Some(document) if document.len() as u64 > limit => {
+            Err(too_large("/out/output.json", document.len() as u64, limit))
+        }
+        document => Ok(document),
+    }
+}
+
 pub(super) fn tail(text: &str) -> &str {
     let start = text.len().saturating_sub(LOG_TAIL);
     let start = (start..text.len())
@@ -276,6 +315,24 @@ mod tests {
         let mut plain = "{\"x\": 1}\n".to_owned();
         assert_eq!(take_output_line(&mut plain), None);
         assert_eq!(plain, "{\"x\": 1}\n");
+    }
+
+    #[test]
+    fn the_runners_end_line_settles_the_exit_code_only_as_the_last_line() {
+        let printed = "working\n\u{1e}procos-output {\"x\": 1}\n\u{1e}procos-exit 3\n";
+        assert_eq!(runner_exit_code(printed.as_bytes()), Some(3));
+        // Not yet a whole line, or something printed after it: not the end.
+        assert_eq!(runner_exit_code(b"\x1eprocos-exit 0"), None);
+        assert_eq!(runner_exit_code(b"\x1eprocos-exit 0\nmore\n"), None);
+        assert_eq!(runner_exit_code(b"\x1eprocos-exit zero\n"), None);
+        assert_eq!(runner_exit_code(b"procos-exit 0\n"), None);
+        let mut stdout = printed.to_owned();
+        assert_eq!(take_exit_line(&mut stdout), Some(3));
+        assert_eq!(
+            take_output_line(&mut stdout).as_deref(),
+            Some(&b"{\"x\": 1}"[..])
+        );
+        assert_eq!(stdout, "working\n");
     }
 
     #[test]

@@ -20,7 +20,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::outcome::{
-    Ended, Printed, one_line, outcome, printed_too_much, take_output_line, too_large,
+    Ended, Printed, one_line, outcome, printed_too_much, runner_exit_code, take_runner_lines,
+    too_large,
 };
 
 /// How long the followed logs may take to end after their container did.
@@ -196,6 +197,9 @@ impl Sandbox {
         // Some(true): the followed stream ended with the container; Some(false): it broke off,
         // so the logs are read again once the container has ended.
         let mut logs_ended: Option<bool> = None;
+        // The exit code on the Python runner's end line: the outcome is settled, and the
+        // container's exit is not waited for (it is removed after the outcome went back).
+        let mut runner_end: Option<i64> = None;
         let limit = spec.guards.timeout;
         let deadline = tokio::time::sleep(limit);
         tokio::pin!(deadline);
@@ -209,6 +213,10 @@ impl Sandbox {
                         if printed.too_much(&spec.guards) {
                             self.kill(id).await;
                             return Err(printed_too_much(spec, &printed.stderr));
+                        }
+                        runner_end = runner_exit_code(&printed.stdout);
+                        if runner_end.is_some() {
+                            break;
                         }
                     }
                     Some(Err(_)) => logs_ended = Some(false),
@@ -233,43 +241,49 @@ impl Sandbox {
                 }
             }
         }
-        // The rest of the output: the followed stream ends shortly after the container.
-        while logs_ended.is_none() {
-            match tokio::time::timeout(LOG_DRAIN, logs.next()).await {
-                Ok(Some(Ok(output))) => printed.push(&output),
-                Ok(None) => logs_ended = Some(true),
-                Ok(Some(Err(_))) | Err(_) => logs_ended = Some(false),
+        let (exit_code, oom_killed) = match runner_end {
+            Some(code) => (code, false),
+            None => {
+                // The rest of the output: the followed stream ends shortly after the container.
+                while logs_ended.is_none() {
+                    match tokio::time::timeout(LOG_DRAIN, logs.next()).await {
+                        Ok(Some(Ok(output))) => printed.push(&output),
+                        Ok(None) => logs_ended = Some(true),
+                        Ok(Some(Err(_))) | Err(_) => logs_ended = Some(false),
+                    }
+                }
+                if printed.too_much(&spec.guards) {
+                    return Err(printed_too_much(spec, &printed.stderr));
+                }
+                if logs_ended == Some(false) {
+                    printed = self
+                        .logs(id)
+                        .await
+                        .map_err(|e| failed("read the finished container's output", e))?;
+                }
+                let state = self
+                    .docker
+                    .inspect_container(id, None)
+                    .await
+                    .map_err(|e| failed("inspect the finished container", e))?
+                    .state
+                    .unwrap_or_default();
+                (
+                    state.exit_code.unwrap_or(-1),
+                    state.oom_killed.unwrap_or(false),
+                )
             }
-        }
-        if printed.too_much(&spec.guards) {
-            return Err(printed_too_much(spec, &printed.stderr));
-        }
-        if logs_ended == Some(false) {
-            printed = self
-                .logs(id)
-                .await
-                .map_err(|e| failed("read the finished container's output", e))?;
-        }
+        };
         let (mut stdout, stderr) = printed.into_text();
-        let state = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(|e| failed("inspect the finished container", e))?
-            .state
-            .unwrap_or_default();
         let limit = spec.guards.max_output_kb * 1024;
-        // The Python runner prints a small output document last; the file is fetched otherwise.
-        let output_file = match take_output_line(&mut stdout) {
-            Some(document) if document.len() as u64 > limit => {
-                return Err(too_large("/out/output.json", document.len() as u64, limit));
-            }
+        // The Python runner prints a small output document; the file is fetched otherwise.
+        let output_file = match take_runner_lines(&mut stdout, limit)? {
             Some(document) => Some(document),
             None => self.download(id, "/out/output.json", limit).await?,
         };
         Ok(Ended {
-            exit_code: state.exit_code.unwrap_or(-1),
-            oom_killed: state.oom_killed.unwrap_or(false),
+            exit_code,
+            oom_killed,
             stdout,
             stderr,
             output_file,
