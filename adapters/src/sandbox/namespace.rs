@@ -131,14 +131,15 @@ impl Namespaces {
             Some(warm) => warm.take().await,
             None => None,
         };
-        if let Some(warm) = warm {
-            // The replacement (or, when none was ready, the pool's first sandboxes) starts
-            // while this task runs.
-            self.top_up(warm);
-        }
-        let (outcome, remains) = match waiting {
-            Some(waiting) => run_waiting(waiting, spec, cancel).await,
-            None => self.run_cold(spec, cancel).await,
+        let (outcome, remains) = match (warm, waiting) {
+            (Some(warm), Some(waiting)) => self.run_waiting(warm, waiting, spec, cancel).await,
+            (warm, _) => {
+                if let Some(warm) = warm {
+                    // None was ready: the pool's sandboxes start while this task runs cold.
+                    self.top_up(warm);
+                }
+                self.run_cold(spec, cancel).await
+            }
         };
         if let Some(remains) = remains {
             let mut reaping = lock(&self.reaping);
@@ -189,38 +190,43 @@ impl Namespaces {
             });
         }
     }
-}
 
-/// Hands `spec`'s files to a waiting sandbox and waits for the outcome.
-async fn run_waiting(
-    waiting: Waiting,
-    spec: &ContainerSpec,
-    cancel: &CancellationToken,
-) -> (Outcome, Option<Remains>) {
-    let Waiting {
-        mut launched,
-        work,
-        cgroup,
-        ..
-    } = waiting;
-    let handed = match work.hand_over(&spec.files) {
-        Ok(()) => launched.go().await.map_err(|e| {
-            Failure::new(
-                format!("the waiting sandbox did not take its task: {e}"),
-                "The sandbox started ahead of the task ended before the task was handed to it; the task is tried again.",
-                Retry::Later,
-            )
-        }),
-        Err(e) => Err(workspace_failure(&e)),
-    };
-    if let Err(failure) = handed {
-        return (
-            Outcome::Failure(failure),
-            Some(launched.into_remains(work, cgroup)),
-        );
+    /// Hands `spec`'s files to a waiting sandbox, starts its replacement and waits for the
+    /// outcome.
+    async fn run_waiting(
+        &self,
+        warm: &Arc<WarmSandboxes>,
+        waiting: Waiting,
+        spec: &ContainerSpec,
+        cancel: &CancellationToken,
+    ) -> (Outcome, Option<Remains>) {
+        let Waiting {
+            mut launched,
+            work,
+            cgroup,
+            ..
+        } = waiting;
+        let handed = match work.hand_over(&spec.files) {
+            Ok(()) => launched.go().await.map_err(|e| {
+                Failure::new(
+                    format!("the waiting sandbox did not take its task: {e}"),
+                    "The sandbox started ahead of the task ended before the task was handed to it; the task is tried again.",
+                    Retry::Later,
+                )
+            }),
+            Err(e) => Err(workspace_failure(&e)),
+        };
+        // The replacement starts once this task has its sandbox, not before.
+        self.top_up(warm);
+        if let Err(failure) = handed {
+            return (
+                Outcome::Failure(failure),
+                Some(launched.into_remains(work, cgroup)),
+            );
+        }
+        let (outcome, remains) = launched.finish(spec, cancel, work, cgroup).await;
+        (outcome, Some(remains))
     }
-    let (outcome, remains) = launched.finish(spec, cancel, work, cgroup).await;
-    (outcome, Some(remains))
 }
 
 impl Launcher {
