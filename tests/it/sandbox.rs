@@ -280,13 +280,9 @@ pub(crate) async fn contain_misbehaving_scripts(backend: &str) -> String {
             }
             Contained::Completes => {
                 support::wait_completed(&client, instance, Duration::from_secs(120)).await;
-                support::assert_eventually(
+                no_process_left(
                     &format!("{backend}, {name}: no process left on the host"),
-                    Duration::from_secs(15),
-                    || {
-                        let left = processes_mentioning(&orphan_marker);
-                        async move { left.is_empty().then_some(()) }
-                    },
+                    &orphan_marker,
                 )
                 .await;
             }
@@ -383,13 +379,9 @@ pub(crate) async fn the_outcome_does_not_wait_for_the_sandboxs_end(backend: &str
     support::wait_completed(&client, &instance, Duration::from_secs(40)).await;
     let vars = client.historic_variables(&instance).await.unwrap();
     assert_eq!(vars["done"], Variable::Boolean(true));
-    support::assert_eventually(
+    no_process_left(
         &format!("{backend}: the sandbox's processes are gone after the outcome"),
-        Duration::from_secs(20),
-        || {
-            let left = processes_mentioning(&marker);
-            async move { left.is_empty().then_some(()) }
-        },
+        &marker,
     )
     .await;
     stop.cancel();
@@ -399,6 +391,15 @@ pub(crate) async fn the_outcome_does_not_wait_for_the_sandboxs_end(backend: &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outcome_does_not_wait_for_the_containers_end() {
     the_outcome_does_not_wait_for_the_sandboxs_end("docker").await;
+}
+
+/// Waits until no process on the host has `marker` in its command line.
+async fn no_process_left(what: &str, marker: &str) {
+    support::assert_eventually(what, Duration::from_secs(20), || {
+        let left = processes_mentioning(marker);
+        async move { left.is_empty().then_some(()) }
+    })
+    .await;
 }
 
 fn processes_mentioning(marker: &str) -> Vec<u32> {
