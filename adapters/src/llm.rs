@@ -5,7 +5,9 @@
 //! task, never becomes an empty string). With a JSON schema the answer must validate: the
 //! adapter asks for OpenAI's `json_schema` format, falls back to `json_object` with the schema
 //! for servers that refuse it, and then to the schema in the prompt, with one repair round when
-//! the answer does not validate. In probabilistic mode it samples several seeded answers, votes,
+//! the answer does not validate. With `procos.choices` the answer is one of a fixed set (a
+//! gateway without a default flow routes on it); an answer outside it after the repair round is
+//! an incident naming it. In probabilistic mode it samples several seeded answers, votes,
 //! stops early once a window of samples agrees, and throws a BPMN error when no answer wins.
 
 use std::collections::BTreeMap;
@@ -148,6 +150,7 @@ const TASK_SETTINGS: &[&str] = &[
     "system",
     "prompt",
     "schema",
+    "choices",
     "temperature",
     "seed",
     "max_tokens",
@@ -256,6 +259,8 @@ struct Step<'a> {
     system: Option<String>,
     prompt: String,
     schema: Option<Value>,
+    /// `procos.choices`: the answer is one of these (the schema is [`choices_schema`]'s).
+    choices: Option<Vec<String>>,
     temperature: Option<f32>,
     seed: Option<i64>,
     max_tokens: Option<u32>,
@@ -517,6 +522,19 @@ impl LlmAdapter {
             }
             None => topic.schema.clone(),
         };
+        let choices = s.text_list("choices")?;
+        let schema = match &choices {
+            Some(choices) => {
+                check_choices(choices, s.has("schema"))?;
+                Some(choices_schema(choices))
+            }
+            None => schema,
+        };
+        let prompt = match &choices {
+            // The schema holds the model to the set; the prompt tells it what the set is.
+            Some(choices) => format!("{prompt}\n\nAnswer with one of: {}.", choices.join(", ")),
+            None => prompt,
+        };
         let temperature = match s.f64("temperature")? {
             Some(t) => Some(t as f32),
             None => topic.temperature,
@@ -593,6 +611,7 @@ impl LlmAdapter {
             system,
             prompt,
             schema,
+            choices,
             temperature,
             seed,
             max_tokens,
@@ -637,7 +656,7 @@ impl Step<'_> {
             }
         };
         match parse_and_validate(&answer.text, &validator) {
-            Ok(value) => Ok((value, answer)),
+            Ok(value) => Ok((self.chosen(value), answer)),
             Err(problem) => {
                 // One repair round: the answer, what is wrong with it, and the schema again.
                 let repair = format!(
@@ -646,7 +665,8 @@ impl Step<'_> {
                 );
                 let second = self.call(system, &repair, Some(schema), seed, mode).await?;
                 match parse_and_validate(&second.text, &validator) {
-                    Ok(value) => Ok((value, second)),
+                    Ok(value) => Ok((self.chosen(value), second)),
+                    Err(_) if self.choices.is_some() => Err(self.not_a_choice(&second.text)),
                     Err(problem) => Err(Failure::new(
                         format!("the model's answer does not match the schema: {problem}"),
                         format!(
@@ -658,6 +678,35 @@ impl Step<'_> {
                 }
             }
         }
+    }
+
+    /// The answer a step with choices hands back: the chosen string, out of its wrapper.
+    fn chosen(&self, value: Value) -> Value {
+        match (&self.choices, value) {
+            (Some(_), Value::Object(mut answer)) => answer.remove("choice").unwrap_or(Value::Null),
+            (_, value) => value,
+        }
+    }
+
+    /// The failure of a step whose model answered outside its choices after the repair round:
+    /// an incident at once, naming the answer, since asking again repeats the same model.
+    fn not_a_choice(&self, text: &str) -> Failure {
+        let choices = self.choices.as_deref().unwrap_or_default().join(", ");
+        let answered = serde_json::from_str::<Value>(text.trim())
+            .ok()
+            .and_then(|v| v.get("choice").cloned())
+            .map_or_else(|| text.trim().to_owned(), |c| c.to_string());
+        let answered: String = answered.chars().take(200).collect();
+        Failure::new(
+            format!(
+                "the model answered {answered}, which is not one of the step's choices ({choices})"
+            ),
+            format!(
+                "`procos.choices` makes the answer one of: {choices}. After one repair round the model's answer was still: {}\nReword the prompt so that the choices are plain, or use a model that follows them.",
+                text.trim()
+            ),
+            Retry::Never,
+        )
     }
 
     async fn call(
@@ -958,6 +1007,52 @@ impl LlmAdapter {
     }
 }
 
+/// The schema a step with `procos.choices` answers by: an object holding one of them (an
+/// object at the top, which OpenAI's strict structured outputs require).
+fn choices_schema(choices: &[String]) -> Value {
+    json!({
+        "type": "object",
+        "properties": {"choice": {"type": "string", "enum": choices}},
+        "required": ["choice"],
+        "additionalProperties": false,
+    })
+}
+
+/// `procos.choices` must name two or more distinct answers, and leaves no room for a schema of
+/// the step's own.
+fn check_choices(choices: &[String], step_schema: bool) -> Result<(), Failure> {
+    let fix = "Give the answers a gateway routes on, e.g. `procos.choices` = \"approve, reject\" or [\"approve\", \"reject\"].";
+    if step_schema {
+        return Err(Failure::new(
+            "the step sets both `procos.choices` and `procos.schema`",
+            "`procos.choices` is a schema of its own (one of the choices): remove one of the two settings.",
+            Retry::Never,
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = choices.iter().find(|c| !seen.insert(c.as_str())) {
+        return Err(Failure::new(
+            format!("the step's `procos.choices` names `{twice}` twice"),
+            fix,
+            Retry::Never,
+        ));
+    }
+    if choices.len() < 2
+        || choices
+            .iter()
+            .any(|c| c.trim().is_empty() || c.contains("{{"))
+    {
+        return Err(Failure::new(
+            format!(
+                "the step's `procos.choices` needs two or more non-empty answers without `{{{{`, not {choices:?}"
+            ),
+            fix,
+            Retry::Never,
+        ));
+    }
+    Ok(())
+}
+
 fn mentions_format(message: &str) -> bool {
     ["response_format", "json_schema", "json_object"]
         .iter()
@@ -1151,6 +1246,52 @@ mod tests {
             settings: crate::TaskSettings::from_pairs(
                 settings.as_object().cloned().unwrap_or_default(),
             ),
+        }
+    }
+
+    #[test]
+    fn choices_make_the_answer_one_of_a_set_and_leave_no_room_for_a_schema() {
+        let llm = adapter(json!({
+            "base_url": "http://127.0.0.1:1/v1", "model": "small", "prompt": "Route {{x}}",
+            "schema": {"type": "object"}
+        }));
+        let step = llm
+            .step(&task(json!({"choices": "approve, reject"})))
+            .unwrap();
+        assert_eq!(step.choices, Some(vec!["approve".into(), "reject".into()]));
+        // The topic's schema gives way to the choices; the prompt names them.
+        let validator = jsonschema::validator_for(step.schema.as_ref().unwrap()).unwrap();
+        assert!(parse_and_validate(r#"{"choice": "reject"}"#, &validator).is_ok());
+        assert!(parse_and_validate(r#"{"choice": "maybe"}"#, &validator).is_err());
+        assert!(parse_and_validate(r#""approve""#, &validator).is_err());
+        assert!(
+            step.prompt
+                .ends_with("Answer with one of: approve, reject.")
+        );
+        assert_eq!(step.chosen(json!({"choice": "reject"})), json!("reject"));
+        let failure = step.not_a_choice(r#"{"choice": "maybe"}"#);
+        assert_eq!(failure.retry, Retry::Never);
+        assert!(
+            failure.message.contains("\"maybe\"") && failure.message.contains("approve, reject"),
+            "{}",
+            failure.message
+        );
+        let as_json = llm
+            .step(&task(json!({"choices": "[\"a\", \"b\"]"})))
+            .unwrap();
+        assert_eq!(as_json.choices, Some(vec!["a".into(), "b".into()]));
+        for (settings, says) in [
+            (json!({"choices": "yes, no", "schema": "{}"}), "both"),
+            (json!({"choices": "yes"}), "two or more"),
+            (json!({"choices": "yes, yes"}), "twice"),
+        ] {
+            let failure = llm.step(&task(settings.clone())).unwrap_err();
+            assert!(
+                failure.message.contains(says),
+                "{settings}: {}",
+                failure.message
+            );
+            assert_eq!(failure.retry, Retry::Never);
         }
     }
 

@@ -351,3 +351,89 @@ async fn a_process_variable_named_like_a_setting_is_not_a_setting() {
         "the topic's model"
     );
 }
+
+/// start → the `llm` step `decide` (its settings in the model, `procos.choices` among them) →
+/// an exclusive gateway with one flow per choice and no default flow → an end per choice.
+fn decision_model(key: &str, properties: &[(&str, &str)]) -> String {
+    let properties: String = properties
+        .iter()
+        .map(|(name, value)| format!(r#"<camunda:property name="procos.{name}" value="{value}"/>"#))
+        .collect();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/test">
+  <bpmn:process id="{key}" isExecutable="true">
+    <bpmn:startEvent id="start"/>
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="decide"/>
+    <bpmn:serviceTask id="decide" camunda:type="external" camunda:topic="llm">
+      <bpmn:extensionElements><camunda:properties>{properties}</camunda:properties></bpmn:extensionElements>
+    </bpmn:serviceTask>
+    <bpmn:sequenceFlow id="f2" sourceRef="decide" targetRef="route"/>
+    <bpmn:exclusiveGateway id="route"/>
+    <bpmn:sequenceFlow id="to-approve" sourceRef="route" targetRef="approved">
+      <bpmn:conditionExpression xsi:type="bpmn:tFormalExpression">${{answer == 'approve'}}</bpmn:conditionExpression>
+    </bpmn:sequenceFlow>
+    <bpmn:sequenceFlow id="to-reject" sourceRef="route" targetRef="rejected">
+      <bpmn:conditionExpression xsi:type="bpmn:tFormalExpression">${{answer == 'reject'}}</bpmn:conditionExpression>
+    </bpmn:sequenceFlow>
+    <bpmn:endEvent id="approved"/>
+    <bpmn:endEvent id="rejected"/>
+  </bpmn:process>
+</bpmn:definitions>"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_from_fixed_choices_routes_a_gateway_without_a_default_flow() {
+    let client = support::engine();
+    let (stop, worker) = support::start_quick_worker(&client, "llm", default_fleet_llm_topic());
+    for provider in ["default", "ollama"] {
+        let key = support::unique("llm-choices");
+        let xml = decision_model(
+            &key,
+            &[
+                ("provider", provider),
+                ("model", "smollm2"),
+                (
+                    "prompt",
+                    "An invoice of {{amount}} EUR arrived. Approve or reject it?",
+                ),
+                ("choices", "approve, reject"),
+                ("seed", "3"),
+                ("max_tokens", "30"),
+                ("retries", "1"),
+            ],
+        );
+        support::deploy(&client, &format!("{key}.bpmn"), &xml).await;
+        let instance = support::start(
+            &client,
+            &key,
+            [("amount".to_owned(), Variable::Integer(120))].into(),
+        )
+        .await;
+        let vars = support::settle(&client, &instance, Duration::from_secs(180))
+            .await
+            .unwrap_or_else(|e| panic!("{provider}: {e}"));
+        let answer = json_of(&vars["answer"]);
+        let end = match answer.as_str() {
+            Some("approve") => "approved",
+            Some("reject") => "rejected",
+            _ => panic!("{provider}: the answer is one of the choices: {answer}"),
+        };
+        let ended: Vec<String> = client
+            .historic_activity_instances(&instance)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.activity_id)
+            .collect();
+        assert!(
+            ended.iter().any(|a| a == end),
+            "{provider}: the gateway routed on the answer `{answer}` to `{end}`: {ended:?}"
+        );
+    }
+    stop.cancel();
+    worker.await.unwrap();
+}
