@@ -115,18 +115,7 @@ async fn completed(client: &EngineClient, instance: &str) -> Variables {
         .unwrap_or_else(|message| panic!("the instance ended in an incident: {message}"))
 }
 
-/// The ids of the activities `instance` passed.
-async fn passed(client: &EngineClient, instance: &str) -> Vec<String> {
-    client
-        .historic_activity_instances(instance)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.activity_id)
-        .collect()
-}
-
-/// Whether `path` (from [`passed`]) went through every one of `ids`.
+/// Whether `path` (from [`support::passed`]) went through every one of `ids`.
 fn through(path: &[String], ids: &[&str]) -> bool {
     ids.iter().all(|id| path.iter().any(|p| p == id))
 }
@@ -171,7 +160,7 @@ async fn python_prices_an_order_and_the_gateway_routes_on_the_total() {
     assert_eq!(small_vars["total"], Variable::Double(80.0));
     assert_eq!(small_vars["quantity"], Variable::Integer(14));
     assert!(!small_vars.contains_key("discount"), "{small_vars:?}");
-    let small_path = passed(&client, &small).await;
+    let small_path = support::passed(&client, &small).await;
     assert!(
         through(&small_path, &["order-priced"]) && !through(&small_path, &["apply-discount"]),
         "below 1000 the discount is skipped: {small_path:?}"
@@ -185,7 +174,7 @@ async fn python_prices_an_order_and_the_gateway_routes_on_the_total() {
         "1250 less 5 %"
     );
     assert_eq!(large_vars["quantity"], Variable::Integer(5));
-    let large_path = passed(&client, &large).await;
+    let large_path = support::passed(&client, &large).await;
     assert!(
         through(&large_path, &["apply-discount", "order-priced"]),
         "{large_path:?}"
@@ -197,7 +186,7 @@ async fn python_prices_an_order_and_the_gateway_routes_on_the_total() {
         Variable::String("the order has no items".into())
     );
     assert!(!empty_vars.contains_key("total"), "{empty_vars:?}");
-    let empty_path = passed(&client, &empty).await;
+    let empty_path = support::passed(&client, &empty).await;
     assert!(
         through(&empty_path, &["empty-order", "order-rejected"]),
         "the boundary event caught EMPTY_ORDER: {empty_path:?}"
@@ -227,7 +216,7 @@ async fn docker_counts_words_in_a_sandbox_container() {
     );
     assert_eq!(counted_vars["mostCommonCount"], Variable::Integer(3));
     assert!(through(
-        &passed(&client, &counted).await,
+        &support::passed(&client, &counted).await,
         &["words-counted"]
     ));
 
@@ -236,7 +225,7 @@ async fn docker_counts_words_in_a_sandbox_container() {
         nothing_vars["rejection"],
         Variable::String("the text has no words".into())
     );
-    let nothing_path = passed(&client, &nothing).await;
+    let nothing_path = support::passed(&client, &nothing).await;
     assert!(
         through(&nothing_path, &["empty-text", "nothing-to-count"]),
         "exit code 3 became EMPTY_TEXT, caught by the boundary event: {nothing_path:?}"
@@ -287,14 +276,17 @@ async fn scilab_solves_a_linear_system_and_refuses_a_singular_one() {
     for (x, expected) in solution.iter().zip([2.0, 3.0, -1.0]) {
         assert!((x - expected).abs() < 1e-9, "x = (2, 3, -1): {solution:?}");
     }
-    assert!(through(&passed(&client, &regular).await, &["solved"]));
+    assert!(through(
+        &support::passed(&client, &regular).await,
+        &["solved"]
+    ));
 
     let refused = completed(&client, &singular).await;
     assert_eq!(
         refused["rejection"],
         Variable::String("the coefficient matrix is singular: no unique solution".into())
     );
-    let refused_path = passed(&client, &singular).await;
+    let refused_path = support::passed(&client, &singular).await;
     assert!(
         through(&refused_path, &["singular", "no-unique-solution"]),
         "{refused_path:?}"
@@ -337,7 +329,7 @@ async fn llm_triages_a_ticket_into_the_schema_and_the_gateway_follows_the_answer
     );
     assert_eq!(result["model"], Variable::String("smollm2".into()));
     assert!(result["usage"].to_json()["total_tokens"].as_u64().unwrap() > 0);
-    let path = passed(&client, &instance).await;
+    let path = support::passed(&client, &instance).await;
     let expected = if urgent { "escalated" } else { "queued" };
     assert!(
         through(&path, &[expected]),
@@ -378,7 +370,7 @@ async fn llm_votes_on_a_review_and_the_model_routes_the_outcome() {
         .sum();
     assert_eq!(counted, samples, "every sample is in the distribution");
     let confidence = number(&result["confidence"]);
-    let path = passed(&client, &instance).await;
+    let path = support::passed(&client, &instance).await;
     if through(&path, &["no-consensus"]) {
         assert!(confidence < 0.6, "{confidence}");
         assert!(through(&path, &["left-for-a-person"]), "{path:?}");

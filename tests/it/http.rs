@@ -777,20 +777,12 @@ async fn the_example_looks_up_a_process_definition_through_the_engines_rest_api(
         vars["headers"].to_json()["content-type"],
         json!("application/json")
     );
-    let path = |instance: String| {
-        let client = client.clone();
-        async move {
-            client
-                .historic_activity_instances(&instance)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|a| a.activity_id)
-                .collect::<Vec<_>>()
-        }
-    };
-    assert!(path(known).await.contains(&"found".to_owned()));
-    let passed = path(unknown).await;
+    assert!(
+        support::passed(&client, &known)
+            .await
+            .contains(&"found".to_owned())
+    );
+    let passed = support::passed(&client, &unknown).await;
     assert!(
         passed.contains(&"not-found".to_owned()) && passed.contains(&"unknown".to_owned()),
         "{passed:?}"

@@ -230,9 +230,9 @@ fn default_fleet_llm_topic() -> TopicConfig {
     topic
 }
 
-/// A step whose every setting is in the model: `procos.*` extension properties.
-fn step_in_the_model(key: &str, topic: &str, properties: &[(&str, &str)]) -> String {
-    let properties: String = properties
+/// `procos.*` extension properties, as Camunda Modeler writes them.
+fn properties_xml(properties: &[(&str, &str)]) -> String {
+    properties
         .iter()
         .map(|(name, value)| {
             let value = value
@@ -241,7 +241,12 @@ fn step_in_the_model(key: &str, topic: &str, properties: &[(&str, &str)]) -> Str
                 .replace('<', "&lt;");
             format!(r#"<camunda:property name="procos.{name}" value="{value}"/>"#)
         })
-        .collect();
+        .collect()
+}
+
+/// A step whose every setting is in the model: `procos.*` extension properties.
+fn step_in_the_model(key: &str, topic: &str, properties: &[(&str, &str)]) -> String {
+    let properties = properties_xml(properties);
     support::model(
         key,
         topic,
@@ -355,10 +360,7 @@ async fn a_process_variable_named_like_a_setting_is_not_a_setting() {
 /// start → the `llm` step `decide` (its settings in the model, `procos.choices` among them) →
 /// an exclusive gateway with one flow per choice and no default flow → an end per choice.
 fn decision_model(key: &str, properties: &[(&str, &str)]) -> String {
-    let properties: String = properties
-        .iter()
-        .map(|(name, value)| format!(r#"<camunda:property name="procos.{name}" value="{value}"/>"#))
-        .collect();
+    let properties = properties_xml(properties);
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
@@ -422,13 +424,7 @@ async fn an_answer_from_fixed_choices_routes_a_gateway_without_a_default_flow() 
             Some("reject") => "rejected",
             _ => panic!("{provider}: the answer is one of the choices: {answer}"),
         };
-        let ended: Vec<String> = client
-            .historic_activity_instances(&instance)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.activity_id)
-            .collect();
+        let ended = support::passed(&client, &instance).await;
         assert!(
             ended.iter().any(|a| a == end),
             "{provider}: the gateway routed on the answer `{answer}` to `{end}`: {ended:?}"

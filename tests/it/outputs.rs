@@ -225,13 +225,7 @@ async fn lists_drive_a_multi_instance_activity_and_long_text_comes_back_whole() 
         panic!("items is an Object: {:?}", vars["items"]);
     };
     assert_eq!(class, "java.util.ArrayList");
-    let passed: Vec<String> = client
-        .historic_activity_instances(&instance)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.activity_id)
-        .collect();
+    let passed = support::passed(&client, &instance).await;
     assert!(!passed.contains(&"wrong-size".to_owned()), "{passed:?}");
     for activity in ["numbers", "records"] {
         let runs = passed.iter().filter(|a| *a == activity).count();

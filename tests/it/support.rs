@@ -456,6 +456,17 @@ pub async fn assert_caught_by_boundary(client: &EngineClient, instance: &str) {
     assert_caught_by(client, instance, "no_stock", "backorder", "after").await;
 }
 
+/// The ids of the activities `instance` passed, in the engine's history.
+pub async fn passed(client: &EngineClient, instance: &str) -> Vec<String> {
+    client
+        .historic_activity_instances(instance)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.activity_id)
+        .collect()
+}
+
 /// `instance` passed the boundary event `boundary` and the element `handled` after it, not the
 /// element `normal` of the path without the error, and has no incident.
 pub async fn assert_caught_by(
@@ -465,13 +476,7 @@ pub async fn assert_caught_by(
     handled: &str,
     normal: &str,
 ) {
-    let passed: Vec<String> = client
-        .historic_activity_instances(instance)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.activity_id)
-        .collect();
+    let passed = passed(client, instance).await;
     assert!(
         passed.iter().any(|a| a == boundary) && passed.iter().any(|a| a == handled),
         "the boundary event caught the error: {passed:?}"
