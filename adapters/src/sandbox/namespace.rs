@@ -667,7 +667,6 @@ impl Launched {
         cgroup: Option<&cgroups::TaskCgroup>,
     ) -> Result<Ended, Failure> {
         let limit = spec.guards.timeout;
-        let mut too_much = false;
         let mut end_line_may_come = true;
         let end = {
             let wait = self.child.wait();
@@ -702,8 +701,8 @@ impl Launched {
                         return Err(Failure::new("cancelled", "The worker cancelled the run (shutdown, or the lock was lost).", Retry::Later));
                     }
                     _ = watch.tick() => {
+                        // Killed here; the count, which only grows, fails the run below.
                         if self.tails.printed.load(Ordering::Relaxed) > spec.guards.max_printed_bytes() {
-                            too_much = true;
                             kill_tree(self.group, cgroup);
                         }
                     }
@@ -730,8 +729,7 @@ impl Launched {
         };
         let stdout = lock(&self.tails.stdout).clone();
         let stderr = lock(&self.tails.stderr).clone();
-        if too_much || self.tails.printed.load(Ordering::Relaxed) > spec.guards.max_printed_bytes()
-        {
+        if self.tails.printed.load(Ordering::Relaxed) > spec.guards.max_printed_bytes() {
             return Err(printed_too_much(spec, &stderr));
         }
         if exit_code == 125 && stderr.starts_with(b"sh:") {
