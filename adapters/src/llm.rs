@@ -9,6 +9,8 @@
 //! gateway without a default flow routes on it); an answer outside it after the repair round is
 //! an incident naming it. In probabilistic mode it samples several seeded answers, votes,
 //! stops early once a window of samples agrees, and throws a BPMN error when no answer wins.
+//! On request (`procos.trace`) a step hands back what it did, as one [`Trace`] document: a
+//! `Json` variable up to a size limit, a `File` variable beyond it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
-use serde::Deserialize;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -80,9 +83,21 @@ pub struct LlmConfig {
     /// sets `procos.samples` votes with these as its defaults.
     #[serde(default)]
     probabilistic: Option<Probabilistic>,
+    /// Hand back the step's [`Trace`] in the output `trace`, for steps that do not say
+    /// (`procos.trace`).
+    #[serde(default)]
+    trace: bool,
+    /// The largest trace kept as a `Json` variable, in bytes of its JSON text; a larger one
+    /// becomes a `File` variable (`trace.json`), which Cockpit offers for download.
+    #[serde(default = "default_trace_limit")]
+    trace_limit: u64,
     /// What a step may ask for (`[topics.NAME.settings.policy]`).
     #[serde(default)]
     policy: LlmPolicy,
+}
+
+fn default_trace_limit() -> u64 {
+    64 * 1024
 }
 
 /// One model server a step may name.
@@ -159,6 +174,8 @@ const TASK_SETTINGS: &[&str] = &[
     "window",
     "min_confidence",
     "no_consensus_error",
+    "trace",
+    "trace_limit",
 ];
 
 /// The name of the provider the flat settings define.
@@ -266,6 +283,9 @@ struct Step<'a> {
     max_tokens: Option<u32>,
     timeout: Duration,
     vote: Option<Probabilistic>,
+    /// Hand back a [`Trace`], kept as `Json` up to this many bytes: `procos.trace` and
+    /// `procos.trace_limit`.
+    trace_limit: Option<u64>,
 }
 
 /// One answer.
@@ -276,6 +296,96 @@ struct Answer {
     completion_tokens: u64,
     model: String,
     finish_reason: String,
+    latency_ms: u64,
+}
+
+/// What an `llm` step did, handed back on request in the output `trace` so that Cockpit shows
+/// why the step decided what it did. This is the one shape of it: `kind` names its version, and
+/// a reader (the knowledge log) stores it as it is. It holds what the model saw and said,
+/// never a provider's key or address.
+#[derive(Debug, Serialize)]
+struct Trace<'a> {
+    /// `procos.llm.trace/1`.
+    kind: &'static str,
+    /// The provider's name in the topic.
+    provider: &'a str,
+    model: &'a str,
+    /// The system prompt and the prompt, filled with the task's variables (with the
+    /// choices named, for a step with `procos.choices`).
+    system: Option<&'a str>,
+    prompt: &'a str,
+    schema: Option<&'a Value>,
+    choices: Option<&'a [String]>,
+    temperature: Option<f32>,
+    seed: Option<i64>,
+    max_tokens: Option<u32>,
+    /// Every call to the model, in order: each sample's answer and its repair round.
+    calls: &'a [Call],
+    /// The vote, for a step that sampled several answers.
+    vote: Option<Value>,
+    /// The step's answer (for a vote: the winning one).
+    answer: &'a Value,
+    usage: &'a Value,
+    latency_ms: u64,
+}
+
+/// The trace's version of its shape.
+const TRACE_KIND: &str = "procos.llm.trace/1";
+
+/// One call to the model, as the trace keeps it.
+#[derive(Debug, Serialize)]
+struct Call {
+    /// The vote's sample, from 1 (1 for a step without a vote).
+    sample: u32,
+    /// `answer`, or `repair`: the second ask after an answer that did not fit the schema.
+    round: &'static str,
+    seed: Option<i64>,
+    /// How a structured answer was asked for: `json_schema`, `json_object` or `prompt` (the
+    /// schema in the prompt); none for a text answer.
+    format: Option<&'static str>,
+    /// The model's raw text; none when the server refused the request.
+    text: Option<String>,
+    /// Why the text does not fit the schema, or why the server refused the request.
+    problem: Option<String>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    finish_reason: Option<String>,
+    latency_ms: u64,
+}
+
+impl Call {
+    fn new(sample: u32, round: &'static str, seed: Option<i64>, format: Option<u8>) -> Self {
+        Self {
+            sample,
+            round,
+            seed,
+            format: format.map(|mode| match mode {
+                MODE_JSON_SCHEMA => "json_schema",
+                MODE_JSON_OBJECT => "json_object",
+                _ => "prompt",
+            }),
+            text: None,
+            problem: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            finish_reason: None,
+            latency_ms: 0,
+        }
+    }
+
+    fn answered(mut self, answer: &Answer) -> Self {
+        self.text = Some(answer.text.clone());
+        self.prompt_tokens = answer.prompt_tokens;
+        self.completion_tokens = answer.completion_tokens;
+        self.finish_reason = Some(answer.finish_reason.clone());
+        self.latency_ms = answer.latency_ms;
+        self
+    }
+
+    fn problem(mut self, problem: &str) -> Self {
+        self.problem = Some(problem.to_owned());
+        self
+    }
 }
 
 /// Why a call gave no answer.
@@ -605,6 +715,8 @@ impl LlmAdapter {
         } else {
             None
         };
+        let trace = s.bool("trace")?.unwrap_or(topic.trace);
+        let trace_limit = s.u64("trace_limit")?.unwrap_or(topic.trace_limit);
         Ok(Step {
             server,
             model,
@@ -617,22 +729,27 @@ impl LlmAdapter {
             max_tokens,
             timeout,
             vote,
+            trace_limit: trace.then_some(trace_limit),
         })
     }
 }
 
 impl Step<'_> {
-    /// One validated answer: text, or JSON that satisfies the schema.
+    /// One validated answer: text, or JSON that satisfies the schema. Every call it makes goes
+    /// into `calls`, as sample `sample`.
     async fn answer(
         &self,
         system: Option<&str>,
         prompt: &str,
         seed: Option<i64>,
+        sample: u32,
+        calls: &mut Vec<Call>,
     ) -> Result<(Value, Answer), Failure> {
         let Some(schema) = &self.schema else {
             let answer = self
                 .call(system, prompt, None, seed, MODE_PROMPT_ONLY)
                 .await?;
+            calls.push(Call::new(sample, "answer", seed, None).answered(&answer));
             return Ok((Value::String(answer.text.clone()), answer));
         };
         let validator = jsonschema::validator_for(schema).map_err(|e| {
@@ -649,34 +766,47 @@ impl Step<'_> {
                 Ok(answer) => break answer,
                 Err(failure) if failure.retry == Retry::Never && mode < MODE_PROMPT_ONLY => {
                     // The server refused the format; try the next one, and remember.
+                    calls.push(
+                        Call::new(sample, "answer", seed, Some(mode)).problem(&failure.message),
+                    );
                     mode += 1;
                     modes.store(mode, Ordering::Relaxed);
                 }
                 Err(failure) => return Err(failure),
             }
         };
-        match parse_and_validate(&answer.text, &validator) {
-            Ok(value) => Ok((self.chosen(value), answer)),
-            Err(problem) => {
-                // One repair round: the answer, what is wrong with it, and the schema again.
-                let repair = format!(
-                    "{prompt}\n\nYour previous answer was:\n{}\nIt is not valid: {problem}\nAnswer again with only a JSON value that matches this JSON schema:\n{schema}",
-                    answer.text
-                );
-                let second = self.call(system, &repair, Some(schema), seed, mode).await?;
-                match parse_and_validate(&second.text, &validator) {
-                    Ok(value) => Ok((self.chosen(value), second)),
-                    Err(_) if self.choices.is_some() => Err(self.not_a_choice(&second.text)),
-                    Err(problem) => Err(Failure::new(
-                        format!("the model's answer does not match the schema: {problem}"),
-                        format!(
-                            "After one repair round the answer was still not valid.\nSchema: {schema}\nAnswer: {}",
-                            second.text
-                        ),
-                        Retry::Later,
-                    )),
-                }
+        let first = Call::new(sample, "answer", seed, Some(mode)).answered(&answer);
+        let problem = match parse_and_validate(&answer.text, &validator) {
+            Ok(value) => {
+                calls.push(first);
+                return Ok((self.chosen(value), answer));
             }
+            Err(problem) => problem,
+        };
+        calls.push(first.problem(&problem));
+        // One repair round: the answer, what is wrong with it, and the schema again.
+        let repair = format!(
+            "{prompt}\n\nYour previous answer was:\n{}\nIt is not valid: {problem}\nAnswer again with only a JSON value that matches this JSON schema:\n{schema}",
+            answer.text
+        );
+        let second = self.call(system, &repair, Some(schema), seed, mode).await?;
+        let checked = parse_and_validate(&second.text, &validator);
+        let call = Call::new(sample, "repair", seed, Some(mode)).answered(&second);
+        calls.push(match &checked {
+            Ok(_) => call,
+            Err(problem) => call.problem(problem),
+        });
+        match checked {
+            Ok(value) => Ok((self.chosen(value), second)),
+            Err(_) if self.choices.is_some() => Err(self.not_a_choice(&second.text)),
+            Err(problem) => Err(Failure::new(
+                format!("the model's answer does not match the schema: {problem}"),
+                format!(
+                    "After one repair round the answer was still not valid.\nSchema: {schema}\nAnswer: {}",
+                    second.text
+                ),
+                Retry::Later,
+            )),
         }
     }
 
@@ -739,7 +869,10 @@ impl Step<'_> {
         let limit = self.timeout;
         let server = &self.server;
         match tokio::time::timeout(limit, call).await {
-            Ok(Ok(answer)) => Ok(answer),
+            Ok(Ok(answer)) => Ok(Answer {
+                latency_ms: millis(started.elapsed()),
+                ..answer
+            }),
             Ok(Err(CallError::Refused(why))) => Err(Failure::new(
                 format!("the model server refused the request: {why}"),
                 format!(
@@ -844,6 +977,7 @@ impl Step<'_> {
                 .as_str()
                 .unwrap_or("unknown")
                 .to_owned(),
+            latency_ms: 0,
         })
     }
 
@@ -909,6 +1043,7 @@ impl Step<'_> {
             completion_tokens,
             model: response.model,
             finish_reason: finish_reason.to_owned(),
+            latency_ms: 0,
         })
     }
 }
@@ -944,9 +1079,17 @@ impl LlmAdapter {
             Err(failure) => return Outcome::Failure(failure),
         };
         let started = Instant::now();
+        let mut calls = Vec::new();
         let Some(vote) = &step.vote else {
-            return match step.answer(system.as_deref(), &prompt, step.seed).await {
-                Ok((value, answer)) => Outcome::Complete(outputs(value, &[answer], started)),
+            let answered = step
+                .answer(system.as_deref(), &prompt, step.seed, 1, &mut calls)
+                .await;
+            return match answered {
+                Ok((value, answer)) => {
+                    let mut out = outputs(value, &[answer], started);
+                    step.hand_back_trace(&mut out, system.as_deref(), &prompt, &calls, None);
+                    Outcome::Complete(out)
+                }
                 Err(failure) => Outcome::Failure(failure),
             };
         };
@@ -957,7 +1100,10 @@ impl LlmAdapter {
         let mut values: BTreeMap<String, Value> = BTreeMap::new();
         for i in 0..vote.samples {
             let seed = base_seed + i64::from(i);
-            match step.answer(system.as_deref(), &prompt, Some(seed)).await {
+            match step
+                .answer(system.as_deref(), &prompt, Some(seed), i + 1, &mut calls)
+                .await
+            {
                 Ok((value, answer)) => {
                     let key = normalise(&value);
                     values.entry(key.clone()).or_insert(value);
@@ -991,6 +1137,17 @@ impl LlmAdapter {
         out.insert("confidence".into(), json!(confidence));
         out.insert("distribution".into(), json!(distribution));
         out.insert("samples".into(), json!(keys.len()));
+        let voted = json!({
+            "samples": keys.len(),
+            "budget": vote.samples,
+            "window": vote.window,
+            "min_confidence": vote.min_confidence,
+            "votes": keys,
+            "distribution": distribution,
+            "winner": winner,
+            "confidence": confidence,
+        });
+        step.hand_back_trace(&mut out, system.as_deref(), &prompt, &calls, Some(voted));
         if confidence < vote.min_confidence {
             return Outcome::BpmnError {
                 code: vote.no_consensus_error.clone(),
@@ -1005,6 +1162,61 @@ impl LlmAdapter {
         }
         Outcome::Complete(out)
     }
+}
+
+impl Step<'_> {
+    /// Adds the output `trace` to `out` when the step asks for it: the [`Trace`] as a document
+    /// up to the step's limit, as a `File` output (`trace.json`) beyond it.
+    fn hand_back_trace(
+        &self,
+        out: &mut Map<String, Value>,
+        system: Option<&str>,
+        prompt: &str,
+        calls: &[Call],
+        vote: Option<Value>,
+    ) {
+        let Some(limit) = self.trace_limit else {
+            return;
+        };
+        let (Some(answer), Some(usage), Some(latency_ms)) =
+            (out.get("answer"), out.get("usage"), out.get("latency_ms"))
+        else {
+            return;
+        };
+        let trace = Trace {
+            kind: TRACE_KIND,
+            provider: &self.server.name,
+            model: &self.model,
+            system,
+            prompt,
+            schema: self.schema.as_ref(),
+            choices: self.choices.as_deref(),
+            temperature: self.temperature,
+            seed: self.seed,
+            max_tokens: self.max_tokens,
+            calls,
+            vote,
+            answer,
+            usage,
+            latency_ms: latency_ms.as_u64().unwrap_or(0),
+        };
+        let value = match serde_json::to_string(&trace) {
+            Ok(text) if text.len() as u64 > limit => json!({
+                "type": "File",
+                "value": base64::engine::general_purpose::STANDARD.encode(text.as_bytes()),
+                "valueInfo": {"filename": "trace.json", "mimeType": "application/json", "encoding": "UTF-8"},
+            }),
+            Ok(_) => json!(trace),
+            // A trace is plain data; should it ever fail to serialize, the step's answer
+            // still goes back, with the reason in place of the trace.
+            Err(e) => json!({"kind": TRACE_KIND, "problem": e.to_string()}),
+        };
+        out.insert("trace".into(), value);
+    }
+}
+
+fn millis(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The schema a step with `procos.choices` answers by: an object holding one of them (an
@@ -1076,10 +1288,7 @@ fn outputs(answer: Value, answers: &[Answer], started: Instant) -> Map<String, V
         "finish_reason".into(),
         json!(last.map(|a| a.finish_reason.clone())),
     );
-    out.insert(
-        "latency_ms".into(),
-        json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
-    );
+    out.insert("latency_ms".into(), json!(millis(started.elapsed())));
     out
 }
 
@@ -1247,6 +1456,63 @@ mod tests {
                 settings.as_object().cloned().unwrap_or_default(),
             ),
         }
+    }
+
+    #[test]
+    fn a_trace_is_a_document_up_to_its_limit_and_a_file_beyond() {
+        let llm = adapter(json!({
+            "base_url": "http://127.0.0.1:1/v1", "model": "small", "prompt": "Hi {{x}}",
+            "api_key": "sk-never-in-a-trace"
+        }));
+        let untraced = llm.step(&task(json!({}))).unwrap();
+        let mut out = outputs(json!("hello"), &[], Instant::now());
+        untraced.hand_back_trace(&mut out, None, "Hi there", &[], None);
+        assert!(!out.contains_key("trace"), "only on request");
+
+        let step = llm.step(&task(json!({"trace": "true"}))).unwrap();
+        let answer = Answer {
+            text: "hello".into(),
+            prompt_tokens: 3,
+            completion_tokens: 1,
+            model: "small".into(),
+            finish_reason: "stop".into(),
+            latency_ms: 7,
+        };
+        let calls = [
+            Call::new(1, "answer", Some(4), Some(MODE_JSON_SCHEMA)).problem("refused"),
+            Call::new(1, "answer", Some(4), Some(MODE_JSON_OBJECT)).answered(&answer),
+        ];
+        step.hand_back_trace(&mut out, Some("Be brief."), "Hi there", &calls, None);
+        let trace = &out["trace"];
+        assert_eq!(trace["kind"], TRACE_KIND);
+        assert_eq!(trace["prompt"], "Hi there");
+        assert_eq!(trace["system"], "Be brief.");
+        assert_eq!(trace["provider"], "default");
+        assert_eq!(trace["calls"][0]["format"], "json_schema");
+        assert_eq!(trace["calls"][0]["problem"], "refused");
+        assert_eq!(trace["calls"][1]["text"], "hello");
+        assert_eq!(trace["calls"][1]["latency_ms"], 7);
+        assert_eq!(trace["answer"], "hello");
+        let text = trace.to_string();
+        assert!(
+            !text.contains("sk-never") && !text.contains("127.0.0.1"),
+            "{text}"
+        );
+
+        let small = llm
+            .step(&task(json!({"trace": true, "trace_limit": 100})))
+            .unwrap();
+        small.hand_back_trace(&mut out, None, "Hi there", &calls, None);
+        // The typed form the worker makes a File variable of (`Variable::from_output`).
+        let file = &out["trace"];
+        assert_eq!(file["type"], "File");
+        assert_eq!(file["valueInfo"]["filename"], "trace.json");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(file["value"].as_str().unwrap())
+            .unwrap();
+        let document: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(bytes.len() > 100);
+        assert_eq!(document["calls"][1]["text"], "hello");
     }
 
     #[test]

@@ -198,6 +198,15 @@ impl TaskSettings {
         })
     }
 
+    /// A yes or no: a JSON boolean, or the text `true` or `false`.
+    pub fn bool(&self, name: &str) -> Result<Option<bool>, Failure> {
+        self.number(name, "true or false", |v| match v {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+    }
+
     /// A duration: text such as `90s`, `5m` or `1h 30m`, or a number of seconds.
     pub fn duration(&self, name: &str) -> Result<Option<Duration>, Failure> {
         self.number(name, "a duration such as \"90s\" or \"5m\"", |v| match v {
@@ -355,7 +364,12 @@ mod tests {
             ("command", json!("[\"echo\", \"hi\"]")),
             ("schema", json!("{\"type\": \"object\"}")),
             ("timeout", json!(2)),
+            ("trace", json!("true")),
+            ("vote", json!(false)),
         ]);
+        assert_eq!(s.bool("trace").unwrap(), Some(true));
+        assert_eq!(s.bool("vote").unwrap(), Some(false));
+        assert!(s.bool("seed").is_err());
         assert_eq!(s.u64("memory_mb").unwrap(), Some(2048));
         assert_eq!(s.f64("cpus").unwrap(), Some(0.5));
         assert_eq!(s.i64("seed").unwrap(), Some(-3));

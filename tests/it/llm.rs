@@ -433,3 +433,82 @@ async fn an_answer_from_fixed_choices_routes_a_gateway_without_a_default_flow() 
     stop.cancel();
     worker.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_holds_the_prompt_and_every_sample_and_becomes_a_file_past_its_limit() {
+    let client = support::engine();
+    let secret = "sk-procos-trace-secret-4711";
+    let mut topic = default_fleet_llm_topic();
+    topic
+        .settings
+        .insert("api_key".into(), Value::String(secret.into()));
+    let (stop, worker) = support::start_quick_worker(&client, "llm", topic);
+    let mut traces = Vec::new();
+    for limit in ["65536", "600"] {
+        let key = support::unique("llm-trace");
+        let xml = step_in_the_model(
+            &key,
+            "llm",
+            &[
+                ("prompt", "Is {{n}} a prime number? Answer yes or no."),
+                ("schema", YES_NO),
+                ("temperature", "0.9"),
+                ("seed", "5"),
+                ("max_tokens", "30"),
+                ("samples", "3"),
+                ("window", "3"),
+                ("min_confidence", "0"),
+                ("trace", "true"),
+                ("trace_limit", limit),
+                ("retries", "1"),
+            ],
+        );
+        support::deploy(&client, &format!("{key}.bpmn"), &xml).await;
+        let instance = support::start(
+            &client,
+            &key,
+            [("n".to_owned(), Variable::Integer(7))].into(),
+        )
+        .await;
+        let vars = support::settle(&client, &instance, Duration::from_secs(180))
+            .await
+            .unwrap();
+        traces.push((
+            vars["trace"].type_name().to_owned(),
+            support::variable_data(&client, &instance, "trace").await,
+            json_of(&vars["samples"]),
+        ));
+    }
+    stop.cancel();
+    worker.await.unwrap();
+
+    let [(json_type, json_text, samples), (file_type, file_text, _)] = &traces[..] else {
+        unreachable!()
+    };
+    assert_eq!(json_type, "Json", "within the limit: a Json variable");
+    assert_eq!(file_type, "File", "past 600 bytes: a File variable");
+    for text in [json_text, file_text] {
+        assert!(!text.contains(secret), "no key in the trace: {text}");
+        let trace: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(trace["kind"], "procos.llm.trace/1");
+        assert_eq!(
+            trace["prompt"], "Is 7 a prime number? Answer yes or no.",
+            "the filled prompt"
+        );
+        let calls = trace["calls"].as_array().unwrap();
+        let answered: Vec<&Value> = calls.iter().filter(|c| c["text"].is_string()).collect();
+        let sampled: Vec<u64> = answered
+            .iter()
+            .filter(|c| c["round"] == "answer")
+            .map(|c| c["sample"].as_u64().unwrap())
+            .collect();
+        assert_eq!(sampled, [1, 2, 3], "one answer per sample: {trace}");
+        assert_eq!(trace["vote"]["votes"].as_array().unwrap().len(), 3);
+        assert_eq!(&trace["vote"]["samples"], samples);
+        let tokens: u64 = answered
+            .iter()
+            .map(|c| c["completion_tokens"].as_u64().unwrap())
+            .sum();
+        assert_eq!(trace["usage"]["completion_tokens"], tokens, "{trace}");
+    }
+}

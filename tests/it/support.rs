@@ -467,6 +467,43 @@ pub async fn passed(client: &EngineClient, instance: &str) -> Vec<String> {
         .collect()
 }
 
+/// The text of the variable `name` of `instance`, as the engine's history keeps it: a `File`
+/// variable's content (`/history/variable-instance/{id}/data`, what Cockpit downloads), any
+/// other's serialized value.
+pub async fn variable_data(client: &EngineClient, instance: &str, name: &str) -> String {
+    let http = reqwest::Client::new();
+    let base = client.base_url().trim_end_matches('/');
+    let rows: Vec<serde_json::Value> = http
+        .get(format!("{base}/history/variable-instance"))
+        .query(&[
+            ("processInstanceId", instance),
+            ("variableName", name),
+            ("deserializeValues", "false"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let [row] = &rows[..] else {
+        panic!("one variable `{name}` in {instance}: {rows:?}")
+    };
+    if row["type"] != "File" {
+        return row["value"]
+            .as_str()
+            .map_or_else(|| row["value"].to_string(), str::to_owned);
+    }
+    let id = row["id"].as_str().unwrap();
+    let response = http
+        .get(format!("{base}/history/variable-instance/{id}/data"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+    response.text().await.unwrap()
+}
+
 /// `instance` passed the boundary event `boundary` and the element `handled` after it, not the
 /// element `normal` of the path without the error, and has no incident.
 pub async fn assert_caught_by(

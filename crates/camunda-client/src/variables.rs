@@ -74,6 +74,7 @@ const STRING_CLASS: &str = "java.lang.String";
 /// Type names an adapter may ask for in an output's typed form.
 const OUTPUT_TYPES: &[&str] = &[
     "Null", "String", "Boolean", "Short", "Integer", "Long", "Double", "Date", "Bytes", "Json",
+    "File",
 ];
 
 /// A process variable with its Camunda type.
@@ -139,6 +140,23 @@ impl Variable {
         Variable::Object {
             class: class.into(),
             json: document.to_string(),
+        }
+    }
+
+    /// A `File` variable: `bytes` under the file name and MIME type Cockpit offers for download.
+    /// `encoding` (a charset such as `UTF-8`) is for text files.
+    pub fn file(filename: &str, mime_type: &str, encoding: Option<&str>, bytes: &[u8]) -> Variable {
+        let mut value_info = Map::from_iter([
+            ("filename".to_owned(), Value::String(filename.to_owned())),
+            ("mimeType".to_owned(), Value::String(mime_type.to_owned())),
+        ]);
+        if let Some(encoding) = encoding {
+            value_info.insert("encoding".to_owned(), Value::String(encoding.to_owned()));
+        }
+        Variable::Other {
+            type_name: "File".to_owned(),
+            value: Value::String(BASE64.encode(bytes)),
+            value_info,
         }
     }
 
@@ -212,7 +230,9 @@ impl Variable {
     /// an object of exactly `type` and `value` (and optionally `valueInfo`), with `type` one of
     /// Null, String, Boolean, Short, Integer, Long, Double, Date, Bytes or Json, is Camunda's own
     /// typed form and gives that type: `{"type": "Date", "value": "2024-02-29T13:45:00Z"}`,
-    /// `{"type": "Bytes", "value": "<base64>"}`; `Json` keeps an array a Spin document. A
+    /// `{"type": "Bytes", "value": "<base64>"}`; `Json` keeps an array a Spin document; `File`
+    /// takes base64 content and a `valueInfo` naming at least its `filename` (and optionally its
+    /// `mimeType` and `encoding`), as the engine's REST API does. A
     /// `String` too long for the engine's column is stored as [`Variable::from_json`] stores
     /// long text. A typed form whose value does not fit its type is refused, with the reason.
     pub fn from_output(value: Value) -> Result<Variable, String> {
@@ -231,6 +251,9 @@ impl Variable {
         if !typed {
             return Ok(Variable::from_json(value));
         }
+        if value.get("type").and_then(Value::as_str) == Some("File") {
+            return file_output(value);
+        }
         let is_json = value.get("type").and_then(Value::as_str) == Some("Json");
         if is_json && let Some(doc) = value.get("value").filter(|v| !v.is_string()) {
             return Ok(Variable::Json(doc.clone()));
@@ -240,6 +263,42 @@ impl Variable {
             typed => Ok(typed),
         }
     }
+}
+
+/// A `File` output, `{"type": "File", "value": "<base64>", "valueInfo": {"filename": …}}`,
+/// checked as the engine would check it, so that a mistake fails the step naming it instead of
+/// the engine refusing the whole completion.
+fn file_output(mut value: Value) -> Result<Variable, String> {
+    let content = match value.get("value") {
+        Some(Value::String(text)) => text.clone(),
+        _ => return Err("a File's value must be its content in base64".to_owned()),
+    };
+    BASE64
+        .decode(&content)
+        .map_err(|e| format!("a File's value is not base64: {e}"))?;
+    let value_info = match value.get_mut("valueInfo").map(Value::take) {
+        Some(Value::Object(info)) => info,
+        _ => return Err("a File needs a valueInfo with its filename".to_owned()),
+    };
+    if value_info
+        .get("filename")
+        .and_then(Value::as_str)
+        .is_none_or(|name| name.trim().is_empty())
+    {
+        return Err("a File's valueInfo must name its filename".to_owned());
+    }
+    if let Some((key, _)) = value_info.iter().find(|(k, v)| {
+        !matches!(k.as_str(), "filename" | "mimeType" | "encoding") || !v.is_string()
+    }) {
+        return Err(format!(
+            "a File's valueInfo holds only the texts filename, mimeType and encoding, not `{key}`"
+        ));
+    }
+    Ok(Variable::Other {
+        type_name: "File".to_owned(),
+        value: Value::String(content),
+        value_info,
+    })
 }
 
 /// The wire form of one variable.
@@ -437,6 +496,44 @@ mod tests {
         );
         let err = Variable::from_output(json!({"type": "Date", "value": "soon"})).unwrap_err();
         assert!(err.contains("Date"), "{err}");
+    }
+
+    #[test]
+    fn a_file_output_is_checked_and_travels_as_the_engine_takes_it() {
+        let file = Variable::from_output(json!({"type": "File", "value": "AP8H",
+            "valueInfo": {"filename": "a.bin", "mimeType": "application/octet-stream"}}))
+        .unwrap();
+        assert_eq!(
+            file,
+            Variable::file("a.bin", "application/octet-stream", None, &[0, 255, 7])
+        );
+        assert_eq!(
+            serde_json::to_value(&file).unwrap(),
+            json!({"type": "File", "value": "AP8H",
+                   "valueInfo": {"filename": "a.bin", "mimeType": "application/octet-stream"}})
+        );
+        for (bad, says) in [
+            (json!({"type": "File", "value": "AP8H"}), "filename"),
+            (
+                json!({"type": "File", "value": "%%", "valueInfo": {"filename": "a"}}),
+                "base64",
+            ),
+            (
+                json!({"type": "File", "value": 3, "valueInfo": {"filename": "a"}}),
+                "base64",
+            ),
+            (
+                json!({"type": "File", "value": "", "valueInfo": {"filename": " "}}),
+                "filename",
+            ),
+            (
+                json!({"type": "File", "value": "", "valueInfo": {"filename": "a", "size": 1}}),
+                "`size`",
+            ),
+        ] {
+            let err = Variable::from_output(bad.clone()).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]
