@@ -1230,8 +1230,9 @@ fn choices_schema(choices: &[String]) -> Value {
     })
 }
 
-/// `procos.choices` must name two or more distinct answers, and leaves no room for a schema of
-/// the step's own.
+/// `procos.choices` must name distinct, non-empty answers, and leaves no room for a schema of
+/// the step's own. One choice is allowed: it forces the answer, which a model uses to fix a
+/// route (say, a loop's evaluation that may only say `continue`).
 fn check_choices(choices: &[String], step_schema: bool) -> Result<(), Failure> {
     let fix = "Give the answers a gateway routes on, e.g. `procos.choices` = \"approve, reject\" or [\"approve\", \"reject\"].";
     if step_schema {
@@ -1249,14 +1250,14 @@ fn check_choices(choices: &[String], step_schema: bool) -> Result<(), Failure> {
             Retry::Never,
         ));
     }
-    if choices.len() < 2
+    if choices.is_empty()
         || choices
             .iter()
             .any(|c| c.trim().is_empty() || c.contains("{{"))
     {
         return Err(Failure::new(
             format!(
-                "the step's `procos.choices` needs two or more non-empty answers without `{{{{`, not {choices:?}"
+                "the step's `procos.choices` needs one or more non-empty answers without `{{{{`, not {choices:?}"
             ),
             fix,
             Retry::Never,
@@ -1546,9 +1547,12 @@ mod tests {
             .step(&task(json!({"choices": "[\"a\", \"b\"]"})))
             .unwrap();
         assert_eq!(as_json.choices, Some(vec!["a".into(), "b".into()]));
+        let forced = llm.step(&task(json!({"choices": "done"}))).unwrap();
+        assert_eq!(forced.choices, Some(vec!["done".into()]));
         for (settings, says) in [
             (json!({"choices": "yes, no", "schema": "{}"}), "both"),
-            (json!({"choices": "yes"}), "two or more"),
+            (json!({"choices": ", "}), "one or more"),
+            (json!({"choices": "yes, {{no}}"}), "one or more"),
             (json!({"choices": "yes, yes"}), "twice"),
         ] {
             let failure = llm.step(&task(settings.clone())).unwrap_err();

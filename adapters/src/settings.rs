@@ -11,6 +11,12 @@
 //! - an **input parameter**, i.e. a *local* variable of the task: a value computed per instance
 //!   (`${…}`). A process variable that happens to share the name is never read.
 //!
+//! An input parameter `procos.settings` holding a JSON object (a `Json` variable, or its text)
+//! sets several at once, by name without the prefix: `{"prompt": "…", "max_tokens": 40}`. It is
+//! how a model hands a step settings it computes or receives, such as the settings a caller
+//! gives ProcOS's task executor (`procos-tde`). A setting's own input parameter wins over the
+//! same name in it; it wins over an extension property.
+//!
 //! When both are set the input parameter wins: it is the more specific of the two. Values are
 //! JSON; an extension property's text is read as JSON where the setting wants a number, a list
 //! or a document (`"2048"`, `"[\"a\"]"`), and as text otherwise.
@@ -26,6 +32,32 @@ use crate::{Failure, Retry};
 /// The prefix of every per-task setting's name.
 pub const PREFIX: &str = "procos.";
 
+/// The input parameter that sets several settings at once.
+const SETTINGS_PARAMETER: &str = "procos.settings";
+
+/// The entries of `procos.settings`: a JSON object, or its text; empty text or null is none.
+fn settings_map(value: &Value) -> Result<Map<String, Value>, Failure> {
+    let parsed;
+    let document = match value {
+        Value::Null => return Ok(Map::new()),
+        Value::String(text) if text.trim().is_empty() => return Ok(Map::new()),
+        Value::String(text) => {
+            parsed = serde_json::from_str::<Value>(text).ok();
+            parsed.as_ref()
+        }
+        other => Some(other),
+    };
+    match document {
+        Some(Value::Object(map)) => Ok(map.clone()),
+        _ => Err(invalid(
+            "settings",
+            Source::InputParameter,
+            value,
+            "a JSON object of settings, e.g. {\"prompt\": \"…\", \"max_tokens\": 40}",
+        )),
+    }
+}
+
 /// Where a task's setting was read from, for messages that tell a person where to fix it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -33,6 +65,8 @@ pub enum Source {
     ExtensionProperty,
     /// An input parameter of the task (a local variable of its scope).
     InputParameter,
+    /// An entry of the task's input parameter `procos.settings`.
+    SettingsParameter,
 }
 
 impl fmt::Display for Source {
@@ -40,6 +74,7 @@ impl fmt::Display for Source {
         f.write_str(match self {
             Self::ExtensionProperty => "extension property",
             Self::InputParameter => "input parameter",
+            Self::SettingsParameter => "input parameter procos.settings",
         })
     }
 }
@@ -52,33 +87,53 @@ pub struct TaskSettings {
 
 impl TaskSettings {
     /// The task's settings from its extension properties and its local variables (only the
-    /// `procos.`-prefixed names of either; local variables win).
+    /// `procos.`-prefixed names of either; local variables win), with the entries of the input
+    /// parameter `procos.settings` between the two. A `procos.settings` that is not a JSON
+    /// object is refused, naming what it is.
     pub fn from_task<'a>(
         extension_properties: impl IntoIterator<Item = (&'a String, &'a Value)>,
         local_variables: impl IntoIterator<Item = (&'a String, &'a Value)>,
-    ) -> Self {
+    ) -> Result<Self, Failure> {
         let mut values = BTreeMap::new();
+        let local_variables: Vec<(&String, &Value)> = local_variables.into_iter().collect();
+        let settings_map = local_variables
+            .iter()
+            .find(|(name, _)| name.as_str() == SETTINGS_PARAMETER)
+            .map(|(_, value)| settings_map(value))
+            .transpose()?
+            .unwrap_or_default();
         let sources = [
             (
                 Source::ExtensionProperty,
-                extension_properties.into_iter().collect::<Vec<_>>(),
+                extension_properties
+                    .into_iter()
+                    .filter_map(|(name, value)| Some((name.strip_prefix(PREFIX)?, value)))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                Source::SettingsParameter,
+                settings_map
+                    .iter()
+                    .map(|(name, value)| (name.strip_prefix(PREFIX).unwrap_or(name), value))
+                    .collect(),
             ),
             (
                 Source::InputParameter,
-                local_variables.into_iter().collect::<Vec<_>>(),
+                local_variables
+                    .iter()
+                    .filter(|(name, _)| name.as_str() != SETTINGS_PARAMETER)
+                    .filter_map(|(name, value)| Some((name.strip_prefix(PREFIX)?, *value)))
+                    .collect(),
             ),
         ];
         for (source, entries) in sources {
-            for (name, value) in entries {
-                if let Some(setting) = name.strip_prefix(PREFIX)
-                    && !setting.is_empty()
-                    && !value.is_null()
-                {
+            for (setting, value) in entries {
+                if !setting.is_empty() && !value.is_null() {
                     values.insert(setting.to_owned(), (value.clone(), source));
                 }
             }
         }
-        Self { values }
+        Ok(Self { values })
     }
 
     /// Settings given directly, as from input parameters (for tests and tools).
@@ -344,7 +399,7 @@ mod tests {
     fn input_parameters_win_over_extension_properties_and_other_names_are_ignored() {
         let props = map(json!({"procos.model": "a", "procos.timeout": "90s", "other": "x"}));
         let locals = map(json!({"procos.model": "b", "model": "shadow"}));
-        let s = TaskSettings::from_task(&props, &locals);
+        let s = TaskSettings::from_task(&props, &locals).unwrap();
         assert_eq!(s.text("model").unwrap().as_deref(), Some("b"));
         assert_eq!(s.get("model").unwrap().1, Source::InputParameter);
         assert_eq!(
@@ -352,6 +407,40 @@ mod tests {
             Some(Duration::from_secs(90))
         );
         assert_eq!(s.names().collect::<Vec<_>>(), ["model", "timeout"]);
+    }
+
+    #[test]
+    fn procos_settings_sets_several_between_properties_and_their_own_parameters() {
+        let props = map(json!({"procos.model": "a", "procos.seed": "1", "procos.timeout": "9s"}));
+        for settings in [
+            json!({"model": "b", "procos.seed": 2, "max_tokens": 40}),
+            json!(r#"{"model": "b", "procos.seed": 2, "max_tokens": 40}"#),
+        ] {
+            let locals = map(json!({"procos.settings": settings, "procos.seed": 3}));
+            let s = TaskSettings::from_task(&props, &locals).unwrap();
+            assert_eq!(s.text("model").unwrap().as_deref(), Some("b"));
+            assert_eq!(s.get("model").unwrap().1, Source::SettingsParameter);
+            assert_eq!(s.i64("seed").unwrap(), Some(3), "its own parameter wins");
+            assert_eq!(s.u64("max_tokens").unwrap(), Some(40));
+            assert_eq!(s.duration("timeout").unwrap(), Some(Duration::from_secs(9)));
+            assert!(!s.has("settings"));
+        }
+        let empty = map(json!({"procos.settings": ""}));
+        assert!(
+            TaskSettings::from_task(&props, &empty)
+                .unwrap()
+                .has("model")
+        );
+        for bad in [json!("[1]"), json!("model=b"), json!(3)] {
+            let locals = map(json!({"procos.settings": bad}));
+            let failure = TaskSettings::from_task(&props, &locals).unwrap_err();
+            assert!(
+                failure.message.contains("`procos.settings`")
+                    && failure.message.contains("JSON object"),
+                "{}",
+                failure.message
+            );
+        }
     }
 
     #[test]
@@ -389,7 +478,7 @@ mod tests {
     #[test]
     fn a_bad_value_names_the_setting_its_source_and_what_it_must_be() {
         let props = map(json!({"procos.memory_mb": "lots"}));
-        let s = TaskSettings::from_task(&props, &Map::new());
+        let s = TaskSettings::from_task(&props, &Map::new()).unwrap();
         let failure = s.u64("memory_mb").unwrap_err();
         assert!(
             failure

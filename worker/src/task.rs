@@ -217,10 +217,11 @@ impl WriteBack<'_> {
                     Ok(outputs) => outputs,
                     Err(failure) => return self.failure(failure).await,
                 };
-                let variables = match output_variables(outputs, config.result_variable.as_deref()) {
-                    Ok(variables) => variables,
-                    Err(failure) => return self.failure(failure).await,
-                };
+                let variables =
+                    match output_variables(outputs, self.step.result_variable.as_deref()) {
+                        Ok(variables) => variables,
+                        Err(failure) => return self.failure(failure).await,
+                    };
                 let (variables, local_variables) = if config.local_outputs {
                     (Variables::new(), variables)
                 } else {
@@ -458,7 +459,7 @@ fn failure_report(
 }
 
 /// The per-task settings the worker itself reads, beside the adapter's.
-const STEP_SETTINGS: &[&str] = &["retries", "retry_backoff", "outputs"];
+const STEP_SETTINGS: &[&str] = &["retries", "retry_backoff", "outputs", "result_variable"];
 
 /// The worker's part of one step: how it is retried and which outputs it hands back.
 #[derive(Debug, Clone)]
@@ -468,6 +469,9 @@ struct StepSettings {
     max_retry_backoff: Duration,
     /// Only these outputs become variables; each must be there.
     outputs: Option<Vec<String>>,
+    /// All outputs go into one `Json` variable of this name (the topic's `result_variable`,
+    /// or the step's `procos.result_variable`).
+    result_variable: Option<String>,
 }
 
 impl StepSettings {
@@ -477,6 +481,7 @@ impl StepSettings {
             retry_backoff: config.retry_backoff,
             max_retry_backoff: config.max_retry_backoff,
             outputs: None,
+            result_variable: config.result_variable.clone(),
         }
     }
 
@@ -503,6 +508,19 @@ impl StepSettings {
             step.max_retry_backoff = step.max_retry_backoff.max(backoff);
         }
         step.outputs = settings.text_list("outputs")?;
+        if let Some(name) = settings.text("result_variable")? {
+            let name = name.trim();
+            if name.is_empty() || name.starts_with(SETTING_PREFIX) {
+                return Err(Failure::new(
+                    format!(
+                        "the task's setting `procos.result_variable` is `{name}`, not a variable name"
+                    ),
+                    "Name the process variable the step's outputs go to, e.g. `result`; names starting with `procos.` are settings.",
+                    Retry::Never,
+                ));
+            }
+            step.result_variable = Some(name.to_owned());
+        }
         Ok(step)
     }
 
@@ -582,7 +600,7 @@ async fn read_settings(
             }
         }
     };
-    let settings = TaskSettings::from_task(&properties, &locals);
+    let settings = TaskSettings::from_task(&properties, &locals)?;
     let mut known: Vec<&str> = route.adapter.task_settings().to_vec();
     known.extend_from_slice(STEP_SETTINGS);
     settings.check_known(&known)?;
@@ -711,6 +729,27 @@ mod tests {
         assert_eq!(spread["n"], Variable::Integer(1));
         let one = output_variables(outputs.clone(), Some("result")).unwrap();
         assert_eq!(one["result"], Variable::Json(Value::Object(outputs)));
+    }
+
+    #[test]
+    fn a_step_names_its_result_variable_over_the_topics() {
+        let mut topic = TopicConfig::new("echo");
+        topic.result_variable = Some("topic_result".into());
+        let read = |pairs: Vec<(&str, Value)>| {
+            StepSettings::read(&topic, &TaskSettings::from_pairs(pairs))
+        };
+        let of_topic = read(vec![]).unwrap();
+        assert_eq!(of_topic.result_variable.as_deref(), Some("topic_result"));
+        let own = read(vec![("result_variable", Value::from(" result "))]).unwrap();
+        assert_eq!(own.result_variable.as_deref(), Some("result"));
+        for bad in ["", "procos.x"] {
+            let failure = read(vec![("result_variable", Value::from(bad))]).unwrap_err();
+            assert!(
+                failure.message.contains("procos.result_variable"),
+                "{}",
+                failure.message
+            );
+        }
     }
 
     #[test]
