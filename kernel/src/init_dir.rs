@@ -183,6 +183,7 @@ async fn deploy_one(
         // The engine's parser knows things ours does not (a missing topic, a bad expression);
         // its first finding carries the line.
         let first = e.parse_problems().first().cloned();
+        let transient = e.is_transient() && !e.is_engine_error();
         FileProblem {
             file: file.to_path_buf(),
             line: first.as_ref().and_then(|p| p.line),
@@ -194,12 +195,14 @@ async fn deploy_one(
                 },
                 None => format!("the engine refused the deployment: {e}"),
             },
-            fix: if e.is_transient() {
+            // A 500 with the engine's own exception (an expression it cannot parse) is the
+            // model's fault: deploying it again unchanged fails the same way.
+            fix: if transient {
                 "none needed if the file is right: deploy it again once the engine answers (a running kernel does so by itself)".into()
             } else {
                 "fix the model in Camunda Modeler; the kernel deploys it again when the file changes".into()
             },
-            engine_unavailable: e.is_transient(),
+            engine_unavailable: transient,
         }
     })?;
     let definitions = result

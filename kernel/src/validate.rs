@@ -109,10 +109,14 @@ fn check_bpmn(doc: &Document) -> Result<ModelSummary, Finding> {
                 .into(),
         });
     }
+    // A topic given as an expression (`${topic}`) is chosen per instance: it cannot be checked
+    // against the fleet's table here; the kernel's unserved watch sees its tasks if they wait.
     let mut topics = Vec::new();
     for node in root.descendants() {
         if node.attribute((CAMUNDA_NS, "type")) == Some("external")
             && let Some(topic) = node.attribute((CAMUNDA_NS, "topic"))
+            && !topic.contains("${")
+            && !topic.contains("#{")
             && !topics.iter().any(|t| t == topic)
         {
             topics.push(topic.to_owned());
@@ -182,6 +186,10 @@ mod tests {
         let summary = check("x.bpmn", GOOD.as_bytes()).unwrap();
         assert_eq!(summary.processes, ["p"]);
         assert_eq!(summary.topics, ["echo", "python"]);
+        let chosen_per_instance =
+            GOOD.replace(r#"camunda:topic="python""#, r#"camunda:topic="${topic}""#);
+        let summary = check("x.bpmn", chosen_per_instance.as_bytes()).unwrap();
+        assert_eq!(summary.topics, ["echo"], "an expression is no topic");
         assert_eq!(
             summary.without_history_ttl,
             ["p"],

@@ -25,10 +25,10 @@ fn openai_url() -> String {
     support::llm_url().to_owned()
 }
 
-/// `bpmn/examples/procos.toml` cut down to `topics`, each fetching only `process`'s tasks, and
-/// pointed at the test run's model server: the shared engine runs every test at once, and no
-/// worker may take another test's tasks.
-fn worker_config(topics: &[String], process: &str) -> String {
+/// `bpmn/examples/procos.toml` cut down to `topics`, each fetching only the tasks of
+/// `processes`, and pointed at the test run's model server: the shared engine runs every test
+/// at once, and no worker may take another test's tasks.
+fn worker_config(topics: &[String], processes: &[&str]) -> String {
     let text = std::fs::read_to_string(examples_dir().join("procos.toml")).unwrap();
     let mut config: toml::Table = toml::from_str(&text).unwrap();
     let worker = config
@@ -55,7 +55,7 @@ fn worker_config(topics: &[String], process: &str) -> String {
         };
         entry.insert(
             "process_definition_keys".into(),
-            toml::Value::Array(vec![process.into()]),
+            toml::Value::Array(processes.iter().map(|p| (*p).into()).collect()),
         );
         // One attempt: a failing run shows at once as an incident with its message.
         entry.insert("retries".into(), toml::Value::Integer(1));
@@ -94,7 +94,7 @@ async fn deploy_and_serve(file: &str, process: &str) -> (EngineClient, ProcosPro
     let worker = ProcosProcess::spawn(
         &support::engine_url(),
         &support::unique(process),
-        &worker_config(&topics, process),
+        &worker_config(&topics, &[process]),
     );
     (client, worker)
 }
@@ -395,6 +395,85 @@ async fn llm_votes_on_a_review_and_the_model_routes_the_outcome() {
     stop(worker).await;
 }
 
+/// The task executor's example: the small model chooses its steps, so the run may reach the
+/// goal or end in one of the executor's BPMN errors; every end is checked against the rounds
+/// the executor recorded and the steps it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_reaches_a_goal_in_rounds_the_small_model_chooses() {
+    let process = "example-word-goal";
+    let client = support::engine();
+    let files = [
+        repository().join("bpmn/init/procos-tde.bpmn"),
+        examples_dir().join("tde-word-goal.bpmn"),
+    ];
+    let report = procos_kernel::deploy_files(&client, &files).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // The steps' topics are in the example's `steps`; the executor's own are `llm`.
+    let topics = ["llm".to_owned(), "python".to_owned()];
+    let worker = ProcosProcess::spawn(
+        &support::engine_url(),
+        &support::unique(process),
+        &worker_config(&topics, &[process, "procos-tde"]),
+    );
+    let text = "the quick brown fox jumps over the lazy dog";
+    let instance = support::start(
+        &client,
+        process,
+        vars(&[("text", Variable::String(text.into()))]),
+    )
+    .await;
+    let result = completed(&client, &instance).await;
+    let path = support::passed(&client, &instance).await;
+    let called = client
+        .historic_process_instances(&camunda_client::HistoricProcessInstanceQuery {
+            super_process_instance_id: Some(instance.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let tde = &called[0].id;
+    let tde_path = support::passed(&client, tde).await;
+    let rounds = tde_path.iter().filter(|a| *a == "analyze").count();
+    assert!((1..=3).contains(&rounds), "{tde_path:?}");
+    assert_eq!(
+        tde_path.iter().filter(|a| *a == "act").count(),
+        rounds,
+        "one step a round"
+    );
+    if through(&path, &["goal-reached"]) {
+        let trace = result["trace"].to_json();
+        let trace = trace.as_array().unwrap();
+        assert_eq!(trace.len(), rounds, "{trace:?}");
+        assert!(
+            trace
+                .iter()
+                .all(|r| r["action"] == "count_words" || r["action"] == "summarise"),
+            "only the listed steps: {trace:?}"
+        );
+        let last = trace.last().unwrap();
+        assert_eq!(last["verdict"], "done");
+        assert_eq!(
+            number(&result["iterations"]),
+            rounds as f64,
+            "iterations counts the rounds"
+        );
+        let outputs = result["result"].to_json();
+        if last["action"] == "count_words" {
+            assert_eq!(outputs["words"], 9, "the Python step counted: {outputs}");
+        } else {
+            assert!(outputs["answer"].is_string(), "the summary: {outputs}");
+        }
+    } else if through(&path, &["not-reached-exhausted"]) {
+        assert_eq!(rounds, 3, "exhausted after maxIterations rounds");
+    } else {
+        assert!(
+            through(&path, &["not-reached-gave-up"]),
+            "one of the ends: {path:?}"
+        );
+    }
+    stop(worker).await;
+}
+
 /// The value of attribute `name` in the element text `tag`.
 fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
     let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
@@ -429,8 +508,50 @@ fn the_examples_are_made_with_the_element_templates() {
                 && xml.contains(r#"modeler:executionPlatformVersion="7.24.0""#),
             "{name} names its execution platform"
         );
+        // Call activities of the "ProcOS: Task" template: its called process, its inputs
+        // (`camunda:in` targets) and outputs (`camunda:out` sources), nothing else.
+        let calls: Vec<&str> = xml.split("<bpmn:callActivity ").skip(1).collect();
+        for call in &calls {
+            let call = &call[..call.find("</bpmn:callActivity>").unwrap()];
+            let tag = format!(" {}", &call[..call.find('>').unwrap()]);
+            let id = attribute(&tag, "id").unwrap();
+            let template = &templates[attribute(&tag, "camunda:modelerTemplate")
+                .unwrap_or_else(|| panic!("{name}: {id} uses a template"))];
+            assert_eq!(
+                attribute(&tag, "camunda:modelerTemplateVersion"),
+                Some(template["version"].to_string().as_str()),
+                "{name}: {id} has the template's version"
+            );
+            assert_eq!(attribute(&tag, "calledElement"), Some("procos-tde"));
+            let offered = |binding: &str, key: &str| -> Vec<String> {
+                template["properties"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p["binding"]["type"] == binding)
+                    .filter_map(|p| p["binding"][key].as_str().map(str::to_owned))
+                    .collect()
+            };
+            for (element, binding, key) in [
+                ("<camunda:in ", "camunda:in", "target"),
+                ("<camunda:out ", "camunda:out", "source"),
+            ] {
+                for given in call.split(element).skip(1) {
+                    let given = format!(" {}", &given[..given.find("/>").unwrap()]);
+                    if let Some(name_given) = attribute(&given, key) {
+                        assert!(
+                            offered(binding, key).iter().any(|o| o == name_given),
+                            "{name}: {id}: the template offers no {binding} {key} `{name_given}`"
+                        );
+                    }
+                }
+            }
+        }
         let tasks: Vec<&str> = xml.split("<bpmn:serviceTask ").skip(1).collect();
-        assert!(!tasks.is_empty(), "{name} has service tasks");
+        assert!(
+            !tasks.is_empty() || !calls.is_empty(),
+            "{name} has service tasks or task executor calls"
+        );
         for task in tasks {
             let task = &task[..task.find("</bpmn:serviceTask>").unwrap()];
             let tag = format!(" {}", &task[..task.find('>').unwrap()]);

@@ -218,7 +218,7 @@ async fn no_consensus_is_a_bpmn_error_the_model_routes() {
 
 /// The fleet's own `llm` topic as `procos.toml` defines it, its servers pointed at the test's
 /// (what `PROCOS_TOPICS__LLM__SETTINGS__BASE_URL` does for an operator): no table of the test's.
-fn default_fleet_llm_topic() -> TopicConfig {
+pub(crate) fn default_fleet_llm_topic() -> TopicConfig {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/procos.toml")).unwrap();
     let table: toml::Table = toml::from_str(&text).unwrap();

@@ -21,6 +21,7 @@ mod sandbox;
 mod sandbox_proxy;
 mod scilab;
 mod support;
+mod tde;
 mod unavailable;
 mod unserved;
 mod up;

@@ -255,6 +255,7 @@ async fn a_second_boot_deploys_nothing_new_and_keeps_the_one_root_orchestrator()
         "procos-root",
         "procos-health",
         "procos-error-recovery",
+        "procos-tde",
         "procos-hello",
     ] {
         let versions = second.client.process_definitions(key).await.unwrap();

@@ -242,7 +242,7 @@ impl WriteBack<'_> {
                     // The engine is up but could not continue the instance after the task (an
                     // output mapping, a listener, a gateway condition failed): retrying the same
                     // completion cannot help, so it becomes a failure a person can read in Cockpit.
-                    Err(e) if is_engine_error(&e) => {
+                    Err(e) if ClientError::is_engine_error(&e) => {
                         let failure = Failure::new(
                             format!(
                                 "the engine could not continue the process after this task: {}",
@@ -313,14 +313,6 @@ impl WriteBack<'_> {
         };
         (ended, result)
     }
-}
-
-/// A 500 with the engine's own exception: the engine is up and refused this call for a reason
-/// that will not pass by itself (unlike unreachable, 502/503 from a proxy, or a full queue).
-fn is_engine_error(e: &ClientError) -> bool {
-    matches!(e, ClientError::Rejected { status: 500, error_type: Some(t), .. }
-        if t != "OptimisticLockingException")
-        && !e.is_overloaded()
 }
 
 fn engine_message(e: &ClientError) -> String {
@@ -759,34 +751,6 @@ mod tests {
         let failure = output_variables(outputs, None).unwrap_err();
         assert!(failure.message.contains("`due`"), "{}", failure.message);
         assert_eq!(failure.retry, Retry::Never);
-    }
-
-    #[test]
-    fn only_the_engines_own_exceptions_count_as_engine_errors() {
-        let rejected = |status, error_type: Option<&str>, message: &str| ClientError::Rejected {
-            method: "POST",
-            path: "x".into(),
-            status,
-            error_type: error_type.map(Into::into),
-            message: message.into(),
-            problems: vec![],
-        };
-        assert!(is_engine_error(&rejected(
-            500,
-            Some("ProcessEngineException"),
-            "Unknown property used in expression"
-        )));
-        assert!(!is_engine_error(&rejected(
-            500,
-            Some("OptimisticLockingException"),
-            "x"
-        )));
-        assert!(!is_engine_error(&rejected(503, None, "proxy")));
-        assert!(!is_engine_error(&rejected(
-            500,
-            Some("RestException"),
-            "too many requests"
-        )));
     }
 
     #[test]

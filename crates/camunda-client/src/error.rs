@@ -57,6 +57,15 @@ impl ClientError {
         }
     }
 
+    /// A 500 with the engine's own exception: the engine is up and refused this call for a
+    /// reason that will not pass by itself (a bad expression, a failing listener), unlike an
+    /// unreachable engine, a 502/503 from a proxy, a full long-poll queue or a concurrent update.
+    pub fn is_engine_error(&self) -> bool {
+        matches!(self, ClientError::Rejected { status: 500, error_type: Some(t), .. }
+            if t != "OptimisticLockingException")
+            && !self.is_overloaded()
+    }
+
     /// The engine's long-poll queue is full ("too many requests", a 500): back off, it is
     /// backpressure, not a fault.
     pub fn is_overloaded(&self) -> bool {
@@ -146,6 +155,36 @@ impl ParseDetails {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_engines_own_exceptions_count_as_engine_errors() {
+        let with_type = |status, error_type: Option<&str>, message: &str| ClientError::Rejected {
+            method: "POST",
+            path: "x".into(),
+            status,
+            error_type: error_type.map(Into::into),
+            message: message.into(),
+            problems: vec![],
+        };
+        assert!(ClientError::is_engine_error(&with_type(
+            500,
+            Some("ProcessEngineException"),
+            "Unknown property used in expression"
+        )));
+        assert!(!ClientError::is_engine_error(&with_type(
+            500,
+            Some("OptimisticLockingException"),
+            "x"
+        )));
+        assert!(!ClientError::is_engine_error(&with_type(
+            503, None, "proxy"
+        )));
+        assert!(!ClientError::is_engine_error(&with_type(
+            500,
+            Some("RestException"),
+            "too many requests"
+        )));
+    }
 
     fn rejected(status: u16, message: &str) -> ClientError {
         ClientError::Rejected {

@@ -254,6 +254,9 @@ pub struct HistoricProcessInstanceQuery {
         skip_serializing_if = "Option::is_none"
     )]
     pub business_key: Option<String>,
+    /// Only instances a call activity of this instance started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub super_process_instance_id: Option<String>,
     /// Only instances that have ended (completed or terminated). The engine takes no `false`:
     /// leaving it unset is how to ask for all.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
