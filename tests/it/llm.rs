@@ -387,10 +387,13 @@ fn decision_model(key: &str, properties: &[(&str, &str)]) -> String {
     )
 }
 
+/// 20 instances, 10 on each provider, each with its own amount and sampled without a seed:
+/// every one ends at the end event of the choice its model answered, as the engine recorded it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_from_fixed_choices_routes_a_gateway_without_a_default_flow() {
     let client = support::engine();
     let (stop, worker) = support::start_quick_worker(&client, "llm", default_fleet_llm_topic());
+    let mut started = Vec::new();
     for provider in ["default", "ollama"] {
         let key = support::unique("llm-choices");
         let xml = decision_model(
@@ -403,19 +406,25 @@ async fn an_answer_from_fixed_choices_routes_a_gateway_without_a_default_flow() 
                     "An invoice of {{amount}} EUR arrived. Approve or reject it?",
                 ),
                 ("choices", "approve, reject"),
-                ("seed", "3"),
+                ("temperature", "0.9"),
                 ("max_tokens", "30"),
                 ("retries", "1"),
             ],
         );
         support::deploy(&client, &format!("{key}.bpmn"), &xml).await;
-        let instance = support::start(
-            &client,
-            &key,
-            [("amount".to_owned(), Variable::Integer(120))].into(),
-        )
-        .await;
-        let vars = support::settle(&client, &instance, Duration::from_secs(180))
+        for n in 0..10 {
+            let instance = support::start(
+                &client,
+                &key,
+                [("amount".to_owned(), Variable::Integer(40 + 370 * n))].into(),
+            )
+            .await;
+            started.push((provider, instance));
+        }
+    }
+    let mut ends = std::collections::BTreeMap::new();
+    for (provider, instance) in &started {
+        let vars = support::settle(&client, instance, Duration::from_secs(300))
             .await
             .unwrap_or_else(|e| panic!("{provider}: {e}"));
         let answer = json_of(&vars["answer"]);
@@ -424,12 +433,14 @@ async fn an_answer_from_fixed_choices_routes_a_gateway_without_a_default_flow() 
             Some("reject") => "rejected",
             _ => panic!("{provider}: the answer is one of the choices: {answer}"),
         };
-        let ended = support::passed(&client, &instance).await;
+        let ended = support::passed(&client, instance).await;
         assert!(
             ended.iter().any(|a| a == end),
             "{provider}: the gateway routed on the answer `{answer}` to `{end}`: {ended:?}"
         );
+        *ends.entry(end).or_insert(0) += 1;
     }
+    assert_eq!(ends.values().sum::<i32>(), 20, "{ends:?}");
     stop.cancel();
     worker.await.unwrap();
 }
