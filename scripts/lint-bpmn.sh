@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lints every model in bpmn/init and bpmn/examples with bpmnlint, configured by bpmn/.bpmnlintrc
+# Lints every model in bpmn/init, bpmn/library and bpmn/examples with bpmnlint, configured by bpmn/.bpmnlintrc
 # (bpmnlint's recommended rules and Camunda Platform 7.24's compatibility rules). Any finding,
 # a warning included, fails. The npm packages live in $PROCOS_CACHE/node-tools, installed once.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -51,6 +51,6 @@ for rule in no-bpmndi no-implicit-end end-event-required camunda-compat/history-
   grep -q "$rule" <<<"$findings" || die "bpmnlint did not report $rule in a broken model:"$'\n'"$findings"
 done
 
-models=("$ROOT"/bpmn/init/*.bpmn "$ROOT"/bpmn/examples/*.bpmn)
+models=("$ROOT"/bpmn/init/*.bpmn "$ROOT"/bpmn/library/*.bpmn "$ROOT"/bpmn/examples/*.bpmn)
 lint "${models[@]}" || die "bpmnlint found problems in the models above (rules: bpmn/.bpmnlintrc)"
 say "bpmnlint: ${#models[@]} models pass"

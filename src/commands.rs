@@ -171,6 +171,8 @@ async fn kernel(
         client.clone(),
         KernelConfig {
             init_dir: init_dir.to_path_buf(),
+            library_dir: Some(config.kernel.library_dir.clone())
+                .filter(|dir| !dir.as_os_str().is_empty()),
             root_process: Some(config.kernel.root_process.clone()).filter(|k| !k.is_empty()),
             served_topics,
             watch_interval: config.kernel.watch_interval,

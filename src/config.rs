@@ -160,6 +160,10 @@ pub struct KernelSettings {
     /// The init directory (ProcOS's `/proc/init`): every model in it is deployed at boot, and
     /// again within `watch_interval` of a change.
     pub init_dir: PathBuf,
+    /// The library of low-level processes (files, directories, the workspace's disk space)
+    /// that models call: deployed and watched like the init directory. A directory that does
+    /// not exist is no library.
+    pub library_dir: PathBuf,
     /// Key of the root orchestrator the kernel starts once (not again while an instance runs);
     /// empty to start none.
     pub root_process: String,
@@ -181,6 +185,7 @@ impl Default for KernelSettings {
     fn default() -> Self {
         Self {
             init_dir: PathBuf::from("bpmn/init"),
+            library_dir: PathBuf::from("bpmn/library"),
             root_process: "procos-root".to_owned(),
             watch_interval: Duration::from_secs(1),
             fail_unserved_after: None,

@@ -14,10 +14,19 @@ use crate::http::{HttpAdapter, HttpConfig};
 use crate::llm::{LlmAdapter, LlmConfig};
 use crate::python::{PythonAdapter, PythonConfig};
 use crate::scilab::{ScilabAdapter, ScilabConfig};
+use crate::workspace::{WorkspaceAdapter, WorkspaceConfig, Workspaces};
 use crate::{Adapter, ImageAllowlist};
 
 /// The adapters this build knows, by the name a topic configuration uses.
-pub const ADAPTERS: &[&str] = &["echo", "docker", "python", "scilab", "llm", "http"];
+pub const ADAPTERS: &[&str] = &[
+    "echo",
+    "docker",
+    "python",
+    "scilab",
+    "llm",
+    "http",
+    "workspace",
+];
 
 /// A topic's adapter and its settings: `{"adapter": "echo", "settings": {…}}`.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,6 +38,7 @@ pub enum AdapterConfig {
     Scilab(ScilabConfig),
     Llm(LlmConfig),
     Http(HttpConfig),
+    Workspace(WorkspaceConfig),
 }
 
 /// What adapters may depend on beyond their own settings: the worker's policy.
@@ -39,6 +49,9 @@ pub struct BuildContext {
     /// Where the namespace backend keeps the images' root filesystems (`[worker] rootfs_dir`);
     /// `None`: the user's cache directory.
     pub rootfs_dir: Option<std::path::PathBuf>,
+    /// Where the instances' workspaces live and how large each may grow (`[worker]
+    /// workspace_dir`, `workspace_mb`).
+    pub workspaces: Workspaces,
 }
 
 impl BuildContext {
@@ -88,6 +101,7 @@ impl AdapterConfig {
             Self::Scilab(_) => "scilab",
             Self::Llm(_) => "llm",
             Self::Http(_) => "http",
+            Self::Workspace(_) => "workspace",
         }
     }
 
@@ -126,6 +140,7 @@ impl AdapterConfig {
             Self::Http(config) => {
                 Arc::new(HttpAdapter::new(config.clone(), topic).map_err(invalid)?)
             }
+            Self::Workspace(_) => Arc::new(WorkspaceAdapter::new(context.workspaces.clone())),
         })
     }
 }

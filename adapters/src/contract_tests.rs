@@ -37,6 +37,7 @@ fn task(inputs: Value, settings: Value) -> AdapterTask {
         topic: "contract".to_owned(),
         inputs: inputs.as_object().cloned().unwrap_or_default(),
         settings: TaskSettings::from_pairs(settings.as_object().cloned().unwrap_or_default()),
+        root_process_instance_id: None,
     }
 }
 

@@ -277,6 +277,7 @@ mod tests {
                 .cloned()
                 .unwrap_or_default(),
             settings: TaskSettings::from_pairs(settings.as_object().cloned().unwrap_or_default()),
+            root_process_instance_id: None,
         }
     }
 

@@ -86,6 +86,7 @@ mod tests {
                 .unwrap()
                 .clone(),
             settings: Default::default(),
+            root_process_instance_id: None,
         }
     }
 

@@ -27,6 +27,7 @@ mod python;
 mod sandbox;
 mod scilab;
 mod settings;
+mod workspace;
 
 /// The loopback HTTP server of the http adapter's tests, for the integration tests too.
 #[cfg(feature = "test-server")]
@@ -54,6 +55,7 @@ pub use settings::{
     PREFIX as SETTING_PREFIX, Source as SettingSource, TaskSettings, above_ceiling,
     without_settings,
 };
+pub use workspace::{DEFAULT_LIMIT_MB as DEFAULT_WORKSPACE_MB, WorkspaceConfig, Workspaces};
 
 /// Runs one external task's work.
 #[async_trait]
@@ -66,6 +68,12 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     /// task; the worker refuses a task that sets any other, naming these.
     fn task_settings(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// Whether a task with these settings works in its instance's workspace: the worker then
+    /// names the task's root process instance ([`AdapterTask::root_process_instance_id`]).
+    fn uses_workspace(&self, _settings: &TaskSettings) -> bool {
+        false
     }
 
     /// Releases what the adapter keeps between tasks (warm containers); the worker calls it once
@@ -105,6 +113,10 @@ pub struct AdapterTask {
     /// What the model sets on this step (`procos.*` extension properties and input
     /// parameters), over the topic's settings and within its policy.
     pub settings: TaskSettings,
+    /// The root of the task's process instance tree (the instance itself unless a call activity
+    /// started it): its workspace's key. Set for adapters that use the workspace
+    /// ([`Adapter::uses_workspace`]).
+    pub root_process_instance_id: Option<String>,
 }
 
 /// How an adapter's run ended; the worker turns it into the matching engine call.

@@ -1456,6 +1456,7 @@ mod tests {
             settings: crate::TaskSettings::from_pairs(
                 settings.as_object().cloned().unwrap_or_default(),
             ),
+            root_process_instance_id: None,
         }
     }
 

@@ -235,6 +235,7 @@ mod tests {
             topic: "py".into(),
             inputs: inputs.as_object().cloned().unwrap_or_default(),
             settings: TaskSettings::from_pairs(settings.as_object().cloned().unwrap_or_default()),
+            root_process_instance_id: None,
         }
     }
 

@@ -148,6 +148,7 @@ async fn run(
         topic: "bench".into(),
         inputs,
         settings,
+        root_process_instance_id: None,
     };
     match adapter.run(task, CancellationToken::new()).await {
         Outcome::Complete(outputs) if outputs.contains_key("x") => Ok(()),

@@ -34,6 +34,15 @@ impl DeployReport {
     pub fn is_empty(&self) -> bool {
         self.deployed.is_empty() && self.unchanged.is_empty() && self.problems.is_empty()
     }
+
+    /// Adds what `other` reports (another directory's deployment).
+    pub fn absorb(&mut self, other: DeployReport) {
+        self.deployed.extend(other.deployed);
+        self.unchanged.extend(other.unchanged);
+        self.problems.extend(other.problems);
+        self.topics.extend(other.topics);
+        self.without_history_ttl.extend(other.without_history_ttl);
+    }
 }
 
 /// A file that could not be deployed: where, what, and how to fix it.

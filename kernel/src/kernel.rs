@@ -22,6 +22,9 @@ use crate::unserved::{UnservedSettings, UnservedTopic, UnservedWatch};
 pub struct KernelConfig {
     /// The init directory (ProcOS's `/proc/init`).
     pub init_dir: PathBuf,
+    /// The library of low-level processes models call (`bpmn/library`), deployed and watched
+    /// like the init directory; `None`, or a directory that does not exist: no library.
+    pub library_dir: Option<PathBuf>,
     /// Key of the root orchestrator, started once; `None` starts nothing.
     pub root_process: Option<String>,
     /// Topics the worker fleet serves; a model's topic outside this set earns a warning. Empty:
@@ -130,7 +133,11 @@ impl Kernel {
     /// it runs. The engine must be answering.
     pub async fn boot(&mut self) -> BootReport {
         let fingerprints = self.fingerprints();
-        let deploy = init_dir::deploy_init_dir(&self.client, &self.config.init_dir).await;
+        let mut deploy = init_dir::deploy_init_dir(&self.client, &self.config.init_dir).await;
+        let library = self.library_files();
+        if !library.is_empty() {
+            deploy.absorb(init_dir::deploy_files(&self.client, &library).await);
+        }
         self.handled = fingerprints;
         self.forget_unavailable(&deploy);
         let unserved_topics = self.unserved_topics(&deploy);
@@ -221,10 +228,20 @@ impl Kernel {
         }
     }
 
+    /// The library's model files; none when there is no library directory.
+    fn library_files(&self) -> Vec<PathBuf> {
+        self.config
+            .library_dir
+            .as_deref()
+            .and_then(|dir| init_dir::model_files(dir).ok())
+            .unwrap_or_default()
+    }
+
     fn fingerprints(&self) -> HashMap<PathBuf, Fingerprint> {
         init_dir::model_files(&self.config.init_dir)
             .unwrap_or_default()
             .into_iter()
+            .chain(self.library_files())
             .filter_map(|path| {
                 let meta = std::fs::metadata(&path).ok()?;
                 let modified = meta.modified().ok()?;

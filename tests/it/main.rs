@@ -12,6 +12,7 @@ mod fleet;
 mod http;
 mod init_dir;
 mod layout;
+mod library;
 mod llm;
 mod namespace;
 mod orchestration;

@@ -43,6 +43,11 @@ pub struct WorkerConfig {
     /// Where topics with `sandbox.backend = "namespace"` keep the images' root filesystems
     /// (exported from Docker once per image). Default: `~/.cache/procos/rootfs`.
     pub rootfs_dir: Option<std::path::PathBuf>,
+    /// Where the process instances' workspaces live (each a tmpfs mounted there, removed once
+    /// its instance is no longer running). Default: `~/.local/share/procos/workspaces`.
+    pub workspace_dir: Option<std::path::PathBuf>,
+    /// How large one instance's workspace may grow, in MiB.
+    pub workspace_mb: u64,
 }
 
 impl Default for WorkerConfig {
@@ -55,6 +60,8 @@ impl Default for WorkerConfig {
             listen: "127.0.0.1:9464".to_owned(),
             allowed_images: vec!["procos/*".to_owned()],
             rootfs_dir: None,
+            workspace_dir: None,
+            workspace_mb: procos_adapters::DEFAULT_WORKSPACE_MB,
         }
     }
 }
@@ -212,8 +219,20 @@ impl WorkerConfig {
         })
     }
 
+    /// The instances' workspaces this worker makes and sweeps.
+    pub fn workspaces(&self) -> procos_adapters::Workspaces {
+        procos_adapters::Workspaces::new(self.workspace_dir.clone(), self.workspace_mb)
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        if self.workspace_mb == 0 {
+            return Err(ConfigError::new(
+                "worker.workspace_mb",
+                "is 0, so no workspace could hold a byte",
+                "set workspace_mb = 64 (MiB), or more",
+            ));
+        }
         if self.max_tasks == 0 {
             return Err(ConfigError::new(
                 "worker.max_tasks",

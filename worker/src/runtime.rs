@@ -27,6 +27,10 @@ use crate::task::{self, Shared, Slots};
 /// workers back within seconds, long enough that a fleet does not hammer an engine that is down.
 const FETCH_BACKOFF_CAP: Duration = Duration::from_secs(10);
 
+/// How often the worker removes the workspaces of instances that are no longer running: an
+/// ended, cancelled or deleted instance's files go within about this long.
+const WORKSPACE_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The long poll while some topic sits out at its own `max_tasks`.
 const SITTING_OUT_POLL_MS: u64 = 1_000;
 
@@ -134,6 +138,12 @@ impl Worker {
         let telemetry = &shared.telemetry;
         let worker_id = shared.worker_id.as_str();
         telemetry.worker_started(worker_id);
+        let mut background = JoinSet::new();
+        background.spawn(sweep_workspaces(
+            Arc::clone(&shared),
+            self.config.workspaces(),
+            shutdown.clone(),
+        ));
         // The first fetch, and the first after an error, answers at once: readiness then
         // reflects the engine within a round trip, not after a whole long poll.
         let mut poll_ms = 0;
@@ -268,6 +278,9 @@ impl Worker {
         telemetry.worker_draining(worker_id);
         self.retract_long_poll().await;
         self.drain(running, abort_tasks).await;
+        while let Some(result) = background.join_next().await {
+            log_abnormal_end(result);
+        }
     }
 
     /// One fetch-and-lock. Dropping it on shutdown aborts the HTTP request, which ends the long
@@ -590,4 +603,53 @@ fn unique_worker_id() -> String {
         host
     };
     format!("{host}-{:08x}", rand::random::<u32>())
+}
+
+/// Every [`WORKSPACE_SWEEP_INTERVAL`], removes the workspaces whose instance the engine no longer
+/// runs: it ended, or was cancelled or deleted (in Cockpit, say). Workspaces are keyed by the
+/// root process instance, so one that only a called library process used goes with its caller.
+async fn sweep_workspaces(
+    shared: Arc<Shared>,
+    workspaces: procos_adapters::Workspaces,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(WORKSPACE_SWEEP_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let listing = workspaces.clone();
+        let keys = match tokio::task::spawn_blocking(move || listing.keys()).await {
+            Ok(Ok(keys)) => keys,
+            Ok(Err(e)) => {
+                warn!(dir = %workspaces.root().display(), "cannot list the workspaces: {e}");
+                continue;
+            }
+            Err(e) => {
+                warn!("listing the workspaces ended abnormally: {e}");
+                continue;
+            }
+        };
+        if keys.is_empty() {
+            continue;
+        }
+        let running = match shared.client.running_process_instance_ids(&keys).await {
+            Ok(running) => running,
+            Err(e) => {
+                debug!("cannot ask which workspaces' instances run: {e}");
+                continue;
+            }
+        };
+        for key in keys.into_iter().filter(|k| !running.contains(k)) {
+            let removing = workspaces.clone();
+            let instance = key.clone();
+            match tokio::task::spawn_blocking(move || removing.remove(&key)).await {
+                Ok(Ok(())) => info!(%instance, "workspace removed: its instance no longer runs"),
+                Ok(Err(e)) => warn!(%instance, "cannot remove the workspace: {e}"),
+                Err(e) => warn!(%instance, "removing the workspace ended abnormally: {e}"),
+            }
+        }
+    }
 }

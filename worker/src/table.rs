@@ -127,6 +127,7 @@ pub(crate) fn build_context(worker: &WorkerConfig) -> BuildContext {
     BuildContext {
         allowed_images: ImageAllowlist::new(worker.allowed_images.clone()),
         rootfs_dir: worker.rootfs_dir.clone(),
+        workspaces: worker.workspaces(),
     }
 }
 

@@ -94,11 +94,21 @@ async fn handle_in_span(
             Some(failure),
         ),
     };
+    let (root_process_instance_id, refused) = match refused {
+        None if route.adapter.uses_workspace(&settings) => {
+            match root_instance(shared, &locked).await {
+                Ok(root) => (Some(root), None),
+                Err(failure) => (None, Some(failure)),
+            }
+        }
+        refused => (None, refused),
+    };
     let adapter_task = AdapterTask {
         task_id: locked.id.clone(),
         topic: locked.topic_name.clone(),
         inputs: without_settings(inputs),
         settings,
+        root_process_instance_id,
     };
 
     let (lock_until_tx, lock_until) = watch::channel(started + lock_duration);
@@ -547,6 +557,31 @@ impl StepSettings {
         }
         outputs.retain(|name, _| names.contains(name));
         Ok(outputs)
+    }
+}
+
+/// The root of the task's process instance tree, which names its workspace: the instance
+/// itself, or the one whose call activity started it (a library process works in its caller's
+/// workspace).
+async fn root_instance(shared: &Shared, locked: &LockedExternalTask) -> Result<String, Failure> {
+    let Some(instance) = locked.process_instance_id.as_deref() else {
+        return Err(Failure::new(
+            "the engine named no process instance for the task, so it has no workspace",
+            "",
+            Retry::Never,
+        ));
+    };
+    match shared.client.historic_process_instance(instance).await {
+        Ok(found) => Ok(found.root_process_instance_id.unwrap_or(found.id)),
+        Err(e) => Err(Failure::new(
+            format!("could not read the task's process instance {instance}: {e}"),
+            "The worker asks the engine's history for the root of the instance's call tree, which names its workspace; the engine's history level must be activity or higher.",
+            if e.is_transient() {
+                Retry::Later
+            } else {
+                Retry::Never
+            },
+        )),
     }
 }
 

@@ -21,6 +21,7 @@ fn task(inputs: Value, settings: Value) -> AdapterTask {
         topic: "web".into(),
         inputs: inputs.as_object().cloned().unwrap(),
         settings: TaskSettings::from_pairs(settings.as_object().cloned().unwrap()),
+        root_process_instance_id: None,
     }
 }
 

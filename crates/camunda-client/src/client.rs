@@ -167,6 +167,32 @@ impl EngineClient {
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
+    /// `POST /process-instance`: which of `ids` are still running (active or suspended); an
+    /// instance that ended, or was cancelled or deleted, is not among them.
+    pub async fn running_process_instance_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<String>, ClientError> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Query<'a> {
+            process_instance_ids: &'a [String],
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let running: Vec<ProcessInstance> = self
+            .call(
+                Method::POST,
+                "process-instance",
+                Some(&Query {
+                    process_instance_ids: ids,
+                }),
+            )
+            .await?;
+        Ok(running.into_iter().map(|p| p.id).collect())
+    }
+
     /// `POST /message`: correlates a message to the one execution (or message start event)
     /// waiting for it, with `process_variables` set on the instance.
     pub async fn correlate_message(

@@ -232,6 +232,9 @@ pub struct HistoricProcessInstance {
     pub process_definition_key: Option<String>,
     #[serde(default)]
     pub business_key: Option<String>,
+    /// The instance at the top of its call tree (itself unless a call activity started it).
+    #[serde(default)]
+    pub root_process_instance_id: Option<String>,
     /// ACTIVE, SUSPENDED, COMPLETED, EXTERNALLY_TERMINATED, INTERNALLY_TERMINATED.
     pub state: String,
     /// When the instance started, on the engine's clock.

@@ -1,0 +1,401 @@
+//! The library of low-level processes (`bpmn/library`) and the instances' workspaces, against
+//! the real engine: each process called the way a model calls it (a call activity with
+//! `camunda:in` and `camunda:out`), the workspace a tmpfs of its own on the host, removed once
+//! the instance no longer runs. One test function: the library's topic is `workspace`, and one
+//! worker serves it with the test's own workspace directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use camunda_client::{EngineClient, HistoricProcessInstanceQuery, Variable, Variables};
+use procos_worker::{TopicConfig, WorkerConfig};
+use serde_json::{Value, json};
+
+use crate::support::{self, assert_eventually};
+
+/// One call of a library process: its key, its inputs (`target` ← source expression) and the
+/// outputs the caller keeps (`source` → `target`).
+struct Call<'a> {
+    process: &'a str,
+    inputs: &'a [(&'a str, &'a str)],
+    outputs: &'a [(&'a str, &'a str)],
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+}
+
+/// start → the calls `before` → (a receive task `hold`, message `release-KEY`, when `hold`) →
+/// the calls `after` → end.
+fn caller(key: &str, before: &[Call<'_>], hold: bool, after: &[Call<'_>]) -> String {
+    let mut elements = String::new();
+    let mut previous = "start".to_owned();
+    let message = if hold {
+        format!(r#"<bpmn:message id="release" name="release-{key}"/>"#)
+    } else {
+        String::new()
+    };
+    let held = before.len();
+    for (i, call) in before.iter().chain(after).enumerate() {
+        if hold && i == held {
+            elements.push_str(&format!(
+                r#"<bpmn:sequenceFlow id="to-hold" sourceRef="{previous}" targetRef="hold"/>
+    <bpmn:receiveTask id="hold" messageRef="release"/>
+    "#
+            ));
+            previous = "hold".to_owned();
+        }
+        let id = format!("call-{i}");
+        let ins: String = call
+            .inputs
+            .iter()
+            .map(|(target, value)| {
+                if let Some(source) = value.strip_prefix('=') {
+                    format!(r#"<camunda:in source="{source}" target="{target}"/>"#)
+                } else {
+                    format!(
+                        r#"<camunda:in sourceExpression="{}" target="{target}"/>"#,
+                        escape(value)
+                    )
+                }
+            })
+            .collect();
+        let outs: String = call
+            .outputs
+            .iter()
+            .map(|(source, target)| {
+                format!(r#"<camunda:out source="{source}" target="{target}"/>"#)
+            })
+            .collect();
+        elements.push_str(&format!(
+            r#"<bpmn:sequenceFlow id="to-{id}" sourceRef="{previous}" targetRef="{id}"/>
+    <bpmn:callActivity id="{id}" calledElement="{}">
+      <bpmn:extensionElements>{ins}{outs}</bpmn:extensionElements>
+    </bpmn:callActivity>
+    "#,
+            call.process
+        ));
+        previous = id;
+    }
+    if hold && held == before.len() + after.len() {
+        elements.push_str(&format!(
+            r#"<bpmn:sequenceFlow id="to-hold" sourceRef="{previous}" targetRef="hold"/>
+    <bpmn:receiveTask id="hold" messageRef="release"/>
+    "#
+        ));
+        previous = "hold".to_owned();
+    }
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/test">
+  {message}
+  <bpmn:process id="{key}" isExecutable="true">
+    <bpmn:startEvent id="start"/>
+    {elements}
+    <bpmn:sequenceFlow id="to-end" sourceRef="{previous}" targetRef="end"/>
+    <bpmn:endEvent id="end"/>
+  </bpmn:process>
+</bpmn:definitions>"#
+    )
+}
+
+async fn start(
+    client: &EngineClient,
+    before: &[Call<'_>],
+    hold: bool,
+    after: &[Call<'_>],
+    variables: Variables,
+) -> (String, String) {
+    let key = support::unique("library-caller");
+    let xml = caller(&key, before, hold, after);
+    support::deploy(client, &format!("{key}.bpmn"), &xml).await;
+    let instance = support::start(client, &key, variables).await;
+    (key, instance)
+}
+
+/// Waits until `instance` reaches its receive task `hold`; its variables then.
+async fn held(client: &EngineClient, instance: &str) -> Variables {
+    assert_eventually("the caller at `hold`", Duration::from_secs(120), || async {
+        if !client.incidents(Some(instance)).await.ok()?.is_empty() {
+            panic!("an incident: {}", library_incident(client, instance).await);
+        }
+        let passed = support::passed(client, instance).await;
+        passed.iter().any(|a| a == "hold").then_some(())
+    })
+    .await;
+    client.process_instance_variables(instance).await.unwrap()
+}
+
+/// The message of the incident a library process called by `caller` ended in.
+async fn library_incident(client: &EngineClient, caller: &str) -> String {
+    assert_eventually(
+        "the library process's incident",
+        Duration::from_secs(120),
+        || async {
+            let called = client
+                .historic_process_instances(&HistoricProcessInstanceQuery {
+                    super_process_instance_id: Some(caller.to_owned()),
+                    unfinished: true,
+                    ..HistoricProcessInstanceQuery::default()
+                })
+                .await
+                .ok()?;
+            for instance in called {
+                if let Some(message) = client
+                    .incidents(Some(&instance.id))
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .find_map(|i| i.incident_message)
+                {
+                    return Some(message);
+                }
+            }
+            None
+        },
+    )
+    .await
+}
+
+fn mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(path.to_str().unwrap()))
+}
+
+async fn gone(path: &Path) {
+    assert_eventually("the workspace removed", Duration::from_secs(60), || async {
+        (!path.exists() && !mounted(path)).then_some(())
+    })
+    .await;
+}
+
+fn json_of(vars: &Variables, name: &str) -> Value {
+    vars.get(name)
+        .unwrap_or_else(|| panic!("`{name}` in {:?}", vars.keys()))
+        .to_json()
+}
+
+async fn delete_instance(client: &EngineClient, instance: &str) {
+    let response = reqwest::Client::new()
+        .delete(format!(
+            "{}/process-instance/{instance}",
+            client.base_url().trim_end_matches('/')
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_works_in_each_instances_workspace_and_keeps_to_it() {
+    let client = support::engine();
+    let library: Vec<PathBuf> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("bpmn/library"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+    let report = procos_kernel::deploy_files(&client, &library).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let root = tempfile::tempdir().unwrap();
+    let config = WorkerConfig {
+        workspace_dir: Some(root.path().to_owned()),
+        workspace_mb: 1,
+        ..support::quick_worker_config()
+    };
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        config,
+        support::topics(&[("workspace", TopicConfig::new("workspace"))]),
+    );
+
+    // Every file and directory process, in one caller's workspace.
+    let calls = [
+        Call {
+            process: "procos-file-create",
+            inputs: &[("path", "notes/a.txt"), ("content", "hello")],
+            outputs: &[("size", "createdSize")],
+        },
+        Call {
+            process: "procos-file-update",
+            inputs: &[("path", "notes/a.txt"), ("content", "hello, world")],
+            outputs: &[],
+        },
+        Call {
+            process: "procos-file-read",
+            inputs: &[("path", "notes/a.txt")],
+            outputs: &[("content", "readBack")],
+        },
+        Call {
+            process: "procos-file-copy",
+            inputs: &[("path", "notes/a.txt"), ("to", "notes/b.txt")],
+            outputs: &[],
+        },
+        Call {
+            process: "procos-file-move",
+            inputs: &[("path", "notes/b.txt"), ("to", "c.txt")],
+            outputs: &[],
+        },
+        Call {
+            process: "procos-directory-create",
+            inputs: &[("path", "empty/inner")],
+            outputs: &[],
+        },
+        Call {
+            process: "procos-directory-list",
+            inputs: &[],
+            outputs: &[("entries", "top")],
+        },
+        Call {
+            process: "procos-file-delete",
+            inputs: &[("path", "c.txt")],
+            outputs: &[],
+        },
+        Call {
+            process: "procos-directory-delete",
+            inputs: &[("path", "empty"), ("recursive", "${true}")],
+            outputs: &[],
+        },
+        Call {
+            process: "procos-directory-list",
+            inputs: &[("path", "notes")],
+            outputs: &[("entries", "notes")],
+        },
+        Call {
+            process: "procos-workspace-usage",
+            inputs: &[],
+            outputs: &[
+                ("usedBytes", "used"),
+                ("limitBytes", "limit"),
+                ("freeBytes", "free"),
+            ],
+        },
+    ];
+    let (key, instance) = start(&client, &calls, true, &[], Variables::new()).await;
+    let vars = held(&client, &instance).await;
+    assert_eq!(json_of(&vars, "createdSize"), 5);
+    assert_eq!(json_of(&vars, "readBack"), "hello, world");
+    assert_eq!(
+        json_of(&vars, "top"),
+        json!([
+            {"name": "c.txt", "type": "file", "size": 12},
+            {"name": "empty", "type": "directory", "size": 0},
+            {"name": "notes", "type": "directory", "size": 0},
+        ])
+    );
+    assert_eq!(
+        json_of(&vars, "notes"),
+        json!([{"name": "a.txt", "type": "file", "size": 12}])
+    );
+    assert_eq!(json_of(&vars, "limit"), 1024 * 1024);
+    let used = json_of(&vars, "used").as_u64().unwrap();
+    assert!(used > 0, "the file takes room: {used}");
+    assert_eq!(json_of(&vars, "free"), 1024 * 1024 - used);
+    // The workspace is the caller's: a tmpfs named by its instance, holding what the steps left.
+    let workspace = root.path().join(&instance);
+    assert!(mounted(&workspace), "a tmpfs of its own");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("notes/a.txt")).unwrap(),
+        "hello, world"
+    );
+    assert!(!workspace.join("c.txt").exists() && !workspace.join("empty").exists());
+    client
+        .correlate_message(&format!("release-{key}"), &Variables::new())
+        .await
+        .unwrap();
+    support::settle(&client, &instance, Duration::from_secs(60))
+        .await
+        .unwrap();
+    gone(&workspace).await;
+
+    // Paths that leave the workspace, as written or through a symbolic link, are incidents
+    // that name them.
+    for (path, says) in [
+        (
+            "../x",
+            "the path `../x` leaves the workspace: it goes up with `..`",
+        ),
+        (
+            "/etc/passwd",
+            "the path `/etc/passwd` leaves the workspace: it is absolute",
+        ),
+    ] {
+        let read = [Call {
+            process: "procos-file-read",
+            inputs: &[("path", path)],
+            outputs: &[],
+        }];
+        let (_, reader) = start(&client, &read, false, &[], Variables::new()).await;
+        let message = library_incident(&client, &reader).await;
+        assert!(message.contains(says), "{path}: {message}");
+        delete_instance(&client, &reader).await;
+    }
+    let (key, reader) = start(
+        &client,
+        &[Call {
+            process: "procos-directory-create",
+            inputs: &[("path", "d")],
+            outputs: &[],
+        }],
+        true,
+        &[Call {
+            process: "procos-file-read",
+            inputs: &[("path", "link/passwd")],
+            outputs: &[],
+        }],
+        Variables::new(),
+    )
+    .await;
+    held(&client, &reader).await;
+    // A step (a sandboxed script, say) left a link to the host's /etc in the workspace.
+    std::os::unix::fs::symlink("/etc", root.path().join(&reader).join("link")).unwrap();
+    client
+        .correlate_message(&format!("release-{key}"), &Variables::new())
+        .await
+        .unwrap();
+    let message = library_incident(&client, &reader).await;
+    assert!(
+        message.contains(
+            "the path `link/passwd` leads outside the workspace (through a symbolic link)"
+        ),
+        "{message}"
+    );
+    delete_instance(&client, &reader).await;
+    gone(&root.path().join(&reader)).await;
+
+    // A write past the workspace's size limit fails naming the path and the limit.
+    let big = "x".repeat(1_100_000);
+    let (_, writer) = start(
+        &client,
+        &[Call {
+            process: "procos-file-create",
+            inputs: &[("path", "big.txt"), ("content", "=big")],
+            outputs: &[],
+        }],
+        false,
+        &[],
+        [("big".to_owned(), Variable::from_json(Value::String(big)))].into(),
+    )
+    .await;
+    let message = library_incident(&client, &writer).await;
+    assert!(
+        message.contains(
+            "writing `big.txt` (1100000 bytes) would take the workspace past its limit of 1 MiB"
+        ),
+        "{message}"
+    );
+
+    // An instance deleted in Cockpit leaves no workspace behind.
+    delete_instance(&client, &writer).await;
+    gone(&root.path().join(&writer)).await;
+
+    stop.cancel();
+    worker.await.unwrap();
+}
