@@ -149,9 +149,66 @@ async fn the_proxy_accepts_every_container_an_adapter_asks_for() {
     let bodies = bodies().await;
     assert_eq!(bodies.len(), 12, "3 adapters × default/largest × cold/warm");
     for (name, body) in &bodies {
-        let checked = check_create(body, &images());
+        let checked = check_create(body, &images(), None);
         assert!(checked.is_ok(), "{name}: {checked:?}\n{body:#}");
     }
+}
+
+/// A step with `procos.workspace` binds its instance's workspace, and nothing else of the host:
+/// the check takes a directory directly under the workers' workspace directory at
+/// `/workspace`, and refuses any other path, place or second bind, and every bind where no
+/// workspace directory is configured.
+#[tokio::test]
+async fn a_container_binds_its_instances_workspace_and_no_other_host_path() {
+    let (_, spec) = specs().await.into_iter().next().unwrap();
+    let root = std::path::Path::new("/var/lib/procos/workspaces");
+    let with = |workspace: &str| {
+        let spec = ContainerSpec {
+            workspace: Some(workspace.into()),
+            ..spec.clone()
+        };
+        serde_json::to_value(create_body(&spec.sandbox_spec(None))).unwrap()
+    };
+    let body = with("/var/lib/procos/workspaces/3f1c2a4e-ef2e-11f1");
+    let checked = check_create(&body, &images(), Some(root)).unwrap();
+    let binds: Vec<&Value> = checked["HostConfig"]["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["Type"] == "bind")
+        .collect();
+    assert_eq!(binds.len(), 1);
+    assert_eq!(binds[0]["Target"], "/workspace");
+    assert!(
+        check_create(&body, &images(), None).is_err(),
+        "no workspace directory, no bind"
+    );
+    for outside in [
+        "/etc",
+        "/var/lib/procos/workspaces",
+        "/var/lib/procos/workspaces/a/b",
+        "/var/lib/procos/workspaces/../../etc",
+        "/var/lib/procos/workspaces/..",
+    ] {
+        assert!(
+            check_create(&with(outside), &images(), Some(root)).is_err(),
+            "{outside}"
+        );
+    }
+    let mut elsewhere = body.clone();
+    for mount in elsewhere["HostConfig"]["Mounts"].as_array_mut().unwrap() {
+        if mount["Type"] == "bind" {
+            mount["Target"] = Value::from("/etc");
+        }
+    }
+    assert!(check_create(&elsewhere, &images(), Some(root)).is_err());
+    let mut twice = body.clone();
+    let bind = binds[0].clone();
+    twice["HostConfig"]["Mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(bind);
+    assert!(check_create(&twice, &images(), Some(root)).is_err());
 }
 
 #[tokio::test]
@@ -162,7 +219,7 @@ async fn no_container_passes_without_an_always_on_guard() {
             strip_always_on(&mut stripped, guard);
             assert_ne!(stripped, body, "{name}: {guard:?} was not in the body");
             assert!(
-                check_create(&stripped, &images()).is_err(),
+                check_create(&stripped, &images(), None).is_err(),
                 "{name} without {guard:?} passed the check"
             );
         }

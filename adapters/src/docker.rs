@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::SETTING_PREFIX as PREFIX;
 use crate::sandbox::{self, ContainerSpec, Limits, Runner, image_refusal};
+use crate::workspace::{Workspaces, wants_workspace};
 use crate::{
     Adapter, AdapterTask, BuildContext, Failure, Guards, ImageAllowlist, Outcome, Retry,
     TaskSettings, async_trait,
@@ -61,6 +62,7 @@ const TASK_SETTINGS: &[&str] = &[
     "timeout",
     "memory_mb",
     "cpus",
+    "workspace",
 ];
 
 #[derive(Debug)]
@@ -69,6 +71,8 @@ pub(crate) struct DockerAdapter {
     exit_codes: BTreeMap<i64, String>,
     allowlist: ImageAllowlist,
     sandbox: Box<dyn Runner>,
+    /// The instances' workspaces, for steps with `procos.workspace`.
+    workspaces: Workspaces,
 }
 
 impl DockerAdapter {
@@ -95,6 +99,7 @@ impl DockerAdapter {
             exit_codes,
             allowlist,
             sandbox,
+            workspaces: context.workspaces.clone(),
         })
     }
 
@@ -106,10 +111,21 @@ impl DockerAdapter {
 #[async_trait]
 impl Adapter for DockerAdapter {
     async fn run(&self, task: AdapterTask, cancel: CancellationToken) -> Outcome {
+        let workspace = match self.workspaces.for_sandbox(&task).await {
+            Ok(workspace) => workspace,
+            Err(failure) => return Outcome::Failure(failure),
+        };
         match self.container_spec(task) {
-            Ok(spec) => self.sandbox.run(&spec, &cancel).await,
+            Ok(spec) => {
+                let spec = ContainerSpec { workspace, ..spec };
+                self.sandbox.run(&spec, &cancel).await
+            }
             Err(failure) => Outcome::Failure(failure),
         }
+    }
+
+    fn uses_workspace(&self, settings: &TaskSettings) -> bool {
+        wants_workspace(settings).unwrap_or(false)
     }
 
     fn task_settings(&self) -> &'static [&'static str] {
@@ -191,6 +207,7 @@ impl DockerAdapter {
             files: vec![("input.json".to_owned(), input)],
             bpmn_error_exit_codes: exit_codes,
             guards,
+            workspace: None,
         })
     }
 }
@@ -365,7 +382,8 @@ mod tests {
                 "error_exit_codes",
                 "timeout",
                 "memory_mb",
-                "cpus"
+                "cpus",
+                "workspace"
             ]
         );
     }

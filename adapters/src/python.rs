@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::sandbox::{
     self, ContainerSpec, Limits, Runner, check_script_name, image_refusal, script_source,
 };
+use crate::workspace::{Workspaces, wants_workspace};
 use crate::{
     Adapter, AdapterTask, BuildContext, Failure, Guards, ImageAllowlist, Outcome, TaskSettings,
     async_trait,
@@ -59,7 +60,14 @@ pub struct PythonConfig {
 }
 
 /// The per-task settings `python` reads (beside the worker's own).
-const TASK_SETTINGS: &[&str] = &["script", "image", "timeout", "memory_mb", "cpus"];
+const TASK_SETTINGS: &[&str] = &[
+    "script",
+    "image",
+    "timeout",
+    "memory_mb",
+    "cpus",
+    "workspace",
+];
 
 fn default_warm() -> usize {
     2
@@ -84,6 +92,8 @@ pub(crate) struct PythonAdapter {
     allowlist: ImageAllowlist,
     /// Cold runs, or a warm pool in front of them.
     runner: Box<dyn Runner>,
+    /// The instances' workspaces, for steps with `procos.workspace`.
+    workspaces: Workspaces,
 }
 
 impl PythonAdapter {
@@ -114,6 +124,7 @@ impl PythonAdapter {
             settings,
             allowlist: allowlist.clone(),
             runner,
+            workspaces: context.workspaces.clone(),
         })
     }
 
@@ -169,10 +180,21 @@ impl PythonAdapter {
 #[async_trait]
 impl Adapter for PythonAdapter {
     async fn run(&self, task: AdapterTask, cancel: CancellationToken) -> Outcome {
+        let workspace = match self.workspaces.for_sandbox(&task).await {
+            Ok(workspace) => workspace,
+            Err(failure) => return Outcome::Failure(failure),
+        };
         match self.container_spec(task).await {
-            Ok(spec) => self.runner.run(&spec, &cancel).await,
+            Ok(spec) => {
+                let spec = ContainerSpec { workspace, ..spec };
+                self.runner.run(&spec, &cancel).await
+            }
             Err(failure) => Outcome::Failure(failure),
         }
+    }
+
+    fn uses_workspace(&self, settings: &TaskSettings) -> bool {
+        wants_workspace(settings).unwrap_or(false)
     }
 
     fn task_settings(&self) -> &'static [&'static str] {
@@ -207,6 +229,7 @@ fn container_spec(
         files,
         bpmn_error_exit_codes: BTreeMap::from([(BPMN_ERROR_EXIT, String::new())]),
         guards: guards.clone(),
+        workspace: None,
     }
 }
 
@@ -335,7 +358,14 @@ mod tests {
         let python = adapter(json!({"warm": 0})).unwrap();
         assert_eq!(
             python.task_settings(),
-            ["script", "image", "timeout", "memory_mb", "cpus"]
+            [
+                "script",
+                "image",
+                "timeout",
+                "memory_mb",
+                "cpus",
+                "workspace"
+            ]
         );
     }
 }

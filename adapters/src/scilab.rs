@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::sandbox::{
     self, ContainerSpec, Limits, Runner, check_script_name, image_refusal, script_source,
 };
+use crate::workspace::{Workspaces, wants_workspace};
 use crate::{
     Adapter, AdapterTask, BuildContext, Failure, Guards, Outcome, Retry, TaskSettings, async_trait,
 };
@@ -61,7 +62,14 @@ pub struct ScilabConfig {
 }
 
 /// The per-task settings `scilab` reads (beside the worker's own).
-const TASK_SETTINGS: &[&str] = &["script", "outputs", "timeout", "memory_mb", "cpus"];
+const TASK_SETTINGS: &[&str] = &[
+    "script",
+    "outputs",
+    "timeout",
+    "memory_mb",
+    "cpus",
+    "workspace",
+];
 
 fn default_scripts_dir() -> PathBuf {
     PathBuf::from("scripts")
@@ -82,6 +90,8 @@ fn default_guards() -> Guards {
 pub(crate) struct ScilabAdapter {
     settings: ScilabConfig,
     sandbox: Box<dyn Runner>,
+    /// The instances' workspaces, for steps with `procos.workspace`.
+    workspaces: Workspaces,
 }
 
 impl ScilabAdapter {
@@ -104,7 +114,11 @@ impl ScilabAdapter {
         }
         settings.limits.check(&settings.sandbox)?;
         let sandbox = sandbox::runner(&settings.sandbox, context.rootfs_dir(), None)?;
-        Ok(Self { settings, sandbox })
+        Ok(Self {
+            settings,
+            sandbox,
+            workspaces: context.workspaces.clone(),
+        })
     }
 
     pub(crate) fn relaxed_guards(&self) -> Vec<&'static str> {
@@ -115,10 +129,21 @@ impl ScilabAdapter {
 #[async_trait]
 impl Adapter for ScilabAdapter {
     async fn run(&self, task: AdapterTask, cancel: CancellationToken) -> Outcome {
+        let workspace = match self.workspaces.for_sandbox(&task).await {
+            Ok(workspace) => workspace,
+            Err(failure) => return Outcome::Failure(failure),
+        };
         match self.container_spec(task).await {
-            Ok(spec) => self.sandbox.run(&spec, &cancel).await,
+            Ok(spec) => {
+                let spec = ContainerSpec { workspace, ..spec };
+                self.sandbox.run(&spec, &cancel).await
+            }
             Err(failure) => Outcome::Failure(failure),
         }
+    }
+
+    fn uses_workspace(&self, settings: &TaskSettings) -> bool {
+        wants_workspace(settings).unwrap_or(false)
     }
 
     fn task_settings(&self) -> &'static [&'static str] {
@@ -162,6 +187,7 @@ impl ScilabAdapter {
             ],
             bpmn_error_exit_codes: BTreeMap::from([(BPMN_ERROR_EXIT, String::new())]),
             guards,
+            workspace: None,
         })
     }
 }
@@ -449,7 +475,14 @@ mod tests {
         );
         assert_eq!(
             scilab.task_settings(),
-            ["script", "outputs", "timeout", "memory_mb", "cpus"]
+            [
+                "script",
+                "outputs",
+                "timeout",
+                "memory_mb",
+                "cpus",
+                "workspace"
+            ]
         );
     }
 

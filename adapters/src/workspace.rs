@@ -143,6 +143,30 @@ impl Workspaces {
         })
     }
 
+    /// The host directory of `task`'s workspace, made on first use, when the sandboxed step asks
+    /// for it with `procos.workspace = true`; `None` when it does not.
+    pub(crate) async fn for_sandbox(&self, task: &AdapterTask) -> Result<Option<PathBuf>, Failure> {
+        if !wants_workspace(&task.settings)? {
+            return Ok(None);
+        }
+        let Some(key) = task.root_process_instance_id.clone() else {
+            return Err(Failure::new(
+                "the task came without its process instance, so it has no workspace",
+                "The worker names each task's root process instance for steps with `procos.workspace`; this one did not.",
+                Retry::Later,
+            ));
+        };
+        let workspaces = self.clone();
+        match tokio::task::spawn_blocking(move || workspaces.open(&key).map(|w| w.path)).await {
+            Ok(opened) => opened.map(Some),
+            Err(e) => Err(Failure::new(
+                format!("making the workspace ended abnormally: {e}"),
+                "",
+                Retry::Later,
+            )),
+        }
+    }
+
     /// Whether this worker can make workspaces: it mounts and removes a probe. Blocking.
     fn probe(&self) -> Result<(), String> {
         let key = format!("probe-{}", std::process::id());
@@ -151,6 +175,11 @@ impl Workspaces {
         opened.map_err(|f| f.message)?;
         removed.map_err(|e| format!("could not remove the probe workspace: {e}"))
     }
+}
+
+/// Whether a sandboxed step asks for its instance's workspace (`procos.workspace = true`).
+pub(crate) fn wants_workspace(settings: &TaskSettings) -> Result<bool, Failure> {
+    Ok(settings.bool("workspace")?.unwrap_or(false))
 }
 
 fn default_root() -> PathBuf {

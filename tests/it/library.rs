@@ -396,6 +396,104 @@ async fn the_library_works_in_each_instances_workspace_and_keeps_to_it() {
     delete_instance(&client, &writer).await;
     gone(&root.path().join(&writer)).await;
 
+    // Sandboxed steps that ask for it (`procos.workspace`) share the workspace with each other
+    // and with the library: a Python step on Docker writes a file, the library reads it, a
+    // Python step on the namespace backend reads it and writes another.
+    let docker = support::unique("ws-python-docker");
+    let namespace = support::unique("ws-python-namespace");
+    let mut on_namespace = TopicConfig::new("python");
+    on_namespace.settings = toml::from_str("[sandbox]\nbackend = 'namespace'").unwrap();
+    let (stop_python, python_worker) = support::start_worker_with(
+        &client,
+        WorkerConfig {
+            workspace_dir: Some(root.path().to_owned()),
+            workspace_mb: 1,
+            ..support::quick_worker_config()
+        },
+        support::topics(&[
+            (&docker, TopicConfig::new("python")),
+            (&namespace, on_namespace),
+        ]),
+    );
+    let key = support::unique("library-sandboxed");
+    let xml = sandboxed_model(&key, &docker, &namespace);
+    support::deploy(&client, &format!("{key}.bpmn"), &xml).await;
+    let instance = support::start(
+        &client,
+        &key,
+        [("who".to_owned(), Variable::String("ProcOS".into()))].into(),
+    )
+    .await;
+    let vars = held(&client, &instance).await;
+    assert_eq!(json_of(&vars, "fromSandbox"), "written by ProcOS");
+    assert_eq!(json_of(&vars, "seen"), "written by ProcOS");
+    let workspace = root.path().join(&instance);
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("seen.txt")).unwrap(),
+        "seen: written by ProcOS"
+    );
+    client
+        .correlate_message(&format!("release-{key}"), &Variables::new())
+        .await
+        .unwrap();
+    support::settle(&client, &instance, Duration::from_secs(60))
+        .await
+        .unwrap();
+    gone(&workspace).await;
+    stop_python.cancel();
+    python_worker.await.unwrap();
+
     stop.cancel();
     worker.await.unwrap();
+}
+
+/// start → a Python step on `docker` writing `/workspace/report.txt` → `procos-file-read` of it
+/// → a Python step on `namespace` reading it and writing `/workspace/seen.txt` → `hold` → end.
+fn sandboxed_model(key: &str, docker: &str, namespace: &str) -> String {
+    let step = |id: &str, topic: &str, script: &str| {
+        format!(
+            r#"<bpmn:serviceTask id="{id}" camunda:type="external" camunda:topic="{topic}">
+      <bpmn:extensionElements>
+        <camunda:properties><camunda:property name="procos.workspace" value="true"/></camunda:properties>
+        <camunda:inputOutput><camunda:inputParameter name="procos.script">{}</camunda:inputParameter></camunda:inputOutput>
+      </bpmn:extensionElements>
+    </bpmn:serviceTask>"#,
+            escape(script)
+        )
+    };
+    let write = step(
+        "write",
+        docker,
+        "open('/workspace/report.txt', 'w').write('written by ' + inputs['who'])",
+    );
+    let read = step(
+        "read",
+        namespace,
+        "text = open('/workspace/report.txt').read()\nopen('/workspace/seen.txt', 'w').write('seen: ' + text)\noutputs['seen'] = text",
+    );
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/test">
+  <bpmn:message id="release" name="release-{key}"/>
+  <bpmn:process id="{key}" isExecutable="true">
+    <bpmn:startEvent id="start"/>
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="write"/>
+    {write}
+    <bpmn:sequenceFlow id="f2" sourceRef="write" targetRef="library-read"/>
+    <bpmn:callActivity id="library-read" calledElement="procos-file-read">
+      <bpmn:extensionElements>
+        <camunda:in sourceExpression="report.txt" target="path"/>
+        <camunda:out source="content" target="fromSandbox"/>
+      </bpmn:extensionElements>
+    </bpmn:callActivity>
+    <bpmn:sequenceFlow id="f3" sourceRef="library-read" targetRef="read"/>
+    {read}
+    <bpmn:sequenceFlow id="f4" sourceRef="read" targetRef="hold"/>
+    <bpmn:receiveTask id="hold" messageRef="release"/>
+    <bpmn:sequenceFlow id="f5" sourceRef="hold" targetRef="end"/>
+    <bpmn:endEvent id="end"/>
+  </bpmn:process>
+</bpmn:definitions>"#
+    )
 }

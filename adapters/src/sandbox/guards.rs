@@ -37,6 +37,9 @@ pub(crate) struct ContainerSpec {
     /// `errorCode`).
     pub(crate) bpmn_error_exit_codes: BTreeMap<i64, String>,
     pub(crate) guards: Guards,
+    /// The host directory of the task's workspace, mounted at `/workspace`, for a step that
+    /// asks for it (`procos.workspace`); such a run never takes a sandbox started ahead.
+    pub(crate) workspace: Option<std::path::PathBuf>,
 }
 
 impl ContainerSpec {
@@ -55,6 +58,10 @@ impl ContainerSpec {
                 warm: warm.map(|(key, _)| key.to_owned()),
             },
             guards: self.guards.clone(),
+            workspace: self
+                .workspace
+                .as_ref()
+                .map(|path| path.display().to_string()),
         }
     }
 }

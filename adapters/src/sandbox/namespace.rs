@@ -242,7 +242,12 @@ impl Launcher {
         let prepare = {
             let launcher = Arc::clone(self);
             let spec = spec.clone();
+            let root_dir = root.dir.clone();
             tokio::task::spawn_blocking(move || {
+                if spec.workspace.is_some() {
+                    // Root filesystems exported before `/workspace` was a mount point lack it.
+                    std::fs::create_dir_all(root_dir.join("workspace"))?;
+                }
                 let work = Workspace::create(&spec, &launcher.seccomp)?;
                 let cgroup = cgroups::TaskCgroup::create(&spec.task_id, &spec.guards);
                 Ok::<_, std::io::Error>((work, cgroup))
@@ -342,13 +347,22 @@ impl Launcher {
             "--bind".into(),
             work.output.display().to_string(),
             "/out".into(),
+        ];
+        if let Some(workspace) = &spec.workspace {
+            bwrap.extend([
+                "--bind".into(),
+                workspace.display().to_string(),
+                procos_sandbox_contract::WORKSPACE_DIR.into(),
+            ]);
+        }
+        bwrap.extend([
             "--chdir".into(),
             root.config
                 .working_dir
                 .clone()
                 .unwrap_or_else(|| "/tmp".into()),
             "--clearenv".into(),
-        ];
+        ]);
         for fd in SECCOMP_FDS {
             bwrap.extend(["--add-seccomp-fd".into(), fd.to_string()]);
         }

@@ -301,6 +301,7 @@ mod tests {
             files: vec![],
             bpmn_error_exit_codes: BTreeMap::from([(3, String::new())]),
             guards: Guards::default(),
+            workspace: None,
         }
     }
 

@@ -149,6 +149,8 @@ pub(super) fn fits(made_for: &ContainerSpec, spec: &ContainerSpec) -> bool {
         && spec.command == made_for.command
         && spec.env == made_for.env
         && spec.guards == made_for.guards
+        // A sandbox started ahead knows no task, so it has no instance's workspace.
+        && spec.workspace.is_none()
 }
 
 /// How a waiting Python runner learns that its task's files are in `/in`.
@@ -251,6 +253,7 @@ mod tests {
             files: vec![("script.py".into(), b"outputs['x'] = 1".to_vec())],
             bpmn_error_exit_codes: BTreeMap::new(),
             guards,
+            workspace: None,
         }
     }
 

@@ -10,6 +10,7 @@
 //! was checked, whatever tricks the original text played.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use bollard_stubs::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use serde_json::{Map, Value};
@@ -17,13 +18,14 @@ use serde_json::{Map, Value};
 use crate::guards::AlwaysOn;
 use crate::images::ImageAllowlist;
 use crate::labels;
-use crate::spec::{INPUT_DIR, OUTPUT_DIR, SCRATCH_DIR, SandboxSpec};
+use crate::spec::{INPUT_DIR, OUTPUT_DIR, SCRATCH_DIR, SandboxSpec, WORKSPACE_DIR};
 
 /// The security option that keeps setuid files from raising privileges.
 const NO_NEW_PRIVILEGES: &str = "no-new-privileges";
 
 /// The container-create body of `spec`: its guards, the [`AlwaysOn`] ones whatever the spec
-/// says, anonymous `/in` and `/out` volumes, a tmpfs `/tmp`, and the labels.
+/// says, anonymous `/in` and `/out` volumes, a tmpfs `/tmp`, the labels, and the instance's
+/// workspace bound at `/workspace` when the spec has one.
 pub fn create_body(spec: &SandboxSpec) -> ContainerCreateBody {
     let g = &spec.guards;
     let memory = g.memory_bytes();
@@ -46,7 +48,18 @@ pub fn create_body(spec: &SandboxSpec) -> ContainerCreateBody {
         memory: Some(memory.max(1)),
         memory_swap: Some(memory.max(1)),
         nano_cpus: Some(((g.cpus * 1e9) as i64).max(1)),
-        mounts: Some(vec![volume(INPUT_DIR), volume(OUTPUT_DIR)]),
+        mounts: Some(
+            [volume(INPUT_DIR), volume(OUTPUT_DIR)]
+                .into_iter()
+                .chain(spec.workspace.as_ref().map(|host| Mount {
+                    target: Some(WORKSPACE_DIR.to_owned()),
+                    source: Some(host.clone()),
+                    typ: Some(MountType::BIND),
+                    read_only: Some(false),
+                    ..Default::default()
+                }))
+                .collect(),
+        ),
         // An init reaps the command's children and passes signals on.
         init: Some(true),
         ..Default::default()
@@ -188,8 +201,12 @@ const NO_NEW_PRIVILEGES_FORMS: [&str; 3] = [
 /// Checks a `POST /containers/create` body and returns it rebuilt from the checked fields
 /// only: an allowed image, the [`labels::TASK`] label, and a HostConfig that grants nothing
 /// beyond what ProcOS's sandbox asks for and keeps the [`AlwaysOn`] guards.
-pub fn check_create(body: &Value, images: &ImageAllowlist) -> Result<Value, CreateRefusal> {
-    let rebuilt = check_fields(body).map_err(CreateRefusal::Body)?;
+pub fn check_create(
+    body: &Value,
+    images: &ImageAllowlist,
+    workspaces: Option<&Path>,
+) -> Result<Value, CreateRefusal> {
+    let rebuilt = check_fields(body, workspaces).map_err(CreateRefusal::Body)?;
     if let Some(Value::String(image)) = rebuilt.get("Image")
         && !images.allows(image)
     {
@@ -200,7 +217,7 @@ pub fn check_create(body: &Value, images: &ImageAllowlist) -> Result<Value, Crea
 }
 
 /// The body rebuilt from the fields a sandbox may set, with an image named.
-fn check_fields(body: &Value) -> Result<Map<String, Value>, String> {
+fn check_fields(body: &Value, workspaces: Option<&Path>) -> Result<Map<String, Value>, String> {
     let Value::Object(config) = body else {
         return Err("the body is not a JSON object".to_owned());
     };
@@ -211,7 +228,9 @@ fn check_fields(body: &Value) -> Result<Map<String, Value>, String> {
             | "AttachStderr" | "Tty" | "OpenStdin" | "StdinOnce" | "StopSignal" | "StopTimeout"
             | "ArgsEscaped" | "Healthcheck" | "Shell" => Field::Keep,
             "HostConfig" => match value {
-                Value::Object(host) => Field::Replace(Value::Object(check_host_config(host)?)),
+                Value::Object(host) => {
+                    Field::Replace(Value::Object(check_host_config(host, workspaces)?))
+                }
                 _ => Field::Keep,
             },
             "NetworkingConfig" => {
@@ -259,7 +278,10 @@ fn check_sandbox(rebuilt: &Map<String, Value>) -> Result<(), String> {
     required_guards(host)
 }
 
-fn check_host_config(host: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+fn check_host_config(
+    host: &Map<String, Value>,
+    workspaces: Option<&Path>,
+) -> Result<Map<String, Value>, String> {
     rebuild(host, "HostConfig.", |key, value| {
         let shown = brief(value);
         let refuse = |why: &str| Err(format!("HostConfig.{key} is {shown}: {why} (remove {key})"));
@@ -293,7 +315,7 @@ fn check_host_config(host: &Map<String, Value>) -> Result<Map<String, Value>, St
                 }
                 Field::Keep
             }
-            "Mounts" => Field::Replace(check_mounts(value)?),
+            "Mounts" => Field::Replace(check_mounts(value, workspaces)?),
             "RestartPolicy" => match value {
                 Value::Null => Field::Drop,
                 Value::Object(policy) => {
@@ -394,9 +416,11 @@ fn is_default_log_config(value: &Value) -> bool {
     }
 }
 
-/// Anonymous volumes and tmpfs only: no bind, no named volume, no volume driver options
-/// (the `local` driver's `o=bind` mounts a host path through an "anonymous" volume).
-fn check_mounts(mounts: &Value) -> Result<Value, String> {
+/// Anonymous volumes and tmpfs, and at most one bind: an instance's workspace, a directory
+/// directly under `workspaces` (the workers' workspace directory; `None`: no bind at all),
+/// read-write at `/workspace`. No named volume, no volume driver options (the `local` driver's
+/// `o=bind` mounts a host path through an "anonymous" volume).
+fn check_mounts(mounts: &Value, workspaces: Option<&Path>) -> Result<Value, String> {
     let items = match mounts {
         Value::Null => return Ok(Value::Null),
         Value::Array(items) => items,
@@ -410,6 +434,15 @@ fn check_mounts(mounts: &Value) -> Result<Value, String> {
         };
         let kind = mount.get("Type").and_then(Value::as_str).unwrap_or("");
         let source = mount.get("Source").unwrap_or(&Value::Null);
+        if kind == "bind" {
+            if out.iter().any(|m: &Value| m["Type"] == "bind") {
+                return Err(format!(
+                    "HostConfig.Mounts[{i}] is a second bind mount: a sandbox gets at most its instance's workspace"
+                ));
+            }
+            out.push(check_workspace_bind(mount, i, workspaces)?);
+            continue;
+        }
         if !matches!(kind, "volume" | "tmpfs") {
             return Err(format!(
                 "HostConfig.Mounts[{i}] is a `{kind}` mount of {}: sandbox containers get only anonymous volumes and tmpfs (remove it)",
@@ -465,6 +498,57 @@ fn check_mounts(mounts: &Value) -> Result<Value, String> {
         out.push(Value::Object(rebuilt));
     }
     Ok(Value::Array(out))
+}
+
+/// A bind mount is only ever an instance's workspace: `Source` a directory directly under
+/// `workspaces`, named like a process instance id (no `..`, no further levels), `Target`
+/// `/workspace`, nothing else set but `ReadOnly`.
+fn check_workspace_bind(
+    mount: &Map<String, Value>,
+    i: usize,
+    workspaces: Option<&Path>,
+) -> Result<Value, String> {
+    let source = mount.get("Source").and_then(Value::as_str).unwrap_or("");
+    let Some(root) = workspaces else {
+        return Err(format!(
+            "HostConfig.Mounts[{i}] binds the host path {source:?}: sandbox containers get only anonymous volumes and tmpfs here (no workspace directory is configured)"
+        ));
+    };
+    let under_root = Path::new(source)
+        .strip_prefix(root)
+        .ok()
+        .and_then(|rest| {
+            let mut parts = rest.components();
+            match (parts.next(), parts.next()) {
+                (Some(std::path::Component::Normal(name)), None) => name.to_str(),
+                _ => None,
+            }
+        })
+        .is_some_and(|name| {
+            !name.starts_with('.')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        });
+    if !under_root {
+        return Err(format!(
+            "HostConfig.Mounts[{i}] binds the host path {source:?}, which is no workspace: only a directory directly under {} may be bound",
+            root.display()
+        ));
+    }
+    if mount.get("Target").and_then(Value::as_str) != Some(WORKSPACE_DIR) {
+        return Err(format!(
+            "HostConfig.Mounts[{i}] binds a workspace at {}: it goes at {WORKSPACE_DIR}",
+            brief(mount.get("Target").unwrap_or(&Value::Null))
+        ));
+    }
+    let rebuilt = rebuild(mount, &format!("HostConfig.Mounts[{i}]."), |key, _| {
+        Ok(match key {
+            "Type" | "Target" | "Source" | "ReadOnly" => Field::Keep,
+            _ => Field::Unknown,
+        })
+    })?;
+    Ok(Value::Object(rebuilt))
 }
 
 /// The [`AlwaysOn`] guards, required so that a client holding the proxy

@@ -19,4 +19,4 @@ mod spec;
 
 pub use guards::{AlwaysOn, Backend, Guards};
 pub use images::{ImageAllowlist, normalize};
-pub use spec::{INPUT_DIR, OUTPUT_DIR, SCRATCH_DIR, SandboxSpec};
+pub use spec::{INPUT_DIR, OUTPUT_DIR, SCRATCH_DIR, SandboxSpec, WORKSPACE_DIR};

@@ -9,6 +9,9 @@ pub const INPUT_DIR: &str = "/in";
 pub const OUTPUT_DIR: &str = "/out";
 /// The sandbox's scratch space and working directory: fresh, small, never executable setuid.
 pub const SCRATCH_DIR: &str = "/tmp";
+/// Where a step that asks for it sees its process instance's workspace (read-write), the one
+/// host path a sandbox may have.
+pub const WORKSPACE_DIR: &str = "/workspace";
 
 /// What to run in a sandbox and under which guards. A backend renders it (Docker:
 /// [`crate::docker::create_body`]) and adds the [`crate::AlwaysOn`] guards itself, so no spec
@@ -23,4 +26,8 @@ pub struct SandboxSpec {
     pub env: Vec<String>,
     pub labels: SandboxLabels,
     pub guards: Guards,
+    /// The host directory of the instance's workspace, mounted at [`WORKSPACE_DIR`]: a
+    /// directory directly under the worker's workspace directory, which a gatekeeper checks
+    /// ([`crate::docker::check_create`]).
+    pub workspace: Option<String>,
 }

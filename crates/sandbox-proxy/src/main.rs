@@ -48,6 +48,11 @@ struct Cli {
         default_value = "procos/*"
     )]
     allowed_images: Vec<String>,
+    /// The workers' workspace directory (`[worker] workspace_dir`): a sandbox may bind one
+    /// directory directly under it, its instance's workspace, at /workspace. Unset: no sandbox
+    /// binds any host path.
+    #[arg(long, env = "PROCOS_SANDBOX_PROXY_WORKSPACE_DIR")]
+    workspace_dir: Option<PathBuf>,
     /// Largest container-create body read, in KiB.
     #[arg(long, env = "PROCOS_SANDBOX_PROXY_MAX_BODY_KB", default_value_t = 1024)]
     max_body_kb: usize,
@@ -116,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         listen: cli.listen,
         upstream: upstream.clone(),
         allowed_images: cli.allowed_images.clone(),
+        workspace_dir: cli.workspace_dir.clone(),
         max_body_bytes: cli.max_body_kb.saturating_mul(1024),
         grace_period: cli.grace_period,
     };

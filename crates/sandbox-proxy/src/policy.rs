@@ -344,8 +344,12 @@ fn parse_filters(text: &str) -> Result<BTreeMap<String, BTreeMap<String, bool>>,
 /// Checks a `POST /containers/create` body against the sandbox contract and returns it
 /// rebuilt from the checked fields; an image outside the list is refused naming the proxy's
 /// own list and where it is set.
-pub(crate) fn check_create(body: &Value, images: &ImageAllowlist) -> Result<Value, String> {
-    contract::check_create(body, images).map_err(|refusal| match refusal {
+pub(crate) fn check_create(
+    body: &Value,
+    images: &ImageAllowlist,
+    workspaces: Option<&std::path::Path>,
+) -> Result<Value, String> {
+    contract::check_create(body, images, workspaces).map_err(|refusal| match refusal {
         CreateRefusal::ImageNotAllowed(image) => not_allowed(&image, images),
         CreateRefusal::Body(reason) => reason,
     })
@@ -396,7 +400,7 @@ mod tests {
     }
 
     fn refused(body: &Value) -> String {
-        match check_create(body, &images()) {
+        match check_create(body, &images(), None) {
             Ok(rebuilt) => panic!("allowed: {rebuilt}"),
             Err(reason) => reason,
         }
@@ -405,7 +409,7 @@ mod tests {
     #[test]
     fn the_sandbox_body_passes_unchanged() {
         let body = sandbox_body();
-        assert_eq!(check_create(&body, &images()), Ok(body));
+        assert_eq!(check_create(&body, &images(), None), Ok(body));
     }
 
     #[test]
@@ -419,36 +423,53 @@ mod tests {
         body["NetworkDisabled"] = json!(false);
         body["HostConfig"]["ReadonlyRootfs"] = json!(false);
         body["User"] = json!("0");
-        assert!(check_create(&body, &images()).is_ok());
+        assert!(check_create(&body, &images(), None).is_ok());
         for mode in ["bridge", "default", ""] {
             assert!(
                 check_create(
                     &with(&["HostConfig", "NetworkMode"], json!(mode)),
-                    &images()
+                    &images(),
+                    None
                 )
                 .is_ok()
             );
         }
         let tmpfs_mount =
             json!([{"Target": "/scratch", "Type": "tmpfs", "TmpfsOptions": {"SizeBytes": 1024}}]);
-        assert!(check_create(&with(&["HostConfig", "Mounts"], tmpfs_mount), &images()).is_ok());
         assert!(
             check_create(
-                &with(&["HostConfig", "Privileged"], json!(false)),
-                &images()
+                &with(&["HostConfig", "Mounts"], tmpfs_mount),
+                &images(),
+                None
             )
             .is_ok()
         );
-        assert!(check_create(&with(&["HostConfig", "CapAdd"], json!([])), &images()).is_ok());
+        assert!(
+            check_create(
+                &with(&["HostConfig", "Privileged"], json!(false)),
+                &images(),
+                None
+            )
+            .is_ok()
+        );
+        assert!(check_create(&with(&["HostConfig", "CapAdd"], json!([])), &images(), None).is_ok());
         let default_log = json!({"Type": "", "Config": {}});
-        assert!(check_create(&with(&["HostConfig", "LogConfig"], default_log), &images()).is_ok());
+        assert!(
+            check_create(
+                &with(&["HostConfig", "LogConfig"], default_log),
+                &images(),
+                None
+            )
+            .is_ok()
+        );
         assert!(
             check_create(
                 &with(
                     &["HostConfig", "SecurityOpt"],
                     json!(["no-new-privileges:true"])
                 ),
-                &images()
+                &images(),
+                None
             )
             .is_ok()
         );
@@ -677,7 +698,7 @@ mod tests {
         assert!(refused(&body).contains("HostConfig.Privileged is true"));
         // A null under another casing would clear the checked field: it is dropped.
         let body = with(&["hostConfig"], Value::Null);
-        let rebuilt = check_create(&body, &images()).unwrap();
+        let rebuilt = check_create(&body, &images(), None).unwrap();
         assert!(rebuilt.get("hostConfig").is_none());
         assert_eq!(rebuilt, sandbox_body());
     }

@@ -48,6 +48,8 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 pub(crate) struct Proxy {
     upstream: PathBuf,
     images: ImageAllowlist,
+    /// The workers' workspace directory, whose direct subdirectories a sandbox may bind.
+    workspaces: Option<PathBuf>,
     max_body: usize,
     /// Full ids of containers seen to carry [`SANDBOX_LABEL`]. Docker never changes a
     /// container's labels, so a checked id stays good until the container is removed.
@@ -62,10 +64,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Proxy {
-    pub(crate) fn new(upstream: PathBuf, images: ImageAllowlist, max_body: usize) -> Self {
+    pub(crate) fn new(
+        upstream: PathBuf,
+        images: ImageAllowlist,
+        workspaces: Option<PathBuf>,
+        max_body: usize,
+    ) -> Self {
         Self {
             upstream,
             images,
+            workspaces,
             max_body,
             sandbox_ids: Mutex::default(),
             drivers: Mutex::new(JoinSet::new()),
@@ -153,7 +161,7 @@ impl Proxy {
                 &format!("the body is not JSON: {e}"),
             ))
         })?;
-        let checked = policy::check_create(&parsed, &self.images)
+        let checked = policy::check_create(&parsed, &self.images, self.workspaces.as_deref())
             .map_err(|reason| refused(&Refusal::forbidden(method, path, &reason)))?;
         let image = checked
             .get("Image")

@@ -70,6 +70,9 @@ pub struct ProxyConfig {
     pub upstream: PathBuf,
     /// Images containers may be created from and pulled (`procos/*` style entries).
     pub allowed_images: Vec<String>,
+    /// The workers' workspace directory: a sandbox may bind one directory directly under it at
+    /// `/workspace`. `None`: no host path at all.
+    pub workspace_dir: Option<PathBuf>,
     /// Largest container-create body read, in bytes.
     pub max_body_bytes: usize,
     /// After cancellation: how long open requests (waits, log streams) may take to finish.
@@ -82,6 +85,7 @@ impl Default for ProxyConfig {
             listen: vec![Listen::Tcp(SocketAddr::from(([0, 0, 0, 0], 2375)))],
             upstream: PathBuf::from("/var/run/docker.sock"),
             allowed_images: vec!["procos/*".to_owned()],
+            workspace_dir: None,
             max_body_bytes: 1024 * 1024,
             grace_period: Duration::from_secs(10),
         }
@@ -137,7 +141,12 @@ impl SandboxProxy {
         }
         Ok(Self {
             listeners,
-            proxy: Arc::new(Proxy::new(config.upstream, images, config.max_body_bytes)),
+            proxy: Arc::new(Proxy::new(
+                config.upstream,
+                images,
+                config.workspace_dir,
+                config.max_body_bytes,
+            )),
             grace_period: config.grace_period,
         })
     }

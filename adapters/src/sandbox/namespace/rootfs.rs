@@ -231,7 +231,7 @@ fn unpack_tar(tar_path: &Path, root: &Path) -> Result<(), String> {
             _ => {}
         }
     }
-    for mount_point in ["in", "out", "tmp", "proc", "dev"] {
+    for mount_point in ["in", "out", "tmp", "proc", "dev", "workspace"] {
         std::fs::create_dir_all(root.join(mount_point)).map_err(|e| e.to_string())?;
     }
     Ok(())
