@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::docker::{DockerAdapter, DockerConfig};
 use crate::echo::{Echo, EchoConfig};
+use crate::engine::{EngineAdapter, EngineConfig, EngineGate};
 use crate::http::{HttpAdapter, HttpConfig};
 use crate::llm::{LlmAdapter, LlmConfig};
 use crate::python::{PythonAdapter, PythonConfig};
@@ -26,6 +27,7 @@ pub const ADAPTERS: &[&str] = &[
     "llm",
     "http",
     "workspace",
+    "engine",
 ];
 
 /// A topic's adapter and its settings: `{"adapter": "echo", "settings": {…}}`.
@@ -39,6 +41,7 @@ pub enum AdapterConfig {
     Llm(LlmConfig),
     Http(HttpConfig),
     Workspace(WorkspaceConfig),
+    Engine(EngineConfig),
 }
 
 /// What adapters may depend on beyond their own settings: the worker's policy.
@@ -52,6 +55,9 @@ pub struct BuildContext {
     /// Where the instances' workspaces live and how large each may grow (`[worker]
     /// workspace_dir`, `workspace_mb`).
     pub workspaces: Workspaces,
+    /// The engine calls the `engine` adapter may make, which the worker implements; `None`
+    /// where adapters are only built to check a configuration.
+    pub engine: Option<Arc<dyn EngineGate>>,
 }
 
 impl BuildContext {
@@ -102,6 +108,7 @@ impl AdapterConfig {
             Self::Llm(_) => "llm",
             Self::Http(_) => "http",
             Self::Workspace(_) => "workspace",
+            Self::Engine(_) => "engine",
         }
     }
 
@@ -141,6 +148,9 @@ impl AdapterConfig {
                 Arc::new(HttpAdapter::new(config.clone(), topic).map_err(invalid)?)
             }
             Self::Workspace(_) => Arc::new(WorkspaceAdapter::new(context.workspaces.clone())),
+            Self::Engine(config) => Arc::new(
+                EngineAdapter::new(config.clone(), context.engine.clone()).map_err(invalid)?,
+            ),
         })
     }
 }

@@ -497,3 +497,176 @@ fn sandboxed_model(key: &str, docker: &str, namespace: &str) -> String {
 </bpmn:definitions>"#
     )
 }
+
+/// A process that waits at a receive task (`holding`), or ends at once (`done`).
+fn target(key: &str, holding: bool) -> String {
+    let body = if holding {
+        r#"<bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="wait"/>
+    <bpmn:receiveTask id="wait"/>
+    <bpmn:sequenceFlow id="f2" sourceRef="wait" targetRef="end"/>"#
+    } else {
+        r#"<bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="end"/>"#
+    };
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="defs-{key}" targetNamespace="https://procos.io/test">
+  <bpmn:process id="{key}" isExecutable="true">
+    <bpmn:startEvent id="start"/>
+    {body}
+    <bpmn:endEvent id="end"/>
+  </bpmn:process>
+</bpmn:definitions>"#
+    )
+}
+
+const ENGINE_PROCESSES: &[&str] = &[
+    "procos-process-start",
+    "procos-process-wait",
+    "procos-process-terminate",
+    "procos-process-list",
+    "procos-engine-health",
+    "procos-engine-metrics",
+    "procos-fleet-topics",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_and_system_processes_do_what_the_topic_allows() {
+    let client = support::engine();
+    let library: Vec<PathBuf> = ENGINE_PROCESSES
+        .iter()
+        .chain(&["procos-http-request"])
+        .map(|p| Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("bpmn/library/{p}.bpmn")))
+        .collect();
+    let report = procos_kernel::deploy_files(&client, &library).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let prefix = support::unique("managed");
+    let holding = format!("{prefix}-holding");
+    let done = format!("{prefix}-done");
+    support::deploy(&client, &format!("{holding}.bpmn"), &target(&holding, true)).await;
+    support::deploy(&client, &format!("{done}.bpmn"), &target(&done, false)).await;
+
+    let mut engine = TopicConfig::new("engine");
+    engine.settings = toml::from_str(&format!("processes = [\"{prefix}-*\"]")).unwrap();
+    engine.process_definition_keys = Some(ENGINE_PROCESSES.iter().map(|&p| p.to_owned()).collect());
+    let rest = client.base_url().trim_end_matches('/').to_owned();
+    let address = rest
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let mut http = TopicConfig::new("http");
+    http.settings = toml::from_str(&format!("allow = [\"{address}\"]")).unwrap();
+    http.process_definition_keys = Some(vec!["procos-http-request".to_owned()]);
+    let (stop, worker) = support::start_worker_with(
+        &client,
+        support::quick_worker_config(),
+        support::topics(&[("engine", engine), ("http", http)]),
+    );
+
+    let variables = r#"{"n": 7}"#;
+    let engine_url = format!("{rest}/engine");
+    let calls = [
+        Call {
+            process: "procos-process-start",
+            inputs: &[
+                ("processKey", &holding),
+                ("variables", variables),
+                ("businessKey", "bk-1"),
+            ],
+            outputs: &[("processInstanceId", "held")],
+        },
+        Call {
+            process: "procos-process-list",
+            inputs: &[("processKey", &holding)],
+            outputs: &[("instances", "listed")],
+        },
+        Call {
+            process: "procos-process-terminate",
+            inputs: &[("processInstanceId", "=held")],
+            outputs: &[("state", "terminated")],
+        },
+        Call {
+            process: "procos-process-start",
+            inputs: &[("processKey", &done), ("variables", variables)],
+            outputs: &[("processInstanceId", "finished")],
+        },
+        Call {
+            process: "procos-process-wait",
+            inputs: &[("processInstanceId", "=finished")],
+            outputs: &[("state", "waited"), ("variables", "endedWith")],
+        },
+        Call {
+            process: "procos-engine-health",
+            inputs: &[],
+            outputs: &[("version", "version"), ("reachable", "reachable")],
+        },
+        Call {
+            process: "procos-engine-metrics",
+            inputs: &[],
+            outputs: &[("metrics", "metrics")],
+        },
+        Call {
+            process: "procos-fleet-topics",
+            inputs: &[],
+            outputs: &[("topics", "topics")],
+        },
+        Call {
+            process: "procos-http-request",
+            inputs: &[("url", &engine_url)],
+            outputs: &[("status", "status"), ("body", "engines")],
+        },
+    ];
+    let (key, instance) = start(&client, &calls, true, &[], Variables::new()).await;
+    let vars = held(&client, &instance).await;
+    let held_id = json_of(&vars, "held");
+    let listed = json_of(&vars, "listed");
+    assert_eq!(
+        listed,
+        json!([{"id": held_id, "processKey": holding, "businessKey": "bk-1", "state": "ACTIVE"}])
+    );
+    assert_eq!(json_of(&vars, "terminated"), "EXTERNALLY_TERMINATED");
+    let state = client
+        .historic_process_instance(held_id.as_str().unwrap())
+        .await
+        .unwrap()
+        .state;
+    assert_eq!(state, "EXTERNALLY_TERMINATED", "the engine says so too");
+    assert_eq!(json_of(&vars, "waited"), "COMPLETED");
+    assert_eq!(json_of(&vars, "endedWith")["n"], 7, "the started variables");
+    assert_eq!(json_of(&vars, "reachable"), true);
+    let version = client.version().await.unwrap();
+    assert_eq!(json_of(&vars, "version"), version.as_str());
+    let metrics = json_of(&vars, "metrics");
+    assert!(
+        metrics["activity-instance-start"].as_u64().unwrap() > 0,
+        "{metrics}"
+    );
+    let topics = json_of(&vars, "topics");
+    assert!(topics.is_array(), "{topics}");
+    assert_eq!(json_of(&vars, "status"), 200);
+    assert_eq!(json_of(&vars, "engines"), json!([{"name": "default"}]));
+    client
+        .correlate_message(&format!("release-{key}"), &Variables::new())
+        .await
+        .unwrap();
+    support::settle(&client, &instance, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    // Outside the allowlist: an incident naming the process, and nothing started.
+    let refused = [Call {
+        process: "procos-process-start",
+        inputs: &[("processKey", "procos-root")],
+        outputs: &[],
+    }];
+    let (_, caller) = start(&client, &refused, false, &[], Variables::new()).await;
+    let message = library_incident(&client, &caller).await;
+    assert!(
+        message.contains("the process `procos-root` is not one this topic lets a model manage"),
+        "{message}"
+    );
+    delete_instance(&client, &caller).await;
+
+    stop.cancel();
+    worker.await.unwrap();
+}

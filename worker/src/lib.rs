@@ -22,6 +22,7 @@
 
 mod backoff;
 mod config;
+mod engine_gate;
 mod http;
 mod metrics;
 mod runtime;

@@ -19,6 +19,7 @@ use crate::backoff::Backoff;
 use crate::config::{
     ConfigError, Route, TopicConfig, WorkerConfig, build_route, build_routes, check_not_empty,
 };
+use crate::engine_gate::EngineAccess;
 use crate::metrics::Telemetry;
 use crate::table::{TableUpdates, Topics, build_context};
 use crate::task::{self, Shared, Slots};
@@ -73,7 +74,11 @@ impl Worker {
         telemetry: Telemetry,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let context = build_context(&config);
+        let mut context = build_context(&config);
+        context.engine = Some(Arc::new(EngineAccess::new(
+            client.clone(),
+            telemetry.clone(),
+        )));
         let routes = build_routes(topics, &context)?;
         let worker_id = config.worker_id.clone().unwrap_or_else(unique_worker_id);
         let subscriptions = routes

@@ -128,6 +128,8 @@ pub(crate) fn build_context(worker: &WorkerConfig) -> BuildContext {
         allowed_images: ImageAllowlist::new(worker.allowed_images.clone()),
         rootfs_dir: worker.rootfs_dir.clone(),
         workspaces: worker.workspaces(),
+        // Checking a table builds its adapters without engine access; a worker adds its own.
+        engine: None,
     }
 }
 

@@ -193,6 +193,26 @@ impl EngineClient {
         Ok(running.into_iter().map(|p| p.id).collect())
     }
 
+    /// `DELETE /process-instance/{id}`: cancels a running instance, as Cockpit's "cancel" does
+    /// (listeners and I/O mappings run).
+    pub async fn delete_process_instance(&self, id: &str) -> Result<(), ClientError> {
+        let path = format!("process-instance/{}", segment(id));
+        self.call_no_content(Method::DELETE, &path, None::<&()>)
+            .await
+    }
+
+    /// `GET /metrics/{name}/sum`: the engine's count of `name` (e.g. `activity-instance-start`)
+    /// since it began counting.
+    pub async fn metric_sum(&self, name: &str) -> Result<u64, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Sum {
+            result: u64,
+        }
+        let path = format!("metrics/{}/sum", segment(name));
+        let sum: Sum = self.call(Method::GET, &path, None::<&()>).await?;
+        Ok(sum.result)
+    }
+
     /// `POST /message`: correlates a message to the one execution (or message start event)
     /// waiting for it, with `process_variables` set on the instance.
     pub async fn correlate_message(

@@ -437,7 +437,7 @@ fn check_mounts(mounts: &Value, workspaces: Option<&Path>) -> Result<Value, Stri
         if kind == "bind" {
             if out.iter().any(|m: &Value| m["Type"] == "bind") {
                 return Err(format!(
-                    "HostConfig.Mounts[{i}] is a second bind mount: a sandbox gets at most its instance's workspace"
+                    "HostConfig.Mounts[{i}] is a second bind mount: a sandbox gets at most its instance's workspace (remove it)"
                 ));
             }
             out.push(check_workspace_bind(mount, i, workspaces)?);
@@ -511,7 +511,7 @@ fn check_workspace_bind(
     let source = mount.get("Source").and_then(Value::as_str).unwrap_or("");
     let Some(root) = workspaces else {
         return Err(format!(
-            "HostConfig.Mounts[{i}] binds the host path {source:?}: sandbox containers get only anonymous volumes and tmpfs here (no workspace directory is configured)"
+            "HostConfig.Mounts[{i}] is a `bind` mount of {source:?}: sandbox containers get only anonymous volumes and tmpfs here, no workspace directory being configured (remove it)"
         ));
     };
     let under_root = Path::new(source)
@@ -532,13 +532,13 @@ fn check_workspace_bind(
         });
     if !under_root {
         return Err(format!(
-            "HostConfig.Mounts[{i}] binds the host path {source:?}, which is no workspace: only a directory directly under {} may be bound",
+            "HostConfig.Mounts[{i}] is a `bind` mount of {source:?}, which is no workspace: only a directory directly under {} may be bound (remove it)",
             root.display()
         ));
     }
     if mount.get("Target").and_then(Value::as_str) != Some(WORKSPACE_DIR) {
         return Err(format!(
-            "HostConfig.Mounts[{i}] binds a workspace at {}: it goes at {WORKSPACE_DIR}",
+            "HostConfig.Mounts[{i}] binds a workspace at {}: set its Target to {WORKSPACE_DIR}",
             brief(mount.get("Target").unwrap_or(&Value::Null))
         ));
     }
