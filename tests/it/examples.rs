@@ -474,6 +474,132 @@ async fn a_task_reaches_a_goal_in_rounds_the_small_model_chooses() {
     stop(worker).await;
 }
 
+/// The library's process keys (its file names).
+fn library_keys() -> Vec<String> {
+    let mut keys: Vec<String> = std::fs::read_dir(repository().join("bpmn/library"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_owned()))
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Deploys the library, `extra` models and the example `file` (defining `process`), and starts a
+/// worker for `topics` that fetches the tasks of the example and of the library, its
+/// workspaces under `workspaces`.
+async fn serve_library_example(
+    file: &str,
+    process: &str,
+    extra: &[PathBuf],
+    topics: &[&str],
+    workspaces: &std::path::Path,
+) -> (EngineClient, ProcosProcess) {
+    let client = support::engine();
+    let mut files: Vec<PathBuf> = library_keys()
+        .iter()
+        .map(|k| repository().join(format!("bpmn/library/{k}.bpmn")))
+        .collect();
+    files.extend_from_slice(extra);
+    files.push(examples_dir().join(file));
+    let report = procos_kernel::deploy_files(&client, &files).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let keys = library_keys();
+    let mut processes: Vec<&str> = keys.iter().map(String::as_str).collect();
+    processes.push(process);
+    processes.push("procos-hello");
+    let topics: Vec<String> = topics.iter().map(|&t| t.to_owned()).collect();
+    let mut config: toml::Table = toml::from_str(&worker_config(&topics, &processes)).unwrap();
+    config["worker"]
+        .as_table_mut()
+        .unwrap()
+        .insert("workspace_dir".into(), workspaces.to_str().unwrap().into());
+    let worker = ProcosProcess::spawn(
+        &support::engine_url(),
+        &support::unique(process),
+        &toml::to_string(&config).unwrap(),
+    );
+    (client, worker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_keeps_a_note_in_the_workspace() {
+    let process = "example-file-notes";
+    let workspaces = tempfile::tempdir().unwrap();
+    let (client, worker) = serve_library_example(
+        "library-file-notes.bpmn",
+        process,
+        &[],
+        &["workspace"],
+        workspaces.path(),
+    )
+    .await;
+    let instance = support::start(
+        &client,
+        process,
+        vars(&[("note", Variable::String("buy milk".into()))]),
+    )
+    .await;
+    let result = completed(&client, &instance).await;
+    assert_eq!(result["noteRead"].to_json(), "buy milk (reviewed)");
+    let listed = result["notesListed"].to_json();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["today.txt"],
+        "the copy moved out to archive.txt: {listed}"
+    );
+    assert!(number(&result["usedBytes"]) > 0.0);
+    assert_eq!(number(&result["limitBytes"]), 64.0 * 1024.0 * 1024.0);
+    stop(worker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_starts_a_process_and_watches_the_engine() {
+    let process = "example-process-control";
+    let workspaces = tempfile::tempdir().unwrap();
+    let (client, worker) = serve_library_example(
+        "library-process-control.bpmn",
+        process,
+        &[repository().join("bpmn/init/hello.bpmn")],
+        &["engine", "echo"],
+        workspaces.path(),
+    )
+    .await;
+    let greeting = support::unique("from the library");
+    let instance = support::start(
+        &client,
+        process,
+        vars(&[("greeting", Variable::String(greeting.clone()))]),
+    )
+    .await;
+    let result = completed(&client, &instance).await;
+    assert_eq!(result["helloState"].to_json(), "COMPLETED");
+    assert_eq!(
+        result["helloVariables"].to_json()["greeting"],
+        greeting.as_str(),
+        "procos-hello ran with the greeting"
+    );
+    let hello = result["helloId"].to_json();
+    let still: Vec<Value> = result["stillRunning"].to_json().as_array().unwrap().clone();
+    assert!(
+        still.iter().all(|i| i["id"] != hello),
+        "the ended one is not running: {still:?}"
+    );
+    assert_eq!(
+        result["engineVersion"].to_json(),
+        client.version().await.unwrap().as_str()
+    );
+    assert!(result["engineMetrics"].to_json()["activity-instance-start"].as_u64() > Some(0));
+    assert!(result["topics"].to_json().is_array());
+    stop(worker).await;
+}
+
 /// The value of attribute `name` in the element text `tag`.
 fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
     let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
@@ -515,6 +641,17 @@ fn the_examples_are_made_with_the_element_templates() {
             let call = &call[..call.find("</bpmn:callActivity>").unwrap()];
             let tag = format!(" {}", &call[..call.find('>').unwrap()]);
             let id = attribute(&tag, "id").unwrap();
+            let called = attribute(&tag, "calledElement").unwrap();
+            if called != "procos-tde" {
+                // A library process, called with plain camunda:in and camunda:out.
+                assert!(
+                    repository()
+                        .join(format!("bpmn/library/{called}.bpmn"))
+                        .is_file(),
+                    "{name}: {id} calls `{called}`, which is no library process"
+                );
+                continue;
+            }
             let template = &templates[attribute(&tag, "camunda:modelerTemplate")
                 .unwrap_or_else(|| panic!("{name}: {id} uses a template"))];
             assert_eq!(
@@ -522,7 +659,6 @@ fn the_examples_are_made_with_the_element_templates() {
                 Some(template["version"].to_string().as_str()),
                 "{name}: {id} has the template's version"
             );
-            assert_eq!(attribute(&tag, "calledElement"), Some("procos-tde"));
             let offered = |binding: &str, key: &str| -> Vec<String> {
                 template["properties"]
                     .as_array()
