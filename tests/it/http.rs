@@ -18,13 +18,6 @@ use crate::support::{self, ProcosProcess, assert_eventually};
 // ---------------------------------------------------------------------------------------------
 // Models and topics.
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// One `http` step: `procos.*` extension properties and input parameters (names without the
 /// prefix).
 struct Step<'a> {
@@ -52,7 +45,7 @@ fn http_model(key: &str, topic: &str, steps: &[Step], catch: Option<&str>, wait:
             .map(|(n, v)| {
                 format!(
                     "<camunda:property name=\"procos.{n}\" value=\"{}\"/>",
-                    escape(v)
+                    support::xml_escape(v)
                 )
             })
             .collect();
@@ -62,7 +55,7 @@ fn http_model(key: &str, topic: &str, steps: &[Step], catch: Option<&str>, wait:
             .map(|(n, v)| {
                 format!(
                     "<camunda:inputParameter name=\"procos.{n}\">{}</camunda:inputParameter>",
-                    escape(v)
+                    support::xml_escape(v)
                 )
             })
             .collect();

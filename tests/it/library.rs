@@ -23,12 +23,6 @@ struct Call<'a> {
     outputs: &'a [(&'a str, &'a str)],
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-}
-
 /// start → the calls `before` → (a receive task `hold`, message `release-KEY`, when `hold`) →
 /// the calls `after` → end.
 fn caller(key: &str, before: &[Call<'_>], hold: bool, after: &[Call<'_>]) -> String {
@@ -59,7 +53,7 @@ fn caller(key: &str, before: &[Call<'_>], hold: bool, after: &[Call<'_>]) -> Str
                 } else {
                     format!(
                         r#"<camunda:in sourceExpression="{}" target="{target}"/>"#,
-                        escape(value)
+                        support::xml_escape(value)
                     )
                 }
             })
@@ -89,18 +83,15 @@ fn caller(key: &str, before: &[Call<'_>], hold: bool, after: &[Call<'_>]) -> Str
         ));
         previous = "hold".to_owned();
     }
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
-    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/test">
-  {message}
-  <bpmn:process id="{key}" isExecutable="true">
-    <bpmn:startEvent id="start"/>
+    support::bpmn(
+        key,
+        &message,
+        &format!(
+            r#"<bpmn:startEvent id="start"/>
     {elements}
     <bpmn:sequenceFlow id="to-end" sourceRef="{previous}" targetRef="end"/>
-    <bpmn:endEvent id="end"/>
-  </bpmn:process>
-</bpmn:definitions>"#
+    <bpmn:endEvent id="end"/>"#
+        ),
     )
 }
 
@@ -458,7 +449,7 @@ fn sandboxed_model(key: &str, docker: &str, namespace: &str) -> String {
         <camunda:inputOutput><camunda:inputParameter name="procos.script">{}</camunda:inputParameter></camunda:inputOutput>
       </bpmn:extensionElements>
     </bpmn:serviceTask>"#,
-            escape(script)
+            support::xml_escape(script)
         )
     };
     let write = step(
@@ -471,13 +462,11 @@ fn sandboxed_model(key: &str, docker: &str, namespace: &str) -> String {
         namespace,
         "text = open('/workspace/report.txt').read()\nopen('/workspace/seen.txt', 'w').write('seen: ' + text)\noutputs['seen'] = text",
     );
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
-    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/test">
-  <bpmn:message id="release" name="release-{key}"/>
-  <bpmn:process id="{key}" isExecutable="true">
-    <bpmn:startEvent id="start"/>
+    support::bpmn(
+        key,
+        &format!(r#"<bpmn:message id="release" name="release-{key}"/>"#),
+        &format!(
+            r#"<bpmn:startEvent id="start"/>
     <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="write"/>
     {write}
     <bpmn:sequenceFlow id="f2" sourceRef="write" targetRef="library-read"/>
@@ -492,9 +481,8 @@ fn sandboxed_model(key: &str, docker: &str, namespace: &str) -> String {
     <bpmn:sequenceFlow id="f4" sourceRef="read" targetRef="hold"/>
     <bpmn:receiveTask id="hold" messageRef="release"/>
     <bpmn:sequenceFlow id="f5" sourceRef="hold" targetRef="end"/>
-    <bpmn:endEvent id="end"/>
-  </bpmn:process>
-</bpmn:definitions>"#
+    <bpmn:endEvent id="end"/>"#
+        ),
     )
 }
 
@@ -507,15 +495,14 @@ fn target(key: &str, holding: bool) -> String {
     } else {
         r#"<bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="end"/>"#
     };
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="defs-{key}" targetNamespace="https://procos.io/test">
-  <bpmn:process id="{key}" isExecutable="true">
-    <bpmn:startEvent id="start"/>
+    support::bpmn(
+        key,
+        "",
+        &format!(
+            r#"<bpmn:startEvent id="start"/>
     {body}
-    <bpmn:endEvent id="end"/>
-  </bpmn:process>
-</bpmn:definitions>"#
+    <bpmn:endEvent id="end"/>"#
+        ),
     )
 }
 

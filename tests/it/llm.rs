@@ -235,10 +235,7 @@ fn properties_xml(properties: &[(&str, &str)]) -> String {
     properties
         .iter()
         .map(|(name, value)| {
-            let value = value
-                .replace('&', "&amp;")
-                .replace('"', "&quot;")
-                .replace('<', "&lt;");
+            let value = support::xml_escape(value);
             format!(r#"<camunda:property name="procos.{name}" value="{value}"/>"#)
         })
         .collect()
@@ -522,4 +519,48 @@ async fn the_trace_holds_the_prompt_and_every_sample_and_becomes_a_file_past_its
             .sum();
         assert_eq!(trace["usage"]["completion_tokens"], tokens, "{trace}");
     }
+}
+
+/// An answer that is none of the choices (here cut short by `max_tokens`, so not even the JSON
+/// the schema asks for) gets one repair round, then becomes an incident naming the answer and
+/// the choices, with no retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_outside_the_choices_is_repaired_once_then_an_incident_naming_it() {
+    let key = support::unique("llm-not-a-choice");
+    let xml = decision_model(
+        &key,
+        &[
+            ("model", "smollm2"),
+            ("prompt", "Approve or reject the invoice?"),
+            ("choices", "approve, reject"),
+            ("max_tokens", "2"),
+            ("retries", "3"),
+        ],
+    );
+    let client = support::engine();
+    support::deploy(&client, &format!("{key}.bpmn"), &xml).await;
+    let (stop, worker) = support::start_quick_worker(&client, "llm", default_fleet_llm_topic());
+    let instance = support::start(&client, &key, Variables::new()).await;
+    let incident = support::incident(&client, &instance, Duration::from_secs(180)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let message = incident.incident_message.unwrap_or_default();
+    assert!(
+        message.contains("which is not one of the step's choices (approve, reject)"),
+        "{message}"
+    );
+    let details = client
+        .external_task_error_details(incident.configuration.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert!(details.contains("After one repair round"), "{details}");
+    let log = client
+        .external_task_log(&camunda_client::ExternalTaskLogQuery {
+            process_instance_id: Some(instance.clone()),
+            failure_log: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1, "no retry: one failure, at once: {log:?}");
 }

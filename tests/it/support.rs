@@ -456,6 +456,30 @@ pub async fn assert_caught_by_boundary(client: &EngineClient, instance: &str) {
     assert_caught_by(client, instance, "no_stock", "backorder", "after").await;
 }
 
+/// `text` as XML element text or attribute value: `&`, `<`, `>` and `"` escaped.
+pub fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A BPMN document of the one executable process `key`: `declarations` (errors, messages) before
+/// it, `elements` inside it.
+pub fn bpmn(key: &str, declarations: &str, elements: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/test">
+  {declarations}
+  <bpmn:process id="{key}" isExecutable="true">
+    {elements}
+  </bpmn:process>
+</bpmn:definitions>"#
+    )
+}
+
 /// The ids of the activities `instance` passed, in the engine's history.
 pub async fn passed(client: &EngineClient, instance: &str) -> Vec<String> {
     client

@@ -62,17 +62,12 @@ impl Topics {
 /// inputs as `camunda:in` source expressions, the outputs as `camunda:out`) → `finished`; each
 /// of the executor's BPMN errors caught on the call activity and routed to its own end.
 fn caller(key: &str, inputs: &[(&str, &str)]) -> String {
-    let escape = |text: &str| {
-        text.replace('&', "&amp;")
-            .replace('"', "&quot;")
-            .replace('<', "&lt;")
-    };
     let ins: String = inputs
         .iter()
         .map(|(target, value)| {
             format!(
                 r#"<camunda:in sourceExpression="{}" target="{target}"/>"#,
-                escape(value)
+                support::xml_escape(value)
             )
         })
         .collect();
@@ -93,13 +88,11 @@ fn caller(key: &str, inputs: &[(&str, &str)]) -> String {
             )
         })
         .collect();
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
-    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/test">
-  {declared}
-  <bpmn:process id="{key}" isExecutable="true">
-    <bpmn:startEvent id="start"/>
+    support::bpmn(
+        key,
+        &declared,
+        &format!(
+            r#"<bpmn:startEvent id="start"/>
     <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="task"/>
     <bpmn:callActivity id="task" calledElement="procos-tde" camunda:modelerTemplate="io.procos.task">
       <bpmn:extensionElements>
@@ -113,9 +106,8 @@ fn caller(key: &str, inputs: &[(&str, &str)]) -> String {
     </bpmn:callActivity>
     <bpmn:sequenceFlow id="f2" sourceRef="task" targetRef="finished"/>
     <bpmn:endEvent id="finished"/>
-    {caught}
-  </bpmn:process>
-</bpmn:definitions>"#
+    {caught}"#
+        ),
     )
 }
 
@@ -354,5 +346,52 @@ async fn an_unknown_mode_is_a_bpmn_error_naming_it() {
     assert_eq!(
         json_of(&invalid.vars, "tdeMessage"),
         "mode is creative: it must be deterministic or probabilistic"
+    );
+}
+
+/// The operator's policy holds for what the executor runs, as for any task: a model outside the
+/// topic's `policy.models` is an incident in the executor, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_the_executor_runs_is_held_to_the_topics_policy() {
+    let client = support::engine();
+    deploy_tde(&client).await;
+    let topics = Topics::serve(&client);
+    let settings = json!({"model": "gpt-4o", "prompt": "Hello"}).to_string();
+    let key = support::unique("tde-caller");
+    let xml = caller(
+        &key,
+        &[
+            ("mode", "deterministic"),
+            ("topic", &topics.llm),
+            ("settings", &settings),
+        ],
+    );
+    support::deploy(&client, &format!("{key}.bpmn"), &xml).await;
+    let instance = support::start(&client, &key, Variables::new()).await;
+    let message = support::assert_eventually(
+        "the executor's incident",
+        Duration::from_secs(120),
+        || async {
+            let called = client
+                .historic_process_instances(&HistoricProcessInstanceQuery {
+                    super_process_instance_id: Some(instance.clone()),
+                    ..HistoricProcessInstanceQuery::default()
+                })
+                .await
+                .ok()?;
+            let tde = called.first()?;
+            client
+                .incidents(Some(&tde.id))
+                .await
+                .ok()?
+                .into_iter()
+                .find_map(|i| i.incident_message)
+        },
+    )
+    .await;
+    topics.stop().await;
+    assert!(
+        message.contains("`gpt-4o` is not allowed"),
+        "the topic's policy.models: {message}"
     );
 }

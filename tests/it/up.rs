@@ -10,7 +10,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use camunda_client::{Auth, EngineClient, StartProcessInstance, Variable};
+use camunda_client::{
+    Auth, EngineClient, HistoricProcessInstanceQuery, StartProcessInstance, Variable,
+};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -391,27 +393,57 @@ async fn a_killed_engine_is_restarted_and_requests_run_through_the_workers_again
         )
         .await
         .unwrap();
-    let base = up.client.base_url().trim_end_matches('/').to_owned();
+    requested_completed(&up.client, "procos-hello", &root[0].id).await;
+
+    // A request for the task executor: one deterministic step on the fleet's `echo` topic.
+    up.client
+        .correlate_message(
+            "procos.request",
+            &[
+                (
+                    "requestedProcess".to_owned(),
+                    Variable::String("procos-tde".into()),
+                ),
+                ("mode".to_owned(), Variable::String("deterministic".into())),
+                ("topic".to_owned(), Variable::String("echo".into())),
+                ("greeting".to_owned(), Variable::String(greeting.clone())),
+            ]
+            .into(),
+        )
+        .await
+        .unwrap();
+    let executed = requested_completed(&up.client, "procos-tde", &root[0].id).await;
+    let result = support::variable_data(&up.client, &executed, "result").await;
+    let result: serde_json::Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(
+        result["greeting"],
+        greeting.as_str(),
+        "the echo step's outputs"
+    );
+    up.interrupt().await;
+}
+
+/// The first completed instance of `key` the root orchestrator `root` ran for a request.
+async fn requested_completed(client: &EngineClient, key: &str, root: &str) -> String {
     assert_eventually(
-        "the requested procos-hello to complete",
+        &format!("the requested {key} to complete"),
         Duration::from_secs(60),
         || async {
-            let rows: Vec<serde_json::Value> = reqwest::get(format!(
-                "{base}/history/process-instance?processDefinitionKey=procos-hello&superProcessInstanceId={}",
-                root[0].id
-            ))
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-            rows.iter()
-                .any(|r| r["state"] == "COMPLETED")
-                .then_some(())
+            client
+                .historic_process_instances(&HistoricProcessInstanceQuery {
+                    process_definition_key: Some(key.to_owned()),
+                    super_process_instance_id: Some(root.to_owned()),
+                    finished: true,
+                    ..HistoricProcessInstanceQuery::default()
+                })
+                .await
+                .ok()?
+                .into_iter()
+                .find(|i| i.state == "COMPLETED")
+                .map(|i| i.id)
         },
     )
-    .await;
-    up.interrupt().await;
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
