@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::docker::DockerAdapter;
 use crate::python::PythonAdapter;
-use crate::sandbox::{ContainerSpec, GoSignal, pool_key, waiting};
+use crate::sandbox::{ContainerSpec, pool_key, waiting};
 use crate::scilab::ScilabAdapter;
 use crate::{AdapterConfig, AdapterTask, BuildContext, TaskSettings};
 
@@ -135,7 +135,7 @@ async fn bodies() -> Vec<(String, Value)> {
     let mut bodies = Vec::new();
     for (name, spec) in specs().await {
         let cold = create_body(&spec.sandbox_spec(None));
-        let warm_spec = waiting(spec.clone(), Duration::from_secs(600), GoSignal::File);
+        let warm_spec = waiting(spec.clone(), Duration::from_secs(600));
         let key = pool_key(&warm_spec);
         let warm = create_body(&warm_spec.sandbox_spec(Some((&key, Duration::from_secs(600)))));
         bodies.push((format!("{name}/cold"), serde_json::to_value(cold).unwrap()));

@@ -233,9 +233,50 @@ async fn a_worker_runs_python_tasks_through_the_proxy_and_its_refusals_reach_the
     variables.insert("b".into(), camunda_client::Variable::Integer(40));
     let first = support::start(&client, &python_key, variables.clone()).await;
     support::wait_completed(&client, &first, Duration::from_secs(90)).await;
-    // The second may run in the warm container the first one's run started.
+    // The second runs in the warm container the first one's run started, handed its task
+    // over an attachment through the proxy: once it served it, it is removed.
+    let warm_filter = [
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "label=io.procos.warm",
+        "--filter",
+        "status=running",
+        "--filter",
+    ];
+    let topic_label = format!("label=io.procos.topic={python_topic}");
+    let waiting = support::assert_eventually(
+        "a warm container waiting",
+        Duration::from_secs(60),
+        || async {
+            let args: Vec<&str> = warm_filter
+                .iter()
+                .copied()
+                .chain([topic_label.as_str()])
+                .collect();
+            Some(docker(&args)).filter(|id| !id.is_empty() && !id.contains('\n'))
+        },
+    )
+    .await;
     let second = support::start(&client, &python_key, variables).await;
     support::wait_completed(&client, &second, Duration::from_secs(90)).await;
+    support::assert_eventually(
+        "the warm container removed after its task",
+        Duration::from_secs(30),
+        || async {
+            docker(&[
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                &format!("id={waiting}"),
+            ])
+            .is_empty()
+            .then_some(())
+        },
+    )
+    .await;
     for instance in [&first, &second] {
         let vars = client.historic_variables(instance).await.unwrap();
         assert_eq!(vars["total"], camunda_client::Variable::Integer(42));

@@ -40,7 +40,7 @@ pub(crate) use namespace::Namespaces;
 pub(crate) use run::Sandbox;
 pub(crate) use warm::WarmPool;
 #[cfg(test)]
-pub(crate) use warm::{GoSignal, pool_key, waiting};
+pub(crate) use warm::{pool_key, waiting};
 
 /// The runner `guards.backend` names, starting each run cold: a Docker [`Sandbox`], or
 /// [`Namespaces`] over root filesystems in `rootfs_dir` (exported through Docker when one

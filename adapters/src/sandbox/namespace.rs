@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use super::outcome::{
     Ended, outcome, printed_too_much, push_tail, runner_exit_code, take_runner_lines, too_large,
 };
-use super::warm::{GO_FILE, GoSignal, fits, waiting};
+use super::warm::{GO_FILE, fits, waiting};
 use super::{ContainerSpec, Runner, Sandbox, lock};
 use crate::{Failure, Outcome, Retry, Unavailable, async_trait};
 
@@ -107,7 +107,7 @@ impl Namespaces {
                 let idle = idle.max(Duration::from_secs(1));
                 Arc::new(WarmSandboxes {
                     made_for: template.clone(),
-                    template: waiting(template, idle, GoSignal::Stdin),
+                    template: waiting(template, idle),
                     size,
                     idle,
                     ready: Mutex::default(),

@@ -1,5 +1,6 @@
 //! One task's container on Docker, from create to remove. Inputs are uploaded as files into
-//! `/in` before the container starts; outputs are read from `/out/output.json` after it ends (or
+//! `/in` before the container starts (a warm container, started ahead, gets them on its stdin
+//! instead: `warm.rs`); outputs are read from `/out/output.json` after it ends (or
 //! from the last stdout line when that is JSON). Both are anonymous volumes, so the root
 //! filesystem can stay read-only and nothing outlives the task: the container and its volumes
 //! are removed on every path, including timeouts, cancellation and Docker errors.
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, KillContainerOptions,
@@ -28,6 +30,10 @@ use super::outcome::{
 const LOG_DRAIN: Duration = Duration::from_secs(5);
 use super::{ContainerSpec, Runner, lock};
 use crate::{Failure, Outcome, Retry, async_trait};
+
+/// A container's stdout and stderr as they come, from its followed logs or an attachment.
+pub(super) type Output =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>>;
 
 /// The Docker engine the sandboxes run on.
 #[derive(Debug, Clone)]
@@ -155,7 +161,7 @@ impl Sandbox {
             .await
             .map_err(|e| docker_failure("hand the inputs to the container", &spec.image, &e))?;
         self.prepare_and_start(id, &spec.image).await?;
-        self.finish(id, spec, cancel).await
+        self.finish(id, spec, None, cancel).await
     }
 
     /// Makes `/out/output.json` writable for the command and starts the container.
@@ -172,11 +178,13 @@ impl Sandbox {
     }
 
     /// Waits for the started container's end (bounded by the timeout and `cancel`) and collects
-    /// exit status, logs and the output file.
+    /// exit status, logs and the output file. `attached` is the container's output from an
+    /// attachment already made; without one its logs are followed.
     pub(super) async fn finish(
         &self,
         id: &str,
         spec: &ContainerSpec,
+        attached: Option<Output>,
         cancel: &CancellationToken,
     ) -> Result<Ended, Failure> {
         let failed = |what: &str, e: DockerError| docker_failure(what, &spec.image, &e);
@@ -184,15 +192,17 @@ impl Sandbox {
         // Followed while the container runs: its tails are at hand when it ends, and a command
         // that prints without end is stopped at sandbox.max_printed_mb instead of filling the engine's
         // log files.
-        let mut logs = self.docker.logs(
-            id,
-            Some(LogsOptions {
-                follow: true,
-                stdout: true,
-                stderr: true,
-                ..Default::default()
-            }),
-        );
+        let mut logs = attached.unwrap_or_else(|| {
+            Box::pin(self.docker.logs(
+                id,
+                Some(LogsOptions {
+                    follow: true,
+                    stdout: true,
+                    stderr: true,
+                    ..Default::default()
+                }),
+            ))
+        });
         let mut printed = Printed::default();
         // Some(true): the followed stream ended with the container; Some(false): it broke off,
         // so the logs are read again once the container has ended.

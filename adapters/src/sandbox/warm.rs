@@ -4,6 +4,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bollard::container::AttachContainerResults;
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::AttachContainerOptions;
+use tokio::io::AsyncWriteExt as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -12,7 +16,8 @@ use super::run::{docker_failure, rand_suffix};
 use super::{ContainerSpec, Runner, Sandbox, lock};
 use crate::{Failure, Outcome, async_trait};
 
-/// The file whose arrival in `/in` hands a task to a waiting warm container.
+/// The file a namespace sandbox's task gets beside its files in `/in`, for a runner of an older
+/// sandbox image, which polled for it.
 pub(super) const GO_FILE: &str = "go";
 /// The exit code of a warm container whose task never came (the Python runner's
 /// `GAVE_UP_WAITING`).
@@ -37,7 +42,7 @@ pub(crate) struct WarmPool {
 }
 
 impl WarmPool {
-    /// `template`'s command must wait for `/in/go` (the Python runner does when
+    /// `template`'s command must wait for its task on stdin (the Python runner does when
     /// `PROCOS_WAIT_FOR_INPUT` is set, which this adds).
     pub(crate) fn new(
         sandbox: Sandbox,
@@ -48,7 +53,7 @@ impl WarmPool {
         Self {
             sandbox,
             made_for: template.clone(),
-            template: waiting(template, idle, GoSignal::File),
+            template: waiting(template, idle),
             size,
             ready: Arc::default(),
             filling: Mutex::new(JoinSet::new()),
@@ -78,12 +83,16 @@ impl WarmPool {
         let Some(id) = warm else {
             return self.sandbox.run(spec, cancel).await;
         };
-        let mut files = spec.files.clone();
-        files.push((GO_FILE.to_owned(), Vec::new()));
-        let ended = match self.sandbox.upload(&id, "/in", &files).await {
-            Ok(()) => self.sandbox.finish(&id, spec, cancel).await,
+        let ended = match self.sandbox.hand_over(&id, &spec.files).await {
+            // The attached stdin stays open until the task's end: closing it early could end
+            // the attachment whose output the finish follows.
+            Ok(AttachContainerResults { output, input }) => {
+                let ended = self.sandbox.finish(&id, spec, Some(output), cancel).await;
+                drop(input);
+                ended
+            }
             Err(e) => Err(docker_failure(
-                "hand the inputs to the container",
+                "hand the task to the container",
                 &spec.image,
                 &e,
             )),
@@ -153,29 +162,11 @@ pub(super) fn fits(made_for: &ContainerSpec, spec: &ContainerSpec) -> bool {
         && spec.workspace.is_none()
 }
 
-/// How a waiting Python runner learns that its task's files are in `/in`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum GoSignal {
-    /// [`GO_FILE`] appears in `/in` (a container: its files come by archive upload).
-    File,
-    /// The line `go` on its stdin, which the worker holds (a namespace sandbox): no polling.
-    Stdin,
-}
-
-/// `template` made to wait up to `idle` for its task's files (the Python runner does when
-/// `PROCOS_WAIT_FOR_INPUT` is set), told by `signal`.
-pub(crate) fn waiting(
-    mut template: ContainerSpec,
-    idle: Duration,
-    signal: GoSignal,
-) -> ContainerSpec {
-    template.env.push(
-        match signal {
-            GoSignal::File => "PROCOS_WAIT_FOR_INPUT=1",
-            GoSignal::Stdin => "PROCOS_WAIT_FOR_INPUT=stdin",
-        }
-        .to_owned(),
-    );
+/// `template` made to wait up to `idle` for its task on stdin (the Python runner does when
+/// `PROCOS_WAIT_FOR_INPUT` is set): the line `go`, then the task's files for a container, which
+/// the worker attaches to; the line alone for a namespace sandbox, whose `/in` the worker fills.
+pub(crate) fn waiting(mut template: ContainerSpec, idle: Duration) -> ContainerSpec {
+    template.env.push("PROCOS_WAIT_FOR_INPUT=stdin".to_owned());
     template
         .env
         .push(format!("PROCOS_WAIT_SECONDS={}", idle.as_secs().max(1)));
@@ -215,6 +206,35 @@ impl Sandbox {
             .unwrap_or(false)
     }
 
+    /// Hands a waiting container its task: attached to (its stdin open, as a warm container's
+    /// is), the line `go N` and the task's N files, each a line `SIZE NAME` and its bytes, on
+    /// its stdin; its output from then on comes over the same attachment. Far cheaper than an
+    /// archive upload into `/in`, for which the Docker engine starts a helper process.
+    async fn hand_over(
+        &self,
+        id: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<AttachContainerResults, DockerError> {
+        let mut attached = self
+            .docker
+            .attach_container(
+                id,
+                Some(AttachContainerOptions {
+                    stdin: true,
+                    stdout: true,
+                    stderr: true,
+                    stream: true,
+                    // What it printed while it waited, as the followed logs would have it.
+                    logs: true,
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        attached.input.write_all(&task_message(files)).await?;
+        attached.input.flush().await?;
+        Ok(attached)
+    }
+
     /// Creates and starts a container that waits for its task.
     async fn start_waiting(
         &self,
@@ -233,6 +253,17 @@ impl Sandbox {
         }
         Ok(id)
     }
+}
+
+/// What a waiting runner reads on its stdin as its task: `go N`, then each of the N files as a
+/// line `SIZE NAME` and its bytes (`docker/python-sandbox/runner.py`).
+fn task_message(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut message = format!("go {}\n", files.len()).into_bytes();
+    for (name, bytes) in files {
+        message.extend_from_slice(format!("{} {name}\n", bytes.len()).as_bytes());
+        message.extend_from_slice(bytes);
+    }
+    message
 }
 
 #[cfg(test)]

@@ -73,6 +73,8 @@ pub fn create_body(spec: &SandboxSpec) -> ContainerCreateBody {
         network_disabled: Some(!g.network),
         labels: Some(spec.labels.to_map()),
         host_config: Some(host_config),
+        // A container started ahead of its task gets it on its stdin, over an attachment.
+        open_stdin: Some(spec.labels.warm.is_some()),
         ..Default::default()
     }
 }

@@ -79,6 +79,9 @@ pub(crate) enum ContainerOp {
     Wait,
     Inspect,
     Logs,
+    /// A warm container's hand-over: its task on stdin, its output back, over one connection
+    /// the engine upgrades to a raw stream.
+    Attach,
     PutArchive,
     GetArchive,
     StatArchive,
@@ -93,6 +96,7 @@ impl ContainerOp {
             Self::Wait => "/wait",
             Self::Inspect => "/json",
             Self::Logs => "/logs",
+            Self::Attach => "/attach",
             Self::PutArchive | Self::GetArchive | Self::StatArchive => "/archive",
             Self::Kill => "/kill",
             Self::Remove => "",
@@ -113,7 +117,7 @@ impl Route {
     }
 }
 
-const CALLS: &str = "it is not one of the Docker API calls ProcOS's sandbox makes (ping, version, image inspect and pull, container create, start, wait, inspect, logs, archive, kill, remove and list)";
+const CALLS: &str = "it is not one of the Docker API calls ProcOS's sandbox makes (ping, version, image inspect and pull, container create, start, wait, inspect, logs, attach, archive, kill, remove and list)";
 
 /// Decides whether `method path?query` is a call of the sandbox, and how to forward it.
 pub(crate) fn route(
@@ -147,6 +151,10 @@ pub(crate) fn route(
                 ("POST", ["wait"]) => ContainerOp::Wait,
                 ("GET", ["json"]) => ContainerOp::Inspect,
                 ("GET", ["logs"]) => ContainerOp::Logs,
+                ("POST", ["attach"]) => {
+                    attach_query(query).map_err(|reason| refuse(&reason))?;
+                    ContainerOp::Attach
+                }
                 ("PUT", ["archive"]) => ContainerOp::PutArchive,
                 ("GET", ["archive"]) => ContainerOp::GetArchive,
                 ("HEAD", ["archive"]) => ContainerOp::StatArchive,
@@ -292,6 +300,28 @@ fn pull_query(query: Option<&str>, images: &ImageAllowlist) -> Result<String, St
 
 /// A list's query with [`SANDBOX_LABEL`] added to its label filters (Docker ANDs them), so a
 /// list shows sandbox containers only.
+/// An attachment's query: only which streams, whether the past output comes first, and
+/// whether it streams (no `detachKeys`: a sandbox's stdin is the worker's alone).
+fn attach_query(query: Option<&str>) -> Result<(), String> {
+    for (name, value) in query_pairs(query)? {
+        match name.as_str() {
+            "stream" | "stdin" | "stdout" | "stderr" | "logs" => {
+                if !matches!(value.as_str(), "0" | "1" | "true" | "false") {
+                    return Err(format!(
+                        "the attach parameter `{name}` is `{value}`, not true or false"
+                    ));
+                }
+            }
+            other => {
+                return Err(format!(
+                    "the query parameter `{other}` is not one of an attachment's (stream, stdin, stdout, stderr, logs)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn list_query(query: Option<&str>) -> Result<String, String> {
     let mut out = form_urlencoded::Serializer::new(String::new());
     let mut filters: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
@@ -368,7 +398,7 @@ mod tests {
     fn sandbox_body() -> Value {
         json!({
             "Image": "procos/python-sandbox",
-            "Env": ["PROCOS_WAIT_FOR_INPUT=1"],
+            "Env": ["PROCOS_WAIT_FOR_INPUT=stdin"],
             "User": "65534:65534",
             "WorkingDir": "/tmp",
             "NetworkDisabled": true,
@@ -746,6 +776,7 @@ mod tests {
                 (Method::POST, "/containers/x/wait", ContainerOp::Wait),
                 (Method::GET, "/containers/x/json", ContainerOp::Inspect),
                 (Method::GET, "/containers/x/logs", ContainerOp::Logs),
+                (Method::POST, "/containers/x/attach", ContainerOp::Attach),
                 (
                     Method::PUT,
                     "/containers/x/archive",
@@ -782,7 +813,6 @@ mod tests {
             (Method::POST, "/exec/abc/start"),
             (Method::GET, "/info"),
             (Method::GET, "/v1.41/info"),
-            (Method::POST, "/containers/abc/attach"),
             (Method::POST, "/containers/abc/update"),
             (Method::POST, "/containers/abc/rename"),
             (Method::POST, "/containers/abc/commit"),
@@ -810,6 +840,27 @@ mod tests {
                 refusal.message
             );
         }
+    }
+
+    #[test]
+    fn an_attachment_names_only_its_streams() {
+        let r = |query| route(&Method::POST, "/containers/x/attach", query, &images());
+        let asked = Some("stdin=true&stdout=true&stderr=true&stream=true&logs=true");
+        assert!(r(asked).is_ok());
+        assert!(r(None).is_ok());
+        let keys = r(Some("stream=1&detachKeys=ctrl-p")).unwrap_err();
+        assert!(
+            keys.message
+                .contains("the query parameter `detachKeys` is not one of an attachment's"),
+            "{}",
+            keys.message
+        );
+        let odd = r(Some("stdin=yes")).unwrap_err();
+        assert!(
+            odd.message.contains("`stdin` is `yes`, not true or false"),
+            "{}",
+            odd.message
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Empty, Full, Limited};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::UnixStream;
@@ -87,7 +88,7 @@ impl Proxy {
     }
 
     /// Answers one request: refused with Docker's error shape, or the engine's answer.
-    pub(crate) async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    pub(crate) async fn handle(&self, mut request: Request<Incoming>) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let query = request.uri().query().map(str::to_owned);
@@ -95,6 +96,15 @@ impl Proxy {
             Ok(route) => route,
             Err(refusal) => return refused(&refusal),
         };
+        // An attachment becomes a raw stream both ways once the engine agrees (101).
+        let upgrade = matches!(
+            route.call,
+            Call::Container {
+                op: ContainerOp::Attach,
+                ..
+            }
+        )
+        .then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
         let answer = match &route.call {
             Call::Plain => {
@@ -113,7 +123,8 @@ impl Proxy {
             }
             Call::Container { id, op } => {
                 let request = (&method, query.as_deref(), &parts.headers);
-                self.container(&route, id, *op, request, body).await
+                self.container(&route, id, *op, request, body, upgrade)
+                    .await
             }
         };
         match answer {
@@ -214,20 +225,60 @@ impl Proxy {
         op: ContainerOp,
         (method, query, headers): (&Method, Option<&str>, &HeaderMap),
         body: Incoming,
+        upgrade: Option<OnUpgrade>,
     ) -> Result<Response<Body>, Response<Body>> {
         let shown = route.container_path(id, op);
         let full_id = self.sandbox_id(method, &shown, id, headers).await?;
         let target = with_query(&route.container_path(&full_id, op), query);
         let forwarded = if op.takes_body() {
             Forwarded::Tar(body.boxed())
+        } else if upgrade.is_some() {
+            Forwarded::Upgrade
         } else {
             Forwarded::Nothing
         };
-        let response = self.send(method, &target, headers, forwarded).await?;
+        let mut response = self.send(method, &target, headers, forwarded).await?;
         if op == ContainerOp::Remove && response.status().is_success() {
             lock(&self.sandbox_ids).remove(&full_id);
         }
+        if let Some(client) = upgrade
+            && response.status() == StatusCode::SWITCHING_PROTOCOLS
+        {
+            let engine = hyper::upgrade::on(&mut response);
+            self.splice(full_id, client, engine);
+            let (mut parts, _) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            parts
+                .headers
+                .insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+            return Ok(Response::from_parts(parts, empty()));
+        }
         Ok(relay(response))
+    }
+
+    /// Copies both ways between the client's upgraded connection and the engine's, once both
+    /// are upgraded, in the drivers' `JoinSet`: it ends when either side closes.
+    fn splice(&self, container: String, client: OnUpgrade, engine: OnUpgrade) {
+        let mut drivers = lock(&self.drivers);
+        while drivers.try_join_next().is_some() {}
+        drivers.spawn(async move {
+            let (client, engine) = match tokio::try_join!(client, engine) {
+                Ok(both) => both,
+                Err(e) => {
+                    tracing::debug!(%container, error = %e, "an attachment was not upgraded");
+                    return;
+                }
+            };
+            let copied =
+                tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(engine))
+                    .await;
+            if let Err(e) = copied {
+                tracing::debug!(%container, error = %e, "an attachment ended with an error");
+            }
+        });
     }
 
     /// The full id of `id` when it is a sandbox container; otherwise the answer to send: the
@@ -315,7 +366,8 @@ impl Proxy {
             let mut drivers = lock(&self.drivers);
             while drivers.try_join_next().is_some() {}
             drivers.spawn(async move {
-                if let Err(e) = connection.await {
+                // With upgrades: an attachment's connection goes on as a raw stream.
+                if let Err(e) = connection.with_upgrades().await {
                     tracing::debug!(error = %e, "a connection to the Docker engine ended with an error");
                 }
             });
@@ -336,9 +388,12 @@ impl Proxy {
         // The engine's HTTP server wants a Host; any name does on its socket.
         forwarded.insert(header::HOST, HeaderValue::from_static("docker"));
         let body = match body {
-            Forwarded::Nothing => Empty::<Bytes>::new()
-                .map_err(|never| match never {})
-                .boxed(),
+            Forwarded::Nothing => empty(),
+            Forwarded::Upgrade => {
+                forwarded.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                forwarded.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+                empty()
+            }
             Forwarded::Json(bytes) => {
                 forwarded.insert(
                     header::CONTENT_TYPE,
@@ -396,10 +451,18 @@ impl Proxy {
 enum Forwarded {
     /// No body: the calls that need none get none, so nothing can ride along in one.
     Nothing,
+    /// No body, and the connection asked to become a raw stream (an attachment).
+    Upgrade,
     /// A checked and rebuilt container configuration.
     Json(Bytes),
     /// An upload's tar, streamed.
     Tar(Body),
+}
+
+fn empty() -> Body {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn full(bytes: Bytes) -> Body {

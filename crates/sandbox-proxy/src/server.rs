@@ -314,7 +314,10 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    // With upgrades: an attachment goes on as a raw stream (`Proxy::splice`).
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
