@@ -483,9 +483,12 @@ async fn warm_containers_serve_one_task_each() {
     python.settings = toml::from_str("warm = 2").unwrap();
     python.max_tasks = Some(1);
     let (stop, worker) = support::start_quick_worker(&client, &topic, python);
+    // Outputs past the runner's 8 KiB output line come from /out/output.json, not over the
+    // attachment that handed the warm container its task.
     let source = "import os, socket\n\
         outputs['container'] = socket.gethostname()\n\
         outputs['inherited'] = os.path.exists('/tmp/left-behind')\n\
+        outputs['report'] = 'x' * 20000\n\
         open('/tmp/left-behind', 'w').write('x')\n";
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -493,6 +496,12 @@ async fn warm_containers_serve_one_task_each() {
         support::wait_completed(&client, &instance, Duration::from_secs(60)).await;
         let vars = client.historic_variables(&instance).await.unwrap();
         assert_eq!(vars["inherited"], Variable::Boolean(false), "a clean /tmp");
+        let report = vars["report"].to_json();
+        assert!(
+            report.as_str() == Some("x".repeat(20000).as_str()),
+            "the 20,000-character report came back whole (it came back as {} characters)",
+            report.as_str().map_or(0, str::len)
+        );
         seen.push(vars["container"].clone());
     }
     let distinct: std::collections::BTreeSet<String> =
