@@ -298,8 +298,6 @@ fn pull_query(query: Option<&str>, images: &ImageAllowlist) -> Result<String, St
     Ok(out.finish())
 }
 
-/// A list's query with [`SANDBOX_LABEL`] added to its label filters (Docker ANDs them), so a
-/// list shows sandbox containers only.
 /// An attachment's query: only which streams, whether the past output comes first, and
 /// whether it streams (no `detachKeys`: a sandbox's stdin is the worker's alone).
 fn attach_query(query: Option<&str>) -> Result<(), String> {
@@ -322,6 +320,8 @@ fn attach_query(query: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// A list's query with [`SANDBOX_LABEL`] added to its label filters (Docker ANDs them), so a
+/// list shows sandbox containers only.
 fn list_query(query: Option<&str>) -> Result<String, String> {
     let mut out = form_urlencoded::Serializer::new(String::new());
     let mut filters: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
