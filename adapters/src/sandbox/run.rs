@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::container::LogOutput;
+use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, KillContainerOptions,
@@ -32,7 +32,7 @@ use super::{ContainerSpec, Runner, lock};
 use crate::{Failure, Outcome, Retry, async_trait};
 
 /// A container's stdout and stderr as they come, from its followed logs or an attachment.
-pub(super) type Output =
+type Output =
     std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>>;
 
 /// The Docker engine the sandboxes run on.
@@ -178,13 +178,13 @@ impl Sandbox {
     }
 
     /// Waits for the started container's end (bounded by the timeout and `cancel`) and collects
-    /// exit status, logs and the output file. `attached` is the container's output from an
-    /// attachment already made; without one its logs are followed.
+    /// exit status, logs and the output file. `attached` is an attachment already made, whose
+    /// output is read; without one the container's logs are followed.
     pub(super) async fn finish(
         &self,
         id: &str,
         spec: &ContainerSpec,
-        attached: Option<Output>,
+        attached: Option<AttachContainerResults>,
         cancel: &CancellationToken,
     ) -> Result<Ended, Failure> {
         let failed = |what: &str, e: DockerError| docker_failure(what, &spec.image, &e);
@@ -192,17 +192,26 @@ impl Sandbox {
         // Followed while the container runs: its tails are at hand when it ends, and a command
         // that prints without end is stopped at sandbox.max_printed_mb instead of filling the engine's
         // log files.
-        let mut logs = attached.unwrap_or_else(|| {
-            Box::pin(self.docker.logs(
-                id,
-                Some(LogsOptions {
-                    follow: true,
-                    stdout: true,
-                    stderr: true,
-                    ..Default::default()
-                }),
-            ))
-        });
+        // An attachment's stdin stays open until the end: the engine ends the attachment's
+        // output when its stdin closes.
+        let (mut logs, stdin): (Output, _) = match attached {
+            Some(AttachContainerResults { output, input }) => (output, Some(input)),
+            None => (
+                Box::pin(self.docker.logs(
+                    id,
+                    Some(LogsOptions {
+                        follow: true,
+                        stdout: true,
+                        stderr: true,
+                        ..Default::default()
+                    }),
+                )),
+                None,
+            ),
+        };
+        // Let go of an attachment before a kill: the engine counts the container stopped only
+        // once its output is taken, and nobody would take it while the kill is awaited.
+        let release = |logs: Output, stdin| drop((logs, stdin));
         let mut printed = Printed::default();
         // Some(true): the followed stream ended with the container; Some(false): it broke off,
         // so the logs are read again once the container has ended.
@@ -221,6 +230,7 @@ impl Sandbox {
                     Some(Ok(output)) => {
                         printed.push(&output);
                         if printed.too_much(&spec.guards) {
+                            release(logs, stdin);
                             self.kill(id).await;
                             return Err(printed_too_much(spec, &printed.stderr));
                         }
@@ -233,6 +243,7 @@ impl Sandbox {
                     None => logs_ended = Some(true),
                 },
                 () = &mut deadline => {
+                    release(logs, stdin);
                     self.kill(id).await;
                     return Err(Failure::new(
                         format!("the container timed out after {}; it was killed", humantime::format_duration(limit)),
@@ -246,6 +257,7 @@ impl Sandbox {
                     ));
                 }
                 () = cancel.cancelled() => {
+                    release(logs, stdin);
                     self.kill(id).await;
                     return Err(Failure::new("cancelled", "The worker cancelled the run (shutdown, or the lock was lost).", Retry::Later));
                 }

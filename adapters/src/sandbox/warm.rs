@@ -84,13 +84,7 @@ impl WarmPool {
             return self.sandbox.run(spec, cancel).await;
         };
         let ended = match self.sandbox.hand_over(&id, &spec.files).await {
-            // The attached stdin stays open until the task's end: closing it early could end
-            // the attachment whose output the finish follows.
-            Ok(AttachContainerResults { output, input }) => {
-                let ended = self.sandbox.finish(&id, spec, Some(output), cancel).await;
-                drop(input);
-                ended
-            }
+            Ok(attached) => self.sandbox.finish(&id, spec, Some(attached), cancel).await,
             Err(e) => Err(docker_failure(
                 "hand the task to the container",
                 &spec.image,
