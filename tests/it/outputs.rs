@@ -275,3 +275,51 @@ async fn lists_drive_a_multi_instance_activity_and_long_text_comes_back_whole() 
     assert_eq!(vars["items_total"], Variable::Integer(820));
     assert_eq!(vars["orders_total"], Variable::Integer(820));
 }
+
+/// A step in a parallel multi-instance whose outputs carry the engine's own multi-instance
+/// variables (`echo` hands back every variable it fetched, `loopCounter` and `nrOf…` among
+/// them) does not overwrite the body's counters: the instance completes (with them written,
+/// it never does), the other outputs are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_named_like_the_multi_instance_counters_are_not_written() {
+    let client = support::engine();
+    let key = support::unique("mi-counters");
+    let topic = support::unique("mi-counters-echo");
+    let xml = support::bpmn(
+        &key,
+        "",
+        &format!(
+            r#"<bpmn:startEvent id="start"/>
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="each"/>
+    <bpmn:serviceTask id="each" camunda:type="external" camunda:topic="{topic}">
+      <bpmn:multiInstanceLoopCharacteristics isSequential="false">
+        <bpmn:loopCardinality>3</bpmn:loopCardinality>
+      </bpmn:multiInstanceLoopCharacteristics>
+    </bpmn:serviceTask>
+    <bpmn:sequenceFlow id="f2" sourceRef="each" targetRef="end"/>
+    <bpmn:endEvent id="end"/>"#
+        ),
+    );
+    support::deploy(&client, &format!("{key}.bpmn"), &xml).await;
+    let (stop, worker) = support::start_quick_worker(&client, &topic, TopicConfig::new("echo"));
+    let instance = support::start(
+        &client,
+        &key,
+        [("greeting".to_owned(), Variable::String("hello".into()))].into(),
+    )
+    .await;
+    let settled = support::settle(&client, &instance, Duration::from_secs(60)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let vars = settled.unwrap_or_else(|incident| panic!("the instance failed: {incident}"));
+    assert_eq!(vars["greeting"], Variable::String("hello".into()));
+    // History keeps the body's own counters, as the engine set them.
+    assert_eq!(vars["nrOfInstances"], Variable::Integer(3));
+    assert_eq!(vars["nrOfCompletedInstances"], Variable::Integer(3));
+    let passed = support::passed(&client, &instance).await;
+    assert_eq!(
+        passed.iter().filter(|a| *a == "each").count(),
+        3,
+        "{passed:?}"
+    );
+}

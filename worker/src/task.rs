@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use camunda_client::{
     BpmnErrorReport, ClientError, CompleteTask, EngineClient, FailureReport, LockedExternalTask,
-    Variable, Variables,
+    MULTI_INSTANCE_VARIABLES, Variable, Variables,
 };
 use futures_util::FutureExt as _;
 use procos_adapters::{
@@ -173,7 +173,7 @@ async fn handle_in_span(
         Err(e) if e.is_not_found() => {
             warn!(
                 outcome = kind.as_str(),
-                "the task is gone (a boundary event cancelled it, or its instance was deleted); the result is dropped"
+                "the engine no longer has the task, so the result is dropped: either this worker's lock expired and another worker completed the task, or the task was cancelled (a boundary event, the instance deleted or cancelled in Cockpit)"
             );
             TaskOutcome::Gone
         }
@@ -650,6 +650,18 @@ fn output_variables(
     }
     outputs
         .into_iter()
+        .filter(|(name, _)| {
+            let counter = MULTI_INSTANCE_VARIABLES.contains(&name.as_str());
+            if counter {
+                // `echo` and scripts that hand back their inputs meet this in every
+                // multi-instance: a warning, not an incident.
+                warn!(
+                    output = %name,
+                    "the output is not written: it has the name of one of the engine's multi-instance variables, and would overwrite the activity's counters so that it never completes"
+                );
+            }
+            !counter
+        })
         .map(|(name, value)| match Variable::from_output(value) {
             Ok(variable) => Ok((name, variable)),
             Err(reason) => Err(Failure::new(

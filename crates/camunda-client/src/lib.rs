@@ -24,4 +24,4 @@ pub use model::{
     LockedExternalTask, ProcessDefinition, ProcessInstance, StartProcessInstance,
     TopicSubscription,
 };
-pub use variables::{Variable, Variables};
+pub use variables::{MULTI_INSTANCE_VARIABLES, Variable, Variables};

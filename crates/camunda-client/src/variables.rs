@@ -22,6 +22,16 @@ use serde_json::{Map, Value};
 /// Variables by name, as the engine sends and takes them.
 pub type Variables = BTreeMap<String, Variable>;
 
+/// The variables the engine keeps for a multi-instance activity: on its body (`nrOf…`) and on
+/// each inner instance (`loopCounter`). A task's output of one of these names, written to the
+/// instance, overwrites the body's counter, and the activity then never completes.
+pub const MULTI_INSTANCE_VARIABLES: [&str; 4] = [
+    "nrOfInstances",
+    "nrOfActiveInstances",
+    "nrOfCompletedInstances",
+    "loopCounter",
+];
+
 /// The engine's date format: `2013-06-30T21:00:00.000+0200`.
 const DATE_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3f%z";
 
