@@ -358,13 +358,11 @@ async fn a_process_variable_named_like_a_setting_is_not_a_setting() {
 /// an exclusive gateway with one flow per choice and no default flow → an end per choice.
 fn decision_model(key: &str, properties: &[(&str, &str)]) -> String {
     let properties = properties_xml(properties);
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
-    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
-    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-{key}" targetNamespace="https://procos.io/test">
-  <bpmn:process id="{key}" isExecutable="true">
-    <bpmn:startEvent id="start"/>
+    support::bpmn(
+        key,
+        "",
+        &format!(
+            r#"<bpmn:startEvent id="start"/>
     <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="decide"/>
     <bpmn:serviceTask id="decide" camunda:type="external" camunda:topic="llm">
       <bpmn:extensionElements><camunda:properties>{properties}</camunda:properties></bpmn:extensionElements>
@@ -378,9 +376,8 @@ fn decision_model(key: &str, properties: &[(&str, &str)]) -> String {
       <bpmn:conditionExpression xsi:type="bpmn:tFormalExpression">${{answer == 'reject'}}</bpmn:conditionExpression>
     </bpmn:sequenceFlow>
     <bpmn:endEvent id="approved"/>
-    <bpmn:endEvent id="rejected"/>
-  </bpmn:process>
-</bpmn:definitions>"#
+    <bpmn:endEvent id="rejected"/>"#
+        ),
     )
 }
 

@@ -49,18 +49,8 @@ fn order(n: i64) -> Value {
 /// multi-instance `numbers` over `items` (element `item`) → one `records` over `orders`
 /// (element `order`) → Python `reread` → end; a wrong size ends at `wrong-size`.
 fn model(key: &str, python: &str, each_number: &str, each_order: &str) -> String {
-    let script = |source: &str| {
-        source
-            .replace("TEXT", TEXT_PY)
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-    };
-    r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
-    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
-    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="defs-KEY" targetNamespace="https://procos.io/test">
-  <bpmn:process id="KEY" isExecutable="true">
-    <bpmn:startEvent id="start"/>
+    let script = |source: &str| support::xml_escape(&source.replace("TEXT", TEXT_PY));
+    let elements = r#"<bpmn:startEvent id="start"/>
     <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="produce"/>
     <bpmn:serviceTask id="produce" camunda:type="external" camunda:topic="PYTHON">
       <bpmn:extensionElements><camunda:inputOutput>
@@ -88,16 +78,13 @@ fn model(key: &str, python: &str, each_number: &str, each_order: &str) -> String
       </camunda:inputOutput></bpmn:extensionElements>
     </bpmn:serviceTask>
     <bpmn:sequenceFlow id="f5" sourceRef="reread" targetRef="end"/>
-    <bpmn:endEvent id="end"/>
-  </bpmn:process>
-</bpmn:definitions>
-"#
-    .replace("KEY", key)
-    .replace("PYTHON", python)
+    <bpmn:endEvent id="end"/>"#
+        .replace("PYTHON", python)
     .replace("EACH_NUMBER", each_number)
     .replace("EACH_ORDER", each_order)
-    .replace("PRODUCE", &script(PRODUCE))
-    .replace("REREAD", &script(REREAD))
+        .replace("PRODUCE", &script(PRODUCE))
+        .replace("REREAD", &script(REREAD));
+    support::bpmn(key, "", &elements)
 }
 
 /// An echo topic for a multi-instance activity: it fetches only the element variable and
