@@ -576,12 +576,18 @@ async fn root_instance(shared: &Shared, locked: &LockedExternalTask) -> Result<S
         Err(e) => Err(Failure::new(
             format!("could not read the task's process instance {instance}: {e}"),
             "The worker asks the engine's history for the root of the instance's call tree, which names its workspace; the engine's history level must be activity or higher.",
-            if e.is_transient() {
-                Retry::Later
-            } else {
-                Retry::Never
-            },
+            retry_for(&e),
         )),
+    }
+}
+
+/// How a task whose run needed an engine call that failed is retried: later when the engine may
+/// answer then, never when it refused.
+fn retry_for(e: &ClientError) -> Retry {
+    if e.is_transient() {
+        Retry::Later
+    } else {
+        Retry::Never
     }
 }
 
@@ -618,11 +624,7 @@ async fn read_settings(
                     format!(
                         "The worker reads the task's `procos.*` input parameters from its execution's local variables; the engine did not answer: {e}"
                     ),
-                    if e.is_transient() {
-                        Retry::Later
-                    } else {
-                        Retry::Never
-                    },
+                    retry_for(&e),
                 ));
             }
         }
