@@ -48,6 +48,8 @@ bash "$ROOT/scripts/lint-bpmn.sh"
 # tests boot their one shared engine from the jar and start the model servers themselves, on
 # first use.
 bash "$ROOT/scripts/llm-server.sh" install
+# The OAuth2 test's issuer (a class path from Maven Central; cached).
+bash "$ROOT/scripts/oauth2-server.sh" install
 say "waiting for the Ollama build"
 wait "$ollama_install" || { tail -30 "$ollama_log"; die "installing Ollama failed (log: $ollama_log)"; }
 

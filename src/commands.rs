@@ -71,6 +71,12 @@ fn apply_engine_args(engine: &mut EngineSection, args: EngineArgs) {
         engine_user,
         engine_password,
         engine_token,
+        engine_oauth2_token_url,
+        engine_oauth2_client_id,
+        engine_oauth2_client_secret,
+        engine_oauth2_client_secret_file,
+        engine_oauth2_scope,
+        engine_oauth2_audience,
         engine_jar,
         camunda_run_home,
         port,
@@ -81,6 +87,14 @@ fn apply_engine_args(engine: &mut EngineSection, args: EngineArgs) {
     connection.user = engine_user.or(connection.user.take());
     connection.password = engine_password.or(connection.password.take());
     connection.token = engine_token.or(connection.token.take());
+    let oauth2 = &mut connection.oauth2;
+    oauth2.token_url = engine_oauth2_token_url.or(oauth2.token_url.take());
+    oauth2.client_id = engine_oauth2_client_id.or(oauth2.client_id.take());
+    oauth2.client_secret = engine_oauth2_client_secret.or(oauth2.client_secret.take());
+    oauth2.client_secret_file =
+        engine_oauth2_client_secret_file.or(oauth2.client_secret_file.take());
+    oauth2.scope = engine_oauth2_scope.or(oauth2.scope.take());
+    oauth2.audience = engine_oauth2_audience.or(oauth2.audience.take());
     boot.camunda_run_home = camunda_run_home.or(boot.camunda_run_home.take());
     if let Some(jar) = engine_jar {
         boot.jar = jar;

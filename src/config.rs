@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::bail;
-use camunda_client::Connection;
+use camunda_client::{Connection, OAuth2Settings};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use procos_kernel::BootSettings;
@@ -47,7 +47,7 @@ impl ProcosConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(from = "EngineTable")]
 pub struct EngineSection {
-    /// `url`, `user`, `password`, `token`.
+    /// `url`, `user`, `password`, `token`, `[engine.oauth2]`.
     pub connection: Connection,
     /// `port`, `jar`, `camunda_run_home`, `java`, `data_dir`, `ready_timeout`, `stop_timeout`.
     pub boot: BootSettings,
@@ -74,6 +74,7 @@ struct EngineTable {
     user: Option<String>,
     password: Option<String>,
     token: Option<String>,
+    oauth2: OAuth2Settings,
     port: u16,
     jar: PathBuf,
     camunda_run_home: Option<PathBuf>,
@@ -92,6 +93,7 @@ impl Default for EngineTable {
             user,
             password,
             token,
+            oauth2,
         } = Connection::default();
         let BootSettings {
             port,
@@ -107,6 +109,7 @@ impl Default for EngineTable {
             user,
             password,
             token,
+            oauth2,
             port,
             jar,
             camunda_run_home,
@@ -125,6 +128,7 @@ impl From<EngineTable> for EngineSection {
             user,
             password,
             token,
+            oauth2,
             port,
             jar,
             camunda_run_home,
@@ -139,6 +143,7 @@ impl From<EngineTable> for EngineSection {
                 user,
                 password,
                 token,
+                oauth2,
             },
             boot: BootSettings {
                 port,

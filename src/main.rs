@@ -67,6 +67,30 @@ struct EngineArgs {
         hide_env_values = true
     )]
     engine_token: Option<String>,
+    /// OAuth2: the issuer's token endpoint; requests then carry tokens got by the client
+    /// credentials grant.
+    #[arg(long, global = true, env = "PROCOS_ENGINE_OAUTH2_TOKEN_URL")]
+    engine_oauth2_token_url: Option<String>,
+    /// OAuth2: the client id the issuer knows this fleet by.
+    #[arg(long, global = true, env = "PROCOS_ENGINE_OAUTH2_CLIENT_ID")]
+    engine_oauth2_client_id: Option<String>,
+    /// OAuth2: the client secret (better from the environment or a file than on a command line).
+    #[arg(
+        long,
+        global = true,
+        env = "PROCOS_ENGINE_OAUTH2_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    engine_oauth2_client_secret: Option<String>,
+    /// OAuth2: a file holding the client secret (e.g. a mounted secret).
+    #[arg(long, global = true, env = "PROCOS_ENGINE_OAUTH2_CLIENT_SECRET_FILE")]
+    engine_oauth2_client_secret_file: Option<PathBuf>,
+    /// OAuth2: the scope to ask for, when the issuer wants one.
+    #[arg(long, global = true, env = "PROCOS_ENGINE_OAUTH2_SCOPE")]
+    engine_oauth2_scope: Option<String>,
+    /// OAuth2: the audience to ask for, when the issuer wants one.
+    #[arg(long, global = true, env = "PROCOS_ENGINE_OAUTH2_AUDIENCE")]
+    engine_oauth2_audience: Option<String>,
     /// The assembled engine jar the kernel boots.
     #[arg(long, global = true, env = "PROCOS_ENGINE_JAR")]
     engine_jar: Option<PathBuf>,

@@ -15,6 +15,7 @@ mod layout;
 mod library;
 mod llm;
 mod namespace;
+mod oauth2;
 mod orchestration;
 mod outputs;
 mod reload;

@@ -15,6 +15,7 @@ use crate::model::{
     HistoricActivityInstance, HistoricProcessInstance, HistoricProcessInstanceQuery, Incident,
     LockedExternalTask, ProcessDefinition, ProcessInstance, StartProcessInstance,
 };
+use crate::oauth2::TokenSource;
 use crate::variables::{Variable, Variables};
 
 /// Ordinary calls answer in well under this; a slower answer means the engine is in trouble.
@@ -32,6 +33,8 @@ pub enum Auth {
         password: String,
     },
     Bearer(String),
+    /// OAuth2 client credentials: a token from the issuer, cached and renewed (see [`TokenSource`]).
+    OAuth2(TokenSource),
 }
 
 impl fmt::Debug for Auth {
@@ -41,6 +44,7 @@ impl fmt::Debug for Auth {
             Auth::None => f.write_str("None"),
             Auth::Basic { user, .. } => write!(f, "Basic({user}, ***)"),
             Auth::Bearer(_) => f.write_str("Bearer(***)"),
+            Auth::OAuth2(tokens) => write!(f, "OAuth2({tokens:?})"),
         }
     }
 }
@@ -116,19 +120,23 @@ impl EngineClient {
     /// `POST /deployment/create` with duplicate filtering: resources identical to the last
     /// deployment of the same name create no new definitions.
     pub async fn deploy(&self, deployment: &Deployment) -> Result<DeploymentResult, ClientError> {
-        let mut form = reqwest::multipart::Form::new()
-            .text("deployment-name", deployment.name.clone())
-            .text("enable-duplicate-filtering", "true")
-            .text("deploy-changed-only", "true");
-        if let Some(source) = &deployment.source {
-            form = form.text("deployment-source", source.clone());
-        }
-        for (name, bytes) in &deployment.resources {
-            let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone());
-            form = form.part(name.clone(), part);
-        }
+        // A multipart body is a stream, sent once: a second attempt (after a 401) builds it anew.
+        let form = || {
+            let mut form = reqwest::multipart::Form::new()
+                .text("deployment-name", deployment.name.clone())
+                .text("enable-duplicate-filtering", "true")
+                .text("deploy-changed-only", "true");
+            if let Some(source) = &deployment.source {
+                form = form.text("deployment-source", source.clone());
+            }
+            for (name, bytes) in &deployment.resources {
+                let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone());
+                form = form.part(name.clone(), part);
+            }
+            form
+        };
         let path = "deployment/create";
-        let request = self.request(Method::POST, path).multipart(form);
+        let request = || self.request(Method::POST, path).multipart(form());
         self.send(request, "POST", path, CALL_TIMEOUT).await
     }
 
@@ -138,22 +146,26 @@ impl EngineClient {
         key: &str,
     ) -> Result<Vec<ProcessDefinition>, ClientError> {
         let path = "process-definition";
-        let request = self.request(Method::GET, path).query(&[
-            ("key", key),
-            ("sortBy", "version"),
-            ("sortOrder", "asc"),
-        ]);
+        let request = || {
+            self.request(Method::GET, path).query(&[
+                ("key", key),
+                ("sortBy", "version"),
+                ("sortOrder", "asc"),
+            ])
+        };
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
     /// `GET /process-definition?latestVersion=true`: the latest version of every process.
     pub async fn latest_process_definitions(&self) -> Result<Vec<ProcessDefinition>, ClientError> {
         let path = "process-definition";
-        let request = self.request(Method::GET, path).query(&[
-            ("latestVersion", "true"),
-            ("sortBy", "key"),
-            ("sortOrder", "asc"),
-        ]);
+        let request = || {
+            self.request(Method::GET, path).query(&[
+                ("latestVersion", "true"),
+                ("sortBy", "key"),
+                ("sortOrder", "asc"),
+            ])
+        };
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
@@ -161,9 +173,10 @@ impl EngineClient {
     /// versions), active and suspended.
     pub async fn process_instances(&self, key: &str) -> Result<Vec<ProcessInstance>, ClientError> {
         let path = "process-instance";
-        let request = self
-            .request(Method::GET, path)
-            .query(&[("processDefinitionKey", key)]);
+        let request = || {
+            self.request(Method::GET, path)
+                .query(&[("processDefinitionKey", key)])
+        };
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
@@ -252,7 +265,7 @@ impl EngineClient {
     ) -> Result<Vec<LockedExternalTask>, ClientError> {
         let path = "external-task/fetchAndLock";
         let long_poll = Duration::from_millis(request.async_response_timeout.unwrap_or(0));
-        let builder = self.request(Method::POST, path).json(request);
+        let builder = || self.request(Method::POST, path).json(request);
         self.send(builder, "POST", path, long_poll + LONG_POLL_GRACE)
             .await
     }
@@ -316,9 +329,10 @@ impl EngineClient {
         process_instance_id: &str,
     ) -> Result<Vec<ExternalTask>, ClientError> {
         let path = "external-task";
-        let request = self
-            .request(Method::GET, path)
-            .query(&[("processInstanceId", process_instance_id)]);
+        let request = || {
+            self.request(Method::GET, path)
+                .query(&[("processInstanceId", process_instance_id)])
+        };
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
@@ -326,9 +340,10 @@ impl EngineClient {
     /// now (local variables of inner scopes are not among them).
     pub async fn process_instance_variables(&self, id: &str) -> Result<Variables, ClientError> {
         let path = format!("process-instance/{}/variables", segment(id));
-        let request = self
-            .request(Method::GET, &path)
-            .query(&[("deserializeValues", "false")]);
+        let request = || {
+            self.request(Method::GET, &path)
+                .query(&[("deserializeValues", "false")])
+        };
         self.send(request, "GET", &path, CALL_TIMEOUT).await
     }
 
@@ -339,9 +354,10 @@ impl EngineClient {
         execution_id: &str,
     ) -> Result<Variables, ClientError> {
         let path = format!("execution/{}/localVariables", segment(execution_id));
-        let request = self
-            .request(Method::GET, &path)
-            .query(&[("deserializeValues", "false")]);
+        let request = || {
+            self.request(Method::GET, &path)
+                .query(&[("deserializeValues", "false")])
+        };
         self.send(request, "GET", &path, CALL_TIMEOUT).await
     }
 
@@ -367,12 +383,14 @@ impl EngineClient {
         let max_results = PAGE.to_string();
         loop {
             let first_result = found.len().to_string();
-            let request = self.request(Method::GET, path).query(query).query(&[
-                ("sortBy", "instanceId"),
-                ("sortOrder", "asc"),
-                ("firstResult", first_result.as_str()),
-                ("maxResults", max_results.as_str()),
-            ]);
+            let request = || {
+                self.request(Method::GET, path).query(query).query(&[
+                    ("sortBy", "instanceId"),
+                    ("sortOrder", "asc"),
+                    ("firstResult", first_result.as_str()),
+                    ("maxResults", max_results.as_str()),
+                ])
+            };
             let page: Vec<HistoricProcessInstance> =
                 self.send(request, "GET", path, CALL_TIMEOUT).await?;
             let last = page.len() < PAGE;
@@ -393,7 +411,7 @@ impl EngineClient {
             count: u64,
         }
         let path = "history/process-instance/count";
-        let request = self.request(Method::GET, path).query(query);
+        let request = || self.request(Method::GET, path).query(query);
         let count: Count = self.send(request, "GET", path, CALL_TIMEOUT).await?;
         Ok(count.count)
     }
@@ -411,10 +429,12 @@ impl EngineClient {
             variable: Variable,
         }
         let path = "history/variable-instance";
-        let request = self.request(Method::GET, path).query(&[
-            ("processInstanceId", process_instance_id),
-            ("deserializeValues", "false"),
-        ]);
+        let request = || {
+            self.request(Method::GET, path).query(&[
+                ("processInstanceId", process_instance_id),
+                ("deserializeValues", "false"),
+            ])
+        };
         let rows: Vec<Row> = self.send(request, "GET", path, CALL_TIMEOUT).await?;
         Ok(rows.into_iter().map(|r| (r.name, r.variable)).collect())
     }
@@ -426,10 +446,11 @@ impl EngineClient {
         query: &ExternalTaskLogQuery,
     ) -> Result<Vec<ExternalTaskLogEntry>, ClientError> {
         let path = "history/external-task-log";
-        let request = self
-            .request(Method::GET, path)
-            .query(query)
-            .query(&[("sortBy", "timestamp"), ("sortOrder", "asc")]);
+        let request = || {
+            self.request(Method::GET, path)
+                .query(query)
+                .query(&[("sortBy", "timestamp"), ("sortOrder", "asc")])
+        };
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
@@ -443,7 +464,7 @@ impl EngineClient {
             count: u64,
         }
         let path = "history/external-task-log/count";
-        let request = self.request(Method::GET, path).query(query);
+        let request = || self.request(Method::GET, path).query(query);
         let count: Count = self.send(request, "GET", path, CALL_TIMEOUT).await?;
         Ok(count.count)
     }
@@ -455,11 +476,13 @@ impl EngineClient {
         process_instance_id: &str,
     ) -> Result<Vec<HistoricActivityInstance>, ClientError> {
         let path = "history/activity-instance";
-        let request = self.request(Method::GET, path).query(&[
-            ("processInstanceId", process_instance_id),
-            ("sortBy", "startTime"),
-            ("sortOrder", "asc"),
-        ]);
+        let request = || {
+            self.request(Method::GET, path).query(&[
+                ("processInstanceId", process_instance_id),
+                ("sortBy", "startTime"),
+                ("sortOrder", "asc"),
+            ])
+        };
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
@@ -469,17 +492,20 @@ impl EngineClient {
         process_instance_id: Option<&str>,
     ) -> Result<Vec<Incident>, ClientError> {
         let path = "incident";
-        let mut request = self.request(Method::GET, path);
-        if let Some(id) = process_instance_id {
-            request = request.query(&[("processInstanceId", id)]);
-        }
+        let request = || {
+            let request = self.request(Method::GET, path);
+            match process_instance_id {
+                Some(id) => request.query(&[("processInstanceId", id)]),
+                None => request,
+            }
+        };
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
     /// `GET /external-task/{id}/errorDetails`: the details a failure report left.
     pub async fn external_task_error_details(&self, task_id: &str) -> Result<String, ClientError> {
         let path = format!("external-task/{}/errorDetails", segment(task_id));
-        let request = self.request(Method::GET, &path);
+        let request = || self.request(Method::GET, &path);
         let response = self.execute(request, "GET", &path, CALL_TIMEOUT).await?;
         response
             .text()
@@ -491,9 +517,10 @@ impl EngineClient {
     /// that have tasks a worker could fetch now (tasks of suspended instances included).
     pub async fn waiting_topic_names(&self) -> Result<Vec<String>, ClientError> {
         let path = "external-task/topic-names";
-        let request = self
-            .request(Method::GET, path)
-            .query(&[("withUnlockedTasks", "true"), ("withRetriesLeft", "true")]);
+        let request = || {
+            self.request(Method::GET, path)
+                .query(&[("withUnlockedTasks", "true"), ("withRetriesLeft", "true")])
+        };
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
@@ -507,15 +534,17 @@ impl EngineClient {
     ) -> Result<Vec<ExternalTask>, ClientError> {
         let path = "external-task";
         let max_results = max_results.to_string();
-        let request = self.request(Method::GET, path).query(&[
-            ("topicName", topic),
-            ("notLocked", "true"),
-            ("active", "true"),
-            ("withRetriesLeft", "true"),
-            ("sortBy", "createTime"),
-            ("sortOrder", "asc"),
-            ("maxResults", max_results.as_str()),
-        ]);
+        let request = || {
+            self.request(Method::GET, path).query(&[
+                ("topicName", topic),
+                ("notLocked", "true"),
+                ("active", "true"),
+                ("withRetriesLeft", "true"),
+                ("sortBy", "createTime"),
+                ("sortOrder", "asc"),
+                ("maxResults", max_results.as_str()),
+            ])
+        };
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
 
@@ -527,12 +556,14 @@ impl EngineClient {
             count: u64,
         }
         let path = "external-task/count";
-        let request = self.request(Method::GET, path).query(&[
-            ("topicName", topic),
-            ("notLocked", "true"),
-            ("active", "true"),
-            ("withRetriesLeft", "true"),
-        ]);
+        let request = || {
+            self.request(Method::GET, path).query(&[
+                ("topicName", topic),
+                ("notLocked", "true"),
+                ("active", "true"),
+                ("withRetriesLeft", "true"),
+            ])
+        };
         let count: Count = self.send(request, "GET", path, CALL_TIMEOUT).await?;
         Ok(count.count)
     }
@@ -563,11 +594,13 @@ impl EngineClient {
         self.call(Method::POST, path, Some(&body)).await
     }
 
+    /// A request to `path`, with the basic or fixed bearer credentials. An OAuth2 token is added
+    /// when the request is sent ([`Self::execute`]), since getting one may take a call.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let url = format!("{}{}", self.base, path);
         let builder = self.http.request(method, url);
         match &self.auth {
-            Auth::None => builder,
+            Auth::None | Auth::OAuth2(_) => builder,
             Auth::Basic { user, password } => builder.basic_auth(user, Some(password)),
             Auth::Bearer(token) => builder.bearer_auth(token),
         }
@@ -580,10 +613,7 @@ impl EngineClient {
         body: Option<&B>,
     ) -> Result<T, ClientError> {
         let name = method_name(&method);
-        let mut request = self.request(method, path);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
+        let request = || with_json(self.request(method.clone(), path), body);
         self.send(request, name, path, CALL_TIMEOUT).await
     }
 
@@ -594,17 +624,14 @@ impl EngineClient {
         body: Option<&B>,
     ) -> Result<(), ClientError> {
         let name = method_name(&method);
-        let mut request = self.request(method, path);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
+        let request = || with_json(self.request(method.clone(), path), body);
         self.execute(request, name, path, CALL_TIMEOUT).await?;
         Ok(())
     }
 
     async fn send<T: DeserializeOwned>(
         &self,
-        request: RequestBuilder,
+        request: impl Fn() -> RequestBuilder,
         method: &'static str,
         path: &str,
         timeout: Duration,
@@ -617,30 +644,70 @@ impl EngineClient {
         serde_json::from_slice(&bytes).map_err(|e| unexpected(method, path, e))
     }
 
-    /// Sends, and turns an error status into [`ClientError::Rejected`] with the engine's message.
+    /// Sends the request `request` builds, and turns an error status into
+    /// [`ClientError::Rejected`] with the engine's message. With OAuth2, a 401 means the token
+    /// was refused (revoked, or the engine's keys changed): the request is sent once more with a
+    /// new token, and a second 401 is the answer.
     async fn execute(
         &self,
-        request: RequestBuilder,
+        request: impl Fn() -> RequestBuilder,
         method: &'static str,
         path: &str,
         timeout: Duration,
     ) -> Result<reqwest::Response, ClientError> {
         tracing::trace!(method, path, "engine call");
-        let response =
-            request
-                .timeout(timeout)
-                .send()
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    url: self.base.to_string(),
-                    source,
-                })?;
+        let response = match &self.auth {
+            Auth::OAuth2(tokens) => {
+                let token = tokens.token(&self.http).await?;
+                let response = self
+                    .transmit(request().bearer_auth(&token), timeout)
+                    .await?;
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    tracing::debug!(
+                        method,
+                        path,
+                        "the engine refused the access token: a new one"
+                    );
+                    tokens.refused(&token).await;
+                    let token = tokens.token(&self.http).await?;
+                    self.transmit(request().bearer_auth(&token), timeout)
+                        .await?
+                } else {
+                    response
+                }
+            }
+            Auth::None | Auth::Basic { .. } | Auth::Bearer(_) => {
+                self.transmit(request(), timeout).await?
+            }
+        };
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let text = response.text().await.unwrap_or_default();
         Err(rejected(method, path, status, &text))
+    }
+
+    async fn transmit(
+        &self,
+        request: RequestBuilder,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
+        request
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.to_string(),
+                source,
+            })
+    }
+}
+
+fn with_json<B: Serialize + ?Sized>(request: RequestBuilder, body: Option<&B>) -> RequestBuilder {
+    match body {
+        Some(body) => request.json(body),
+        None => request,
     }
 }
 

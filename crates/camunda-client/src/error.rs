@@ -31,6 +31,18 @@ pub enum ClientError {
         path: String,
         reason: String,
     },
+    /// No access token for the engine: the OAuth2 token endpoint could not be reached, or
+    /// refused the client's credentials.
+    #[error("cannot get an access token for the engine from {url}: {reason}")]
+    Token {
+        url: String,
+        reason: String,
+        /// The issuer was away or overloaded, rather than refusing the credentials.
+        transient: bool,
+    },
+    /// The configured authentication is incomplete or unreadable.
+    #[error("invalid engine authentication: {reason}")]
+    InvalidAuth { reason: String },
     /// The configured engine URL is not usable.
     #[error(
         "invalid engine URL `{url}`: {reason} (expected e.g. http://localhost:8080/engine-rest)"
@@ -47,13 +59,17 @@ impl ClientError {
         }
     }
 
-    /// True when the same call may succeed later unchanged: the engine was unreachable, timed out,
-    /// or answered 5xx (which includes its "too many requests" answer to long polls).
+    /// True when the same call may succeed later unchanged: the engine (or the issuer of its
+    /// tokens) was unreachable, timed out, or answered 5xx (which includes the engine's "too many
+    /// requests" answer to long polls).
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Unreachable { .. } => true,
             ClientError::Rejected { status, .. } => *status >= 500,
-            ClientError::Unexpected { .. } | ClientError::InvalidUrl { .. } => false,
+            ClientError::Token { transient, .. } => *transient,
+            ClientError::Unexpected { .. }
+            | ClientError::InvalidUrl { .. }
+            | ClientError::InvalidAuth { .. } => false,
         }
     }
 

@@ -12,10 +12,11 @@ mod client;
 mod connection;
 mod error;
 mod model;
+mod oauth2;
 mod variables;
 
 pub use client::{Auth, EngineClient};
-pub use connection::Connection;
+pub use connection::{Connection, OAuth2Settings};
 pub use error::{ClientError, ParseProblem};
 pub use model::{
     BpmnErrorReport, CompleteTask, DeployedResource, Deployment, DeploymentResult, ExternalTask,
@@ -24,4 +25,5 @@ pub use model::{
     LockedExternalTask, ProcessDefinition, ProcessInstance, StartProcessInstance,
     TopicSubscription,
 };
+pub use oauth2::{ClientCredentials, TokenSource};
 pub use variables::{MULTI_INSTANCE_VARIABLES, Variable, Variables};

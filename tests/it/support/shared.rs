@@ -59,6 +59,68 @@ pub fn ollama_url() -> &'static str {
     url.as_deref().unwrap_or_else(|why| panic!("{why}"))
 }
 
+/// The issuer of the OAuth2 tests: NAV's mock-oauth2-server as `scripts/oauth2-server.sh`
+/// installed it, serving the issuer `procos` (`…/procos`, token endpoint `…/procos/token`). Its
+/// tokens live 4 s, so that a test sees them renewed; the scope `engine-rest` gets the audience
+/// `engine-rest`, any other scope the audience `elsewhere`.
+pub fn oauth2_issuer() -> &'static str {
+    static URL: OnceLock<Result<String, String>> = OnceLock::new();
+    let url = URL.get_or_init(start_oauth2_server);
+    url.as_deref().unwrap_or_else(|why| panic!("{why}"))
+}
+
+fn start_oauth2_server() -> Result<String, String> {
+    let cache = procos_cache();
+    let installs = cache.join("oauth2-server");
+    let lib = std::fs::read_dir(&installs)
+        .ok()
+        .and_then(|versions| {
+            versions
+                .filter_map(Result::ok)
+                .map(|version| version.path())
+                .find(|version| version.join(".complete").is_file())
+        })
+        .map(|version| version.join("lib"))
+        .ok_or_else(|| {
+            format!(
+                "the OAuth2 tests need an OAuth2 server, and none is installed in {}: run \
+                 `scripts/oauth2-server.sh install` once (scripts/test.sh does)",
+                installs.display()
+            )
+        })?;
+    let port = super::free_port();
+    let log = log_file(&cache, "oauth2-server.log")?;
+    let url = format!("http://127.0.0.1:{port}/procos");
+    let config = serde_json::json!({
+        "interactiveLogin": false,
+        "tokenCallbacks": [{
+            "issuerId": "procos",
+            "tokenExpiry": 4,
+            "requestMappings": [
+                {"requestParam": "scope", "match": "engine-rest",
+                 "claims": {"sub": "${clientId}", "aud": ["engine-rest"]}},
+                {"requestParam": "scope", "match": "*",
+                 "claims": {"sub": "${clientId}", "aud": ["elsewhere"]}},
+            ],
+        }],
+    });
+    let mut command = Command::new("java");
+    command
+        .arg("-cp")
+        .arg(lib.join("*"))
+        .arg("no.nav.security.mock.oauth2.StandaloneMockOAuth2ServerKt")
+        .env("SERVER_HOSTNAME", "127.0.0.1")
+        .env("SERVER_PORT", port.to_string())
+        .env("JSON_CONFIG", config.to_string());
+    start_server(
+        "the OAuth2 server",
+        command,
+        log,
+        format!("{url}/.well-known/openid-configuration"),
+    )?;
+    Ok(url)
+}
+
 fn boot_engine() -> Result<String, String> {
     let jar = super::engine_jar();
     if !jar.is_file() {

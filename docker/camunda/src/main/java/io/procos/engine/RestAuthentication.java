@@ -2,7 +2,7 @@ package io.procos.engine;
 
 import org.camunda.bpm.engine.rest.security.auth.ProcessEngineAuthenticationFilter;
 import org.camunda.bpm.engine.rest.security.auth.impl.HttpBasicAuthenticationProvider;
-import org.springframework.boot.autoconfigure.condition.ConditionalOnProperty;
+import org.springframework.boot.autoconfigure.condition.ConditionalOnExpression;
 import org.springframework.boot.web.servlet.FilterRegistrationBean;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
@@ -11,10 +11,13 @@ import org.springframework.context.annotation.Configuration;
  * HTTP basic authentication on the REST API, switched by the same property Camunda Run uses
  * ({@code camunda.bpm.run.auth.enabled}, env {@code CAMUNDA_BPM_RUN_AUTH_ENABLED}), so a
  * configuration written for Run works unchanged. The filter lets {@code GET /engine-rest/engine}
- * through without credentials, which is what readiness checks rely on.
+ * through without credentials, which is what readiness checks rely on. An OAuth2 issuer, when one
+ * is configured (WebSecurity), takes its place: a bearer token is no basic credential.
  */
 @Configuration
-@ConditionalOnProperty(name = "camunda.bpm.run.auth.enabled", havingValue = "true")
+@ConditionalOnExpression(
+    "${camunda.bpm.run.auth.enabled:false}"
+        + " and '${spring.security.oauth2.resourceserver.jwt.issuer-uri:}' == ''")
 public class RestAuthentication {
   @Bean
   public FilterRegistrationBean<ProcessEngineAuthenticationFilter> restAuthenticationFilter() {
