@@ -22,6 +22,13 @@ setsid bash "$ROOT/scripts/ollama.sh" install >"$ollama_log" 2>&1 &
 ollama_install=$!
 on_exit "kill -- -$ollama_install 2>/dev/null"
 
+# Jaeger, the trace test's OTLP receiver, builds from its Go module too (about ten minutes of
+# one core, once; cached): beside the rest, at a lower priority.
+jaeger_log="$PROCOS_CACHE/logs/jaeger-install.log"
+setsid bash "$ROOT/scripts/jaeger.sh" install >"$jaeger_log" 2>&1 &
+jaeger_install=$!
+on_exit "kill -- -$jaeger_install 2>/dev/null"
+
 # Compose v2 for the compose test, where none is installed: built from its Go module beside
 # the rest too (once; cached).
 compose_install=""
@@ -52,6 +59,9 @@ bash "$ROOT/scripts/llm-server.sh" install
 bash "$ROOT/scripts/oauth2-server.sh" install
 say "waiting for the Ollama build"
 wait "$ollama_install" || { tail -30 "$ollama_log"; die "installing Ollama failed (log: $ollama_log)"; }
+
+say "waiting for the Jaeger build"
+wait "$jaeger_install" || { tail -30 "$jaeger_log"; die "building Jaeger failed (log: $jaeger_log)"; }
 
 say "cargo test"
 cargo test --locked --workspace --no-fail-fast

@@ -6,11 +6,13 @@ mod commands;
 mod config;
 mod reload;
 mod shutdown;
+mod traces;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::Layer as _;
 
 /// ProcOS: a Camunda 7 microkernel and worker fleet.
 #[derive(Debug, Parser)]
@@ -30,6 +32,10 @@ struct Cli {
     /// Log filter, in `tracing` syntax (e.g. `info,procos_worker=debug`).
     #[arg(long, global = true, env = "PROCOS_LOG", default_value = "info")]
     log: String,
+    /// An OTLP/HTTP receiver's base URL (e.g. http://localhost:4318): each external task's span
+    /// is exported there. Unset: no traces leave the process.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(subcommand)]
@@ -157,7 +163,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    let traces = match init_logging(cli.log_format, &cli.log, cli.otlp_endpoint.as_deref()) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("procos: error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -168,27 +180,54 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    let code = match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("procos: error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // The last spans are still in the exporter's batch: send them before the process ends.
+    if let Some(provider) = traces
+        && let Err(e) = provider.shutdown()
+    {
+        eprintln!("procos: the last traces were not exported: {e}");
     }
+    code
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
+/// Logs to stderr, and spans to the OTLP receiver at `otlp_endpoint` when there is one (its
+/// tracer provider is returned, to be shut down at exit).
+fn init_logging(
+    format: LogFormat,
+    filter: &str,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
+    let (provider, otel) = match otlp_endpoint.filter(|e| !e.trim().is_empty()) {
+        Some(endpoint) => {
+            let (provider, layer) = traces::exporting(endpoint)?;
+            (Some(provider), Some(layer))
+        }
+        None => (None, None),
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .init(),
-    }
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()?;
+    Ok(provider)
 }

@@ -33,6 +33,7 @@ fn largest_limits() -> Value {
 
 fn task(inputs: Value, settings: Value) -> AdapterTask {
     AdapterTask {
+        traceparent: None,
         task_id: "task-1".to_owned(),
         topic: "contract".to_owned(),
         inputs: inputs.as_object().cloned().unwrap_or_default(),

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::SETTING_PREFIX as PREFIX;
-use crate::sandbox::{self, ContainerSpec, Limits, Runner, image_refusal};
+use crate::sandbox::{self, ContainerSpec, Limits, Runner, image_refusal, trace_env};
 use crate::workspace::{Workspaces, wants_workspace};
 use crate::{
     Adapter, AdapterTask, BuildContext, Failure, Guards, ImageAllowlist, Outcome, Retry,
@@ -197,6 +197,7 @@ impl DockerAdapter {
                 env.push(format!("{name}={text}"));
             }
         }
+        env.extend(trace_env(task.traceparent.as_deref()));
         let input = serde_json::to_vec(&Value::Object(task.inputs)).unwrap_or_default();
         Ok(ContainerSpec {
             task_id: task.task_id,
@@ -287,6 +288,7 @@ mod tests {
 
     fn task(settings: Value) -> AdapterTask {
         AdapterTask {
+            traceparent: None,
             task_id: "task-1".into(),
             topic: "docker".into(),
             inputs: json!({"n": 1, "image": "evil/miner:1", "command": "rm -rf /"})

@@ -79,6 +79,7 @@ mod tests {
 
     fn task() -> AdapterTask {
         AdapterTask {
+            traceparent: None,
             task_id: "t".into(),
             topic: "echo".into(),
             inputs: json!({"a": 1, "b": [true, null]})

@@ -95,6 +95,9 @@ pub struct HttpConfig {
     secrets: BTreeMap<String, SecretConfig>,
 }
 
+/// The W3C trace context header.
+const TRACEPARENT: &str = "traceparent";
+
 fn default_method() -> String {
     "GET".to_owned()
 }
@@ -400,6 +403,14 @@ impl HttpAdapter {
                 )
             })?;
             headers.insert(name, value);
+        }
+        // The step's trace context, so that the service called joins the instance's trace;
+        // a `traceparent` the model sets itself goes first.
+        if let Some(traceparent) = &task.traceparent
+            && !headers.contains_key(TRACEPARENT)
+            && let Ok(value) = HeaderValue::from_str(traceparent)
+        {
+            headers.insert(TRACEPARENT, value);
         }
         let body = match s.get("body") {
             None => None,

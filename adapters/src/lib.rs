@@ -110,6 +110,10 @@ impl fmt::Display for Unavailable {
 pub struct AdapterTask {
     pub task_id: String,
     pub topic: String,
+    /// The W3C trace context of this run (`00-{trace id}-{span id}-{flags}`), when the instance
+    /// carries one or spans are exported: what the step hands on, as the `traceparent` header
+    /// of an HTTP call or the `TRACEPARENT` environment variable of a sandboxed process.
+    pub traceparent: Option<String>,
     /// The task's variables in their plain-JSON view, without the per-task settings.
     pub inputs: Map<String, Value>,
     /// What the model sets on this step (`procos.*` extension properties and input

@@ -1450,6 +1450,7 @@ mod tests {
 
     fn task(settings: Value) -> AdapterTask {
         AdapterTask {
+            traceparent: None,
             task_id: "t".into(),
             topic: "llm".into(),
             inputs: Map::new(),

@@ -153,6 +153,15 @@ impl PythonAdapter {
             // before the task was known.
             ("script-name".to_owned(), script_name.into_bytes()),
         ];
+        // A file too, not the environment, for the same reason: the runner sets TRACEPARENT
+        // from it before the script runs.
+        let files = files
+            .into_iter()
+            .chain(
+                task.traceparent
+                    .map(|traceparent| ("traceparent".to_owned(), traceparent.into_bytes())),
+            )
+            .collect();
         Ok(container_spec(
             &task.topic,
             &image,
@@ -254,6 +263,7 @@ mod tests {
 
     fn task(inputs: Value, settings: Value) -> AdapterTask {
         AdapterTask {
+            traceparent: None,
             task_id: "task-1".into(),
             topic: "py".into(),
             inputs: inputs.as_object().cloned().unwrap_or_default(),

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::{
-    self, ContainerSpec, Limits, Runner, check_script_name, image_refusal, script_source,
+    self, ContainerSpec, Limits, Runner, check_script_name, image_refusal, script_source, trace_env,
 };
 use crate::workspace::{Workspaces, wants_workspace};
 use crate::{
@@ -179,7 +179,9 @@ impl ScilabAdapter {
             topic: task.topic,
             image: self.settings.image.clone(),
             command: None,
-            env: vec![format!("PROCOS_SCRIPT_NAME={script_name}")],
+            env: std::iter::once(format!("PROCOS_SCRIPT_NAME={script_name}"))
+                .chain(trace_env(task.traceparent.as_deref()))
+                .collect(),
             files: vec![
                 ("inputs.sce".to_owned(), assignments.into_bytes()),
                 ("script.sce".to_owned(), source.into_bytes()),
@@ -429,6 +431,7 @@ mod tests {
 
     fn task(inputs: Value, settings: Value) -> AdapterTask {
         AdapterTask {
+            traceparent: None,
             task_id: "task-1".into(),
             topic: "scilab".into(),
             inputs: inputs.as_object().cloned().unwrap_or_default(),

@@ -144,6 +144,7 @@ async fn run(
     settings: TaskSettings,
 ) -> anyhow::Result<()> {
     let task = AdapterTask {
+        traceparent: None,
         task_id: format!("bench-{}", std::process::id()),
         topic: "bench".into(),
         inputs,

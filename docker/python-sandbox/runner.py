@@ -90,6 +90,13 @@ def main():
         name = read_input("script-name").strip() or "script.py"
     except OSError:
         name = "script.py"
+    try:
+        # The step's W3C trace context, for OpenTelemetry in the script (its SDKs read
+        # TRACEPARENT): handed over as a file, since a warm sandbox's environment was fixed
+        # before the task was known.
+        os.environ["TRACEPARENT"] = read_input("traceparent").strip()
+    except OSError:
+        pass
     inputs = json.loads(read_input("input.json"))
     source = read_input("script.py")
     outputs = {}

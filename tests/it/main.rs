@@ -24,6 +24,7 @@ mod sandbox_proxy;
 mod scilab;
 mod support;
 mod tde;
+mod traces;
 mod unavailable;
 mod unserved;
 mod up;

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 mod shared;
 
-pub use shared::{llm_url, oauth2_issuer, ollama_url};
+pub use shared::{jaeger, llm_url, oauth2_issuer, ollama_url};
 
 /// Test logs, shown for failing tests. Idempotent.
 pub fn init_logging() {

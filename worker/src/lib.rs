@@ -28,6 +28,7 @@ mod metrics;
 mod runtime;
 mod table;
 mod task;
+mod trace_context;
 
 pub use config::{ConfigError, TopicConfig, WorkerConfig};
 pub use http::{ObservabilityServer, TopicReport, UnavailableTopic};

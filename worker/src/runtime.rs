@@ -575,7 +575,16 @@ fn subscription(route: &Route) -> TopicSubscription {
     TopicSubscription {
         topic_name: route.topic.clone(),
         lock_duration: u64::try_from(c.lock_duration.as_millis()).unwrap_or(u64::MAX),
-        variables: c.variables.clone(),
+        // A topic that names its variables still gets the instance's trace context.
+        variables: c.variables.clone().map(|mut names| {
+            if !names
+                .iter()
+                .any(|name| name == crate::trace_context::TRACEPARENT)
+            {
+                names.push(crate::trace_context::TRACEPARENT.to_owned());
+            }
+            names
+        }),
         local_variables: c.local_variables,
         business_key: c.business_key.clone(),
         process_definition_key_in: c.process_definition_keys.clone(),

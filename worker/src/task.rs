@@ -24,6 +24,7 @@ use tracing::{Instrument as _, debug, error, info, info_span, warn};
 use crate::backoff::{Backoff, exponential};
 use crate::config::{Route, TopicConfig};
 use crate::metrics::{TaskOutcome, Telemetry};
+use crate::trace_context;
 
 /// Share of the lock duration after which a running task's lock is extended.
 const EXTEND_AT: f64 = 0.6;
@@ -61,13 +62,24 @@ pub(crate) async fn handle(
         task_id = %locked.id,
         topic = %locked.topic_name,
         process_instance = locked.process_instance_id.as_deref().unwrap_or(""),
+        outcome = tracing::field::Empty,
     );
+    trace_context::join(&span, traceparent(&locked).as_deref());
     shared.telemetry.task_started(&route.topic);
     let (outcome, ran) = handle_in_span(&shared, &route, locked, cancel)
-        .instrument(span)
+        .instrument(span.clone())
         .await;
+    span.record("outcome", outcome.as_str());
     shared.telemetry.task_finished(&route.topic, outcome, ran);
     drop(slots);
+}
+
+/// The instance's W3C trace context, when it carries one in the variable `traceparent`.
+fn traceparent(locked: &LockedExternalTask) -> Option<String> {
+    match locked.variables.get(trace_context::TRACEPARENT)?.to_json() {
+        Value::String(traceparent) => Some(traceparent),
+        _ => None,
+    }
 }
 
 /// Runs the adapter while keeping the lock, writes the outcome back, and says how it ended and
@@ -103,9 +115,11 @@ async fn handle_in_span(
         }
         refused => (None, refused),
     };
+    let run_span = info_span!("adapter_run", adapter = %route.config.adapter);
     let adapter_task = AdapterTask {
         task_id: locked.id.clone(),
         topic: locked.topic_name.clone(),
+        traceparent: trace_context::for_step(&run_span, traceparent(&locked).as_deref()),
         inputs: without_settings(inputs),
         settings,
         root_process_instance_id,
@@ -120,7 +134,11 @@ async fn handle_in_span(
     let mut run = std::pin::pin!(async {
         match refused {
             Some(failure) => Outcome::Failure(failure),
-            None => run_adapter(route, adapter_task, adapter_cancel).await,
+            None => {
+                run_adapter(route, adapter_task, adapter_cancel)
+                    .instrument(run_span)
+                    .await
+            }
         }
     });
     // Cancellation first: an adapter answers promptly when cancelled, and that answer must not
@@ -160,7 +178,10 @@ async fn handle_in_span(
         locked: &locked,
         deadline: lock_deadline,
     };
-    let (kind, result) = write_back.outcome(outcome).await;
+    let (kind, result) = write_back
+        .outcome(outcome)
+        .instrument(info_span!("write_back"))
+        .await;
     let ended = match result {
         Ok(()) => {
             info!(

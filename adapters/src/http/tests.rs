@@ -17,6 +17,7 @@ fn built(settings: &str) -> Arc<dyn Adapter> {
 
 fn task(inputs: Value, settings: Value) -> AdapterTask {
     AdapterTask {
+        traceparent: None,
         task_id: "t1".into(),
         topic: "web".into(),
         inputs: inputs.as_object().cloned().unwrap(),

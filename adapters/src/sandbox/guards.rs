@@ -66,6 +66,12 @@ impl ContainerSpec {
     }
 }
 
+/// The environment that hands a sandboxed process its step's W3C trace context: `TRACEPARENT`,
+/// the name OpenTelemetry's SDKs read it from.
+pub(crate) fn trace_env(traceparent: Option<&str>) -> Option<String> {
+    traceparent.map(|traceparent| format!("TRACEPARENT={traceparent}"))
+}
+
 /// Seconds since the Unix epoch (0 for a clock set before it).
 pub(super) fn unix_now() -> u64 {
     SystemTime::now()

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Outcome, Unavailable, async_trait};
 
-pub(crate) use guards::{ContainerSpec, image_refusal};
+pub(crate) use guards::{ContainerSpec, image_refusal, trace_env};
 pub(crate) use inputs::{check_script_name, script_source};
 pub(crate) use limits::Limits;
 pub(crate) use namespace::Namespaces;

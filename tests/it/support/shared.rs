@@ -121,6 +121,59 @@ fn start_oauth2_server() -> Result<String, String> {
     Ok(url)
 }
 
+/// A real OpenTelemetry trace receiver: Jaeger v2 as `scripts/jaeger.sh` built it, keeping
+/// traces in memory; (its OTLP/HTTP base URL, its query API's base URL).
+pub fn jaeger() -> &'static (String, String) {
+    static URLS: OnceLock<Result<(String, String), String>> = OnceLock::new();
+    let urls = URLS.get_or_init(start_jaeger);
+    urls.as_ref().unwrap_or_else(|why| panic!("{why}"))
+}
+
+fn start_jaeger() -> Result<(String, String), String> {
+    let cache = procos_cache();
+    let jaeger = std::fs::read_dir(cache.join("jaeger"))
+        .ok()
+        .and_then(|versions| {
+            versions
+                .filter_map(Result::ok)
+                .map(|version| version.path().join("jaeger"))
+                .find(|binary| binary.is_file())
+        })
+        .ok_or_else(|| {
+            format!(
+                "the trace tests need an OTLP receiver, and no Jaeger is built in {}: run \
+                 `scripts/jaeger.sh install` once (scripts/test.sh does)",
+                cache.join("jaeger").display()
+            )
+        })?;
+    let (grpc, http, query) = (super::free_port(), super::free_port(), super::free_port());
+    let log = log_file(&cache, "jaeger-tests.log")?;
+    // As scripts/jaeger.sh writes it: OTLP in, an in-memory store, the query API, all on
+    // loopback; Jaeger's own metrics and self-tracing off.
+    let config = format!(
+        "service:\n  extensions: [jaeger_storage, jaeger_query]\n  pipelines:\n    traces:\n      \
+         receivers: [otlp]\n      exporters: [jaeger_storage_exporter]\n  telemetry:\n    metrics:\n      \
+         level: none\nextensions:\n  jaeger_storage:\n    backends:\n      memstore:\n        memory:\n          \
+         max_traces: 100000\n  jaeger_query:\n    storage:\n      traces: memstore\n    enable_tracing: false\n    \
+         http:\n      endpoint: 127.0.0.1:{query}\n    grpc:\n      endpoint: 127.0.0.1:0\nreceivers:\n  otlp:\n    \
+         protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n      http:\n        endpoint: 127.0.0.1:{http}\n\
+         exporters:\n  jaeger_storage_exporter:\n    trace_storage: memstore\n"
+    );
+    let config_file = log.with_file_name(format!("jaeger-tests-{query}.yaml"));
+    std::fs::write(&config_file, config)
+        .map_err(|e| format!("cannot write {}: {e}", config_file.display()))?;
+    let mut command = Command::new(jaeger);
+    command.arg("--config").arg(&config_file);
+    let query_url = format!("http://127.0.0.1:{query}");
+    start_server(
+        "Jaeger",
+        command,
+        log,
+        format!("{query_url}/api/v3/services"),
+    )?;
+    Ok((format!("http://127.0.0.1:{http}"), query_url))
+}
+
 fn boot_engine() -> Result<String, String> {
     let jar = super::engine_jar();
     if !jar.is_file() {
