@@ -81,6 +81,25 @@ build_engine() {
   say "engine jar ready ($hash)"
 }
 
+# The Operaton engine jar (docker/operaton), cached the same way: rebuilt only when its pom.xml or
+# src/ change.
+OPERATON_JAR="$ROOT/docker/operaton/target/procos-operaton-engine.jar"
+build_operaton() {
+  local dir="$ROOT/docker/operaton" hash cached
+  hash=$(cd "$dir" && find pom.xml src -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+  cached="$PROCOS_CACHE/operaton/$hash/procos-operaton-engine.jar"
+  if [ ! -f "$cached" ]; then
+    say "building the Operaton engine with Maven (first time: a few minutes)"
+    (cd "$dir" && mvn -B -q -DskipTests package) || die "the Maven build of docker/operaton failed (see above)"
+    mkdir -p "$(dirname "$cached")"
+    cp "$OPERATON_JAR" "$cached.tmp" && mv "$cached.tmp" "$cached"
+  elif ! cmp -s "$cached" "$OPERATON_JAR" 2>/dev/null; then
+    mkdir -p "$(dirname "$OPERATON_JAR")"
+    cp "$cached" "$OPERATON_JAR"
+  fi
+  say "Operaton engine jar ready ($hash)"
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Waits until `url` answers, or dies naming `what` and its log.

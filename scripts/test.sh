@@ -41,6 +41,8 @@ if [ -z "${PROCOS_COMPOSE:-}" ] && ! docker compose version >/dev/null 2>&1; the
 fi
 
 build_engine
+# Operaton, the second engine part of the suite runs against (Maven, cached like the first).
+build_operaton
 
 say "cargo fmt --check"
 cargo fmt --all --check
@@ -66,9 +68,27 @@ wait "$jaeger_install" || { tail -30 "$jaeger_log"; die "building Jaeger failed 
 say "cargo test"
 cargo test --locked --workspace --no-fail-fast
 
+# Operaton: the worker, kernel and http adapter tests again, on the second engine (an engine of
+# their own, booted from its jar), beside the compose test, whose cost is mostly the containers'.
+# Docker-backed tests are left to the Camunda run: the compose fleet's sandboxes share the Docker
+# engine, and those tests count every sandbox container they find.
+say "cargo test on Operaton (beside the compose test)"
+operaton_log="$PROCOS_CACHE/logs/operaton-tests.log"
+PROCOS_ENGINE_JAR="$OPERATON_JAR" cargo test --locked --workspace --test it -- \
+  worker:: kernel outputs:: init_dir:: unserved:: oauth2:: http:: >"$operaton_log" 2>&1 &
+operaton_tests=$!
+on_exit "kill $operaton_tests 2>/dev/null"
+
 # The compose fleet: images, `compose up`, scaling, a killed replica, an incident in Cockpit.
 if [ -n "$compose_install" ]; then
   wait "$compose_install" || { tail -30 "$compose_log"; die "building Docker Compose failed (log: $compose_log)"; }
 fi
 bash "$ROOT/scripts/compose-test.sh"
+say "waiting for the tests on Operaton"
+if ! wait "$operaton_tests"; then
+  grep -E "^test .*FAILED|panicked|^failures:" "$operaton_log" | head -40 >&2 || true
+  tail -40 "$operaton_log" >&2
+  die "tests on Operaton failed (log: $operaton_log)"
+fi
+grep -E "^test result" "$operaton_log" >&2 || true
 say "all checks passed in $(( $(date +%s) - started )) s"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs ProcOS: the Camunda 7.24 engine (H2), the kernel and a local worker fleet.
 # Installs what is missing, builds what is not built yet, then hands over to `procos up`.
-# Extra arguments go to `procos up` (e.g. --workers 4, --port 8081).
+# Extra arguments go to `procos up` (e.g. --workers 4, --port 8081, --engine operaton).
 #
 #   scripts/up.sh --llm   also serves the bundled small model (SmolLM2-135M) for the fleet's
 #                         `llm` topic: OpenAI-compatible on 127.0.0.1:8000 (llama-cpp-python)
@@ -9,12 +9,22 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 llm=false
+engine=${PROCOS_ENGINE:-camunda}
 args=()
+previous=""
 for arg in "$@"; do
   if [ "$arg" = --llm ]; then llm=true; else args+=("$arg"); fi
+  # `--engine operaton` (procos's own flag) also decides which jar to build here.
+  if [ "$previous" = --engine ]; then engine=$arg; fi
+  case "$arg" in --engine=*) engine=${arg#--engine=} ;; esac
+  previous=$arg
 done
 ensure_toolchain
-build_engine
+case "$engine" in
+  camunda) build_engine ;;
+  operaton) build_operaton ;;
+  *) die "unknown engine \`$engine\`: --engine camunda (Camunda 7.24) or --engine operaton" ;;
+esac
 say "building procos (release)"
 cargo build --release --locked --quiet --bin procos
 if ! $llm; then

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, EngineSection, ProcosConfig};
-use crate::{Cli, Command, EngineArgs, reload, shutdown};
+use crate::{Cli, Command, EngineArgs, EngineKind, reload, shutdown};
 
 /// Exit code of `procos deploy` when some file was not deployed, and of `procos start` when the
 /// engine refused the start.
@@ -77,6 +77,7 @@ fn apply_engine_args(engine: &mut EngineSection, args: EngineArgs) {
         engine_oauth2_client_secret_file,
         engine_oauth2_scope,
         engine_oauth2_audience,
+        engine_kind,
         engine_jar,
         camunda_run_home,
         port,
@@ -96,7 +97,7 @@ fn apply_engine_args(engine: &mut EngineSection, args: EngineArgs) {
     oauth2.scope = engine_oauth2_scope.or(oauth2.scope.take());
     oauth2.audience = engine_oauth2_audience.or(oauth2.audience.take());
     boot.camunda_run_home = camunda_run_home.or(boot.camunda_run_home.take());
-    if let Some(jar) = engine_jar {
+    if let Some(jar) = engine_jar.or(engine_kind.map(EngineKind::jar)) {
         boot.jar = jar;
     }
     if let Some(port) = port {
@@ -155,7 +156,11 @@ async fn kernel(
     } else {
         let local = boot_settings.local_engine();
         say(&format!(
-            "booting the Camunda 7.24 engine on port {} (log: {})",
+            "booting the engine {} on port {} (log: {})",
+            match &boot_settings.camunda_run_home {
+                Some(home) => format!("of Camunda Run at {}", home.display()),
+                None => boot_settings.jar.display().to_string(),
+            },
             local.port,
             local.data_dir.join("engine.log").display()
         ));

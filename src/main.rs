@@ -42,6 +42,23 @@ struct Cli {
     command: Command,
 }
 
+/// The engines ProcOS builds (`scripts/lib.sh`: `build_engine`, `build_operaton`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EngineKind {
+    Camunda,
+    Operaton,
+}
+
+impl EngineKind {
+    /// Where the repository's build puts this engine's jar.
+    fn jar(self) -> PathBuf {
+        PathBuf::from(match self {
+            EngineKind::Camunda => "docker/camunda/target/procos-camunda-engine.jar",
+            EngineKind::Operaton => "docker/operaton/target/procos-operaton-engine.jar",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Text,
@@ -97,6 +114,11 @@ struct EngineArgs {
     /// OAuth2: the audience to ask for, when the issuer wants one.
     #[arg(long, global = true, env = "PROCOS_ENGINE_OAUTH2_AUDIENCE")]
     engine_oauth2_audience: Option<String>,
+    /// Which engine the kernel boots from this repository's builds: Camunda 7.24
+    /// (`docker/camunda`) or Operaton, the Camunda 7 fork with the same REST API
+    /// (`docker/operaton`). `--engine-jar` names a jar directly instead.
+    #[arg(long = "engine", global = true, env = "PROCOS_ENGINE", value_enum)]
+    engine_kind: Option<EngineKind>,
     /// The assembled engine jar the kernel boots.
     #[arg(long, global = true, env = "PROCOS_ENGINE_JAR")]
     engine_jar: Option<PathBuf>,
