@@ -22,7 +22,8 @@ done
 ensure_toolchain
 case "$engine" in
   camunda) build_engine ;;
-  operaton) build_operaton ;;
+  # lib.sh points PROCOS_ENGINE_JAR at Camunda's jar, and an explicit jar wins over --engine.
+  operaton) build_operaton; export PROCOS_ENGINE_JAR="$OPERATON_JAR" ;;
   *) die "unknown engine \`$engine\`: --engine camunda (Camunda 7.24) or --engine operaton" ;;
 esac
 say "building procos (release)"
