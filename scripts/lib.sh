@@ -64,41 +64,30 @@ claim_target_dir() {
   fi
 }
 
-# The engine jar, keyed by the hash of its sources: rebuilt only when pom.xml or src/ change.
-build_engine() {
-  local dir="$ROOT/docker/camunda" hash cached
+# An engine jar built by Maven from `dir` (pom.xml, src/) into `jar`, cached under
+# $PROCOS_CACHE/<cache>/<hash of its sources>: rebuilt only when pom.xml or src/ change.
+build_maven_jar() {
+  local dir=$1 jar=$2 cache=$3 what=$4 hash cached
   hash=$(cd "$dir" && find pom.xml src -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
-  cached="$PROCOS_CACHE/engine/$hash/procos-camunda-engine.jar"
+  cached="$PROCOS_CACHE/$cache/$hash/$(basename "$jar")"
   if [ ! -f "$cached" ]; then
-    say "building the Camunda 7.24 engine with Maven (first time: a few minutes)"
-    (cd "$dir" && mvn -B -q -DskipTests package) || die "the Maven build of docker/camunda failed (see above)"
+    say "building the $what with Maven (first time: a few minutes)"
+    (cd "$dir" && mvn -B -q -DskipTests package) || die "the Maven build of ${dir#"$ROOT"/} failed (see above)"
     mkdir -p "$(dirname "$cached")"
-    cp "$ENGINE_JAR" "$cached.tmp" && mv "$cached.tmp" "$cached"
-  elif ! cmp -s "$cached" "$ENGINE_JAR" 2>/dev/null; then
-    mkdir -p "$(dirname "$ENGINE_JAR")"
-    cp "$cached" "$ENGINE_JAR"
+    cp "$jar" "$cached.tmp" && mv "$cached.tmp" "$cached"
+  elif ! cmp -s "$cached" "$jar" 2>/dev/null; then
+    mkdir -p "$(dirname "$jar")"
+    cp "$cached" "$jar"
   fi
-  say "engine jar ready ($hash)"
+  say "$what jar ready ($hash)"
 }
 
-# The Operaton engine jar (docker/operaton), cached the same way: rebuilt only when its pom.xml or
-# src/ change.
+# The Camunda 7.24 engine (docker/camunda).
+build_engine() { build_maven_jar "$ROOT/docker/camunda" "$ENGINE_JAR" engine "Camunda 7.24 engine"; }
+
+# Operaton, the second engine (docker/operaton).
 OPERATON_JAR="$ROOT/docker/operaton/target/procos-operaton-engine.jar"
-build_operaton() {
-  local dir="$ROOT/docker/operaton" hash cached
-  hash=$(cd "$dir" && find pom.xml src -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
-  cached="$PROCOS_CACHE/operaton/$hash/procos-operaton-engine.jar"
-  if [ ! -f "$cached" ]; then
-    say "building the Operaton engine with Maven (first time: a few minutes)"
-    (cd "$dir" && mvn -B -q -DskipTests package) || die "the Maven build of docker/operaton failed (see above)"
-    mkdir -p "$(dirname "$cached")"
-    cp "$OPERATON_JAR" "$cached.tmp" && mv "$cached.tmp" "$cached"
-  elif ! cmp -s "$cached" "$OPERATON_JAR" 2>/dev/null; then
-    mkdir -p "$(dirname "$OPERATON_JAR")"
-    cp "$cached" "$OPERATON_JAR"
-  fi
-  say "Operaton engine jar ready ($hash)"
-}
+build_operaton() { build_maven_jar "$ROOT/docker/operaton" "$OPERATON_JAR" operaton "Operaton engine"; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -535,15 +535,13 @@ impl EngineClient {
         let path = "external-task";
         let max_results = max_results.to_string();
         let request = || {
-            self.request(Method::GET, path).query(&[
-                ("topicName", topic),
-                ("notLocked", "true"),
-                ("active", "true"),
-                ("withRetriesLeft", "true"),
-                ("sortBy", "createTime"),
-                ("sortOrder", "asc"),
-                ("maxResults", max_results.as_str()),
-            ])
+            self.request(Method::GET, path)
+                .query(&waiting(topic))
+                .query(&[
+                    ("sortBy", "createTime"),
+                    ("sortOrder", "asc"),
+                    ("maxResults", max_results.as_str()),
+                ])
         };
         self.send(request, "GET", path, CALL_TIMEOUT).await
     }
@@ -556,14 +554,7 @@ impl EngineClient {
             count: u64,
         }
         let path = "external-task/count";
-        let request = || {
-            self.request(Method::GET, path).query(&[
-                ("topicName", topic),
-                ("notLocked", "true"),
-                ("active", "true"),
-                ("withRetriesLeft", "true"),
-            ])
-        };
+        let request = || self.request(Method::GET, path).query(&waiting(topic));
         let count: Count = self.send(request, "GET", path, CALL_TIMEOUT).await?;
         Ok(count.count)
     }
@@ -702,6 +693,17 @@ impl EngineClient {
                 source,
             })
     }
+}
+
+/// The external-task query's filters for tasks of `topic` that wait for a worker: no lock,
+/// retries left, not suspended.
+fn waiting(topic: &str) -> [(&'static str, &str); 4] {
+    [
+        ("topicName", topic),
+        ("notLocked", "true"),
+        ("active", "true"),
+        ("withRetriesLeft", "true"),
+    ]
 }
 
 fn with_json<B: Serialize + ?Sized>(request: RequestBuilder, body: Option<&B>) -> RequestBuilder {
