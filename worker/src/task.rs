@@ -64,9 +64,10 @@ pub(crate) async fn handle(
         process_instance = locked.process_instance_id.as_deref().unwrap_or(""),
         outcome = tracing::field::Empty,
     );
-    trace_context::join(&span, traceparent(&locked).as_deref());
+    let traceparent = traceparent(&locked);
+    trace_context::join(&span, traceparent.as_deref());
     shared.telemetry.task_started(&route.topic);
-    let (outcome, ran) = handle_in_span(&shared, &route, locked, cancel)
+    let (outcome, ran) = handle_in_span(&shared, &route, locked, traceparent.as_deref(), cancel)
         .instrument(span.clone())
         .await;
     span.record("outcome", outcome.as_str());
@@ -83,11 +84,13 @@ fn traceparent(locked: &LockedExternalTask) -> Option<String> {
 }
 
 /// Runs the adapter while keeping the lock, writes the outcome back, and says how it ended and
-/// how long the adapter ran, when its answer counted.
+/// how long the adapter ran, when its answer counted. `traceparent` is the instance's trace
+/// context, handed on to the step.
 async fn handle_in_span(
     shared: &Shared,
     route: &Route,
     locked: LockedExternalTask,
+    traceparent: Option<&str>,
     cancel: CancellationToken,
 ) -> (TaskOutcome, Option<Duration>) {
     let started = Instant::now();
@@ -119,7 +122,7 @@ async fn handle_in_span(
     let adapter_task = AdapterTask {
         task_id: locked.id.clone(),
         topic: locked.topic_name.clone(),
-        traceparent: trace_context::for_step(&run_span, traceparent(&locked).as_deref()),
+        traceparent: trace_context::for_step(&run_span, traceparent),
         inputs: without_settings(inputs),
         settings,
         root_process_instance_id,
