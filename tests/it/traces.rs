@@ -203,5 +203,8 @@ async fn a_three_step_instance_is_one_trace_in_a_real_otlp_receiver() {
         (trace_id.clone(), run_of(&http)),
         "traceparent of the call"
     );
-    drop(worker);
+    // Stopped in order, so that it removes the sandboxes it keeps warm.
+    worker.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, log) = worker.wait(Duration::from_secs(60)).await;
+    assert!(status.success(), "{log}");
 }
