@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 mod shared;
+pub mod tally;
 
 pub use shared::{jaeger, llm_url, oauth2_issuer, ollama_url};
 
