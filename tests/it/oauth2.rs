@@ -59,13 +59,14 @@ async fn the_kernel_and_a_worker_reach_an_engine_that_takes_only_oauth2_tokens()
     let refused = basic.latest_process_definitions().await.unwrap_err();
     assert_eq!(refused.status(), Some(401), "{refused}");
 
-    // One token serves many calls, and is renewed before it expires (the issuer's live 4 s).
+    // One token serves many calls, and is renewed before it expires (the issuer's live 20 s,
+    // renewed after 15.2 s).
     let tokens = TokenSource::new(credentials(issuer, "engine-rest"));
     let client = EngineClient::new(&url, Auth::OAuth2(tokens.clone())).unwrap();
     client.latest_process_definitions().await.unwrap();
     client.latest_process_definitions().await.unwrap();
     assert_eq!(tokens.tokens_fetched(), 1);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(16)).await;
     client.latest_process_definitions().await.unwrap();
     assert_eq!(tokens.tokens_fetched(), 2, "renewed before it expired");
 
@@ -143,7 +144,7 @@ async fn the_kernel_and_a_worker_reach_an_engine_that_takes_only_oauth2_tokens()
     let first = support::start(&client, &key, Default::default()).await;
     support::wait_completed(&client, &first, Duration::from_secs(30)).await;
     // Past the worker's first token's life: its calls go on with a renewed one.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
     let second = support::start(&client, &key, Default::default()).await;
     support::wait_completed(&client, &second, Duration::from_secs(30)).await;
 
