@@ -13,6 +13,10 @@ use crate::validate::{self, Finding};
 
 /// Tells Cockpit where a deployment came from.
 const DEPLOYMENT_SOURCE: &str = "procos";
+/// Models are drawings of processes, some kilobytes; one of megabytes carries data it should
+/// not (an embedded document, a script that belongs in a file). The engine would store it in
+/// its database with every version, and the kernel reads it whole.
+const MAX_MODEL_BYTES: u64 = 10_000_000;
 
 /// What deploying a set of model files did.
 #[derive(Debug, Default)]
@@ -175,13 +179,26 @@ async fn deploy_one(
             FileProblem::whole_file(file, "the file name is not UTF-8".into(), "rename the file")
         })?
         .to_owned();
-    let bytes = tokio::fs::read(file).await.map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         FileProblem::whole_file(
             file,
             format!("cannot read the file: {e}"),
             "check its permissions",
         )
-    })?;
+    };
+    let size = tokio::fs::metadata(file).await.map_err(unreadable)?.len();
+    if size > MAX_MODEL_BYTES {
+        return Err(FileProblem::whole_file(
+            file,
+            format!(
+                "the file is {:.1} MB; a model may be at most {} MB",
+                size as f64 / 1e6,
+                MAX_MODEL_BYTES / 1_000_000
+            ),
+            "keep data out of the model: pass it as process variables or files, or split the model into processes that call each other",
+        ));
+    }
+    let bytes = tokio::fs::read(file).await.map_err(unreadable)?;
     let summary = validate::check(&name, &bytes).map_err(|f| FileProblem::from_finding(file, f))?;
     let deployment = Deployment {
         name: name.clone(),

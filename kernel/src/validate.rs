@@ -50,6 +50,17 @@ pub(crate) fn check(name: &str, bytes: &[u8]) -> Result<ModelSummary, Finding> {
         fix: "save the file as UTF-8, as Camunda Modeler does".into(),
     })?;
     let doc = Document::parse(text).map_err(|e| {
+        if matches!(e, roxmltree::Error::DtdDetected) {
+            return Finding {
+                line: None,
+                column: None,
+                message: "the file declares a DTD (<!DOCTYPE …>), which no model may: a DTD can \
+                          define entities that expand without bound or read other files and URLs, \
+                          and BPMN, DMN and Camunda Modeler use none"
+                    .into(),
+                fix: "remove the <!DOCTYPE …> declaration (and the entities it defines)".into(),
+            };
+        }
         let pos = e.pos();
         Finding {
             line: Some(pos.row),

@@ -3,6 +3,7 @@
 //! first use (or given in `PROCOS_TEST_ENGINE_URL`); tests about booting start engines of their
 //! own.
 
+mod bad_input;
 mod cli;
 mod compose;
 mod docker;
