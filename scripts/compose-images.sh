@@ -12,6 +12,7 @@ cd "$ROOT"
 ensure_toolchain
 bash "$ROOT/scripts/docker-engine.sh"
 build_engine
+build_operaton
 say "building procos and procos-sandbox-proxy (release)"
 cargo build --release --locked --quiet -p procos -p procos-sandbox-proxy
 # Ollama and the bundled model, registered in its own store; a no-op once both are cached.
@@ -33,6 +34,7 @@ build_prebuilt() {
   say "image $image ready"
 }
 build_prebuilt procos/camunda:7.24.0 docker/camunda/Dockerfile.prebuilt "$PROCOS_ENGINE_JAR"
+build_prebuilt procos/operaton:1.0.3 docker/operaton/Dockerfile.prebuilt "$OPERATON_JAR"
 build_prebuilt procos/procos:latest docker/procos/Dockerfile.prebuilt \
   "$CARGO_TARGET_DIR/release/procos" "$CARGO_TARGET_DIR/release/procos-sandbox-proxy"
 build_prebuilt procos/ollama:0.6.5 docker/ollama/Dockerfile \

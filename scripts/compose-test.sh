@@ -52,8 +52,14 @@ export PROCOS_ENGINE_PASSWORD ENGINE_PORT=$port WORKER_REPLICAS=1
 compose="$compose_cmd --project-name $project --file $ROOT/compose.yaml --file $ROOT/tests/compose/llm.yaml"
 log="$PROCOS_CACHE/logs/compose-test.log"
 
-# Sandbox containers that exist before the fleet does: not the fleet's to remove.
-sandbox_containers() { docker ps -aq --no-trunc --filter label=io.procos.task | sort; }
+# Sandbox containers of the fleet's sandboxed topics (docker/compose/procos.toml) that exist
+# before the fleet does: not the fleet's to remove. Only those topics: tests of other topics
+# may run sandboxes on the same Docker engine meanwhile (the suite's run on Operaton does).
+sandbox_containers() {
+  for topic in docker python scilab; do
+    docker ps -aq --no-trunc --filter label=io.procos.task --filter "label=io.procos.topic=$topic"
+  done | sort
+}
 sandboxes_before=$(sandbox_containers)
 stop_fleet() {
   $compose logs --no-color --timestamps >"$log" 2>&1 || true
@@ -108,3 +114,23 @@ if ! cargo test --locked --test it compose::on_postgresql -- --ignored --nocaptu
   die "the compose fleet on PostgreSQL failed"
 fi
 say "postgres profile passed: the engine runs on PostgreSQL, the root orchestrator is in its tables"
+
+# Operaton instead of Camunda 7.24 (compose's engine switch): the engine service alone from the
+# Operaton image compose-images.sh built, with the fleet's settings (basic authentication on,
+# H2); the fleet's own run above used the same REST API on Camunda.
+stop_fleet
+unset COMPOSE_PROFILES DB_DRIVER DB_URL DB_USERNAME DB_PASSWORD
+project="procos-test-operaton-$$"
+compose="$compose_cmd --project-name $project --file $ROOT/compose.yaml"
+log="$PROCOS_CACHE/logs/compose-test-operaton.log"
+export CAMUNDA_IMAGE=procos/operaton:1.0.3 ENGINE_BUILD=docker/operaton
+say "compose up engine on Operaton (project $project)"
+$compose up -d --no-build --wait engine >/dev/null 2>&1 \
+  || { $compose logs --no-color --tail 40 engine || true; die "the Operaton engine did not become healthy under compose"; }
+rest="http://127.0.0.1:$port/engine-rest"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$rest/version")" = 401 ] \
+  || die "the Operaton engine under compose answers without credentials"
+version=$(curl -fsS -u "$PROCOS_ENGINE_USER:$PROCOS_ENGINE_PASSWORD" "$rest/version") \
+  || die "the Operaton engine under compose refuses the fleet's login"
+case "$version" in *'"1.0.'*) ;; *) die "the engine under compose is not Operaton 1.0: $version" ;; esac
+say "Operaton under compose: $version, basic authentication on, the fleet's login taken"
