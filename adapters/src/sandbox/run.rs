@@ -5,6 +5,7 @@
 //! filesystem can stay read-only and nothing outlives the task: the container and its volumes
 //! are removed on every path, including timeouts, cancellation and Docker errors.
 
+use std::collections::BTreeSet;
 use std::io::Read as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ use super::outcome::{
 
 /// How long the followed logs may take to end after their container did.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
+/// How many times, a second apart, closing tries to remove the containers whose removal failed.
+const CLOSE_RETRIES: u32 = 10;
 use super::{ContainerSpec, Runner, lock};
 use crate::{Failure, Outcome, Retry, async_trait};
 
@@ -44,6 +47,11 @@ pub(crate) struct Sandbox {
     /// Removals of finished tasks' containers, made after the outcome is handed back so that
     /// the task's completion does not wait for them; [`Sandbox::close`] waits for them.
     removals: Arc<Mutex<JoinSet<()>>>,
+    /// Containers whose removal failed because the Docker engine could not be reached (it was
+    /// restarting, say), by id, or by name for a creation whose answer never came (the engine
+    /// may have made the container all the same): removed again at the next chance, and at
+    /// [`Sandbox::close`].
+    unremoved: Arc<Mutex<BTreeSet<String>>>,
     /// Why the Docker engine could not be used when the sandbox was made (no socket at
     /// `DOCKER_HOST`): the adapter still builds, so the worker starts, and reports its topic
     /// unavailable instead of fetching it.
@@ -71,6 +79,7 @@ impl Sandbox {
             docker,
             last_sweep: Arc::default(),
             removals: Arc::default(),
+            unremoved: Arc::default(),
             unusable,
         })
     }
@@ -141,13 +150,22 @@ impl Sandbox {
             .docker
             .create_container(
                 Some(CreateContainerOptions {
-                    name: Some(name),
+                    name: Some(name.clone()),
                     ..Default::default()
                 }),
                 body,
             )
-            .await?;
-        Ok(created.id)
+            .await;
+        match created {
+            Ok(created) => Ok(created.id),
+            // The engine refused it: there is no container.
+            Err(e @ DockerError::DockerResponseServerError { .. }) => Err(e),
+            // No answer: the container may exist all the same, under its name.
+            Err(e) => {
+                lock(&self.unremoved).insert(name);
+                Err(e)
+            }
+        }
     }
 
     /// Uploads the inputs, starts, and finishes.
@@ -426,20 +444,64 @@ impl Sandbox {
         removals.spawn(async move { sandbox.remove(&id).await });
     }
 
-    /// Waits for the removals still under way.
+    /// Waits for the removals still under way, then removes what could not be removed before;
+    /// a Docker engine that is restarting gets [`CLOSE_RETRIES`] seconds to come back.
     pub(crate) async fn close(&self) {
         let mut removals = std::mem::take(&mut *lock(&self.removals));
         while removals.join_next().await.is_some() {}
+        for _ in 0..CLOSE_RETRIES {
+            self.remove_unremoved().await;
+            if lock(&self.unremoved).is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let left: Vec<String> = lock(&self.unremoved).iter().cloned().collect();
+        tracing::warn!(
+            containers = ?left,
+            "the Docker engine could not be reached to remove these containers; other workers' sweeps remove them once past their deadline"
+        );
     }
 
+    /// Removes the container (force: a running one is killed). One the Docker engine does not
+    /// answer for is removed again later.
     pub(super) async fn remove(&self, id: &str) {
+        if !self.try_remove(id).await {
+            tracing::warn!(
+                container = id,
+                "could not remove the task's container; trying again later"
+            );
+            lock(&self.unremoved).insert(id.to_owned());
+        }
+    }
+
+    /// Tries again to remove the containers whose removal failed.
+    pub(super) async fn remove_unremoved(&self) {
+        let pending: Vec<String> = lock(&self.unremoved).iter().cloned().collect();
+        for id in pending {
+            if self.try_remove(&id).await {
+                lock(&self.unremoved).remove(&id);
+            }
+        }
+    }
+
+    /// Whether the container is gone: removed now, never made, or being removed already.
+    async fn try_remove(&self, id: &str) -> bool {
         let options = RemoveContainerOptions {
             force: true,
             v: true,
             ..Default::default()
         };
-        if let Err(e) = self.docker.remove_container(id, Some(options)).await {
-            tracing::warn!(container = id, error = %e, "could not remove the task's container");
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => true,
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => true,
+            Err(e) => {
+                tracing::debug!(container = id, error = %e, "the container's removal failed");
+                false
+            }
         }
     }
 }
@@ -462,6 +524,16 @@ impl Runner for Sandbox {
 impl Sandbox {
     /// Pings the Docker engine, briefly: a worker must not hang on a socket that never answers.
     pub(crate) async fn available(&self) -> Result<(), crate::Unavailable> {
+        // Asked every 30 s by the worker: the chance to remove what could not be removed while
+        // the Docker engine was away, even when no task comes.
+        let result = self.ping().await;
+        if result.is_ok() {
+            self.remove_unremoved().await;
+        }
+        result
+    }
+
+    async fn ping(&self) -> Result<(), crate::Unavailable> {
         let host = std::env::var("DOCKER_HOST")
             .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
         let reason = |why: String| {

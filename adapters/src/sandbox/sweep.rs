@@ -30,6 +30,7 @@ impl Sandbox {
             }
             *last = Some(Instant::now());
         }
+        self.remove_unremoved().await;
         self.remove_given_up_warm_containers().await;
         self.remove_containers_past_their_deadline().await;
     }
