@@ -15,6 +15,8 @@ bash "$ROOT/scripts/docker-engine.sh"
 command -v g++ >/dev/null 2>&1 || apt_install g++
 # bubblewrap: the namespace sandbox backend's tests.
 command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap
+# iproute2: the network-cut test's namespace and veth pair.
+command -v ip >/dev/null 2>&1 || apt_install iproute2
 bash "$ROOT/scripts/llm-server.sh" fetch-model
 ollama_log="$PROCOS_CACHE/logs/ollama-install.log"
 # In a process group of its own, so that a failed run stops the whole build.
@@ -68,14 +70,14 @@ wait "$jaeger_install" || { tail -30 "$jaeger_log"; die "building Jaeger failed 
 say "cargo test"
 cargo test --locked --workspace --no-fail-fast
 
-# Operaton: the worker, kernel and http adapter tests again, on the second engine (an engine of
-# their own, booted from its jar), beside the compose test, whose cost is mostly the containers'.
-# Docker-backed tests are left to the Camunda run: the compose fleet's sandboxes share the Docker
-# engine, and those tests count every sandbox container they find.
+# Operaton: the worker, kernel and adapter tests again, on the second engine (an engine of their
+# own, booted from its jar), beside the compose test, whose cost is mostly the containers'. Each
+# adapter test uses topics of its own, so its sandboxes and the compose fleet's do not meet.
 say "cargo test on Operaton (beside the compose test)"
 operaton_log="$PROCOS_CACHE/logs/operaton-tests.log"
 PROCOS_ENGINE_JAR="$OPERATON_JAR" cargo test --locked --workspace --test it -- \
-  worker:: kernel outputs:: init_dir:: unserved:: oauth2:: http:: >"$operaton_log" 2>&1 &
+  worker:: kernel outputs:: init_dir:: unserved:: oauth2:: http:: docker:: scilab:: \
+  sandbox::a_python_script >"$operaton_log" 2>&1 &
 operaton_tests=$!
 on_exit "kill $operaton_tests 2>/dev/null"
 
@@ -91,4 +93,22 @@ if ! wait "$operaton_tests"; then
   die "tests on Operaton failed (log: $operaton_log)"
 fi
 grep -E "^test result" "$operaton_log" >&2 || true
+
+# The fault suite: a worker's network cut for 30 s under 2,000 instances, the engine killed
+# mid-run, a worker killed while it writes back, the Docker engine restarted under running
+# sandboxes. Alone and one at a time, each on an engine (and a Docker daemon) of its own: two of
+# them restart parts other tests would share, and their waits are sized for a machine that runs
+# nothing else. Each prints its figures (instances, lost, duplicate completions, re-runs, time to
+# recover), shown here.
+say "fault phase"
+fault_log="$PROCOS_CACHE/logs/fault-tests.log"
+fault_started=$(date +%s)
+if ! cargo test --locked --workspace --test it -- --ignored --test-threads=1 --nocapture \
+  faults_ >"$fault_log" 2>&1; then
+  grep -E "^test .*FAILED|panicked|^failures:" "$fault_log" | head -40 >&2 || true
+  tail -40 "$fault_log" >&2
+  die "the fault phase failed (log: $fault_log)"
+fi
+grep -E "fault \`.*: instances|network cut:|kill [0-9]+ of worker A|loaded into the test|the (Docker )?engine (booted|was killed)|^test result" "$fault_log" >&2 || true
+say "fault phase passed in $(( $(date +%s) - fault_started )) s"
 say "all checks passed in $(( $(date +%s) - started )) s"

@@ -9,6 +9,8 @@ mod compose;
 mod docker;
 mod end_to_end;
 mod examples;
+mod faults_network;
+mod faults_restarts;
 mod fleet;
 mod http;
 mod init_dir;

@@ -221,12 +221,34 @@ impl ProcosProcess {
         config: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::spawn_wrapped(&[], args, engine_url, name, config, env)
+    }
+
+    /// [`ProcosProcess::spawn_command`] run by `wrapper` (a program and its arguments, which
+    /// end by running the command after them: `ip netns exec NAME`); no wrapper runs it
+    /// directly. The wrapper must `exec` it, so that the process signalled is `procos` itself.
+    pub fn spawn_wrapped(
+        wrapper: &[&str],
+        args: &[&str],
+        engine_url: &str,
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("procos.toml");
         std::fs::write(&path, config).unwrap();
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_procos"));
+        let procos = env!("CARGO_BIN_EXE_procos");
+        let mut command = match wrapper {
+            [] => tokio::process::Command::new(procos),
+            [program, wrapper_args @ ..] => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(wrapper_args).arg(procos);
+                command
+            }
+        };
         if !config.contains("listen") {
             command.env("PROCOS_WORKER__LISTEN", "off");
         }
@@ -401,6 +423,33 @@ pub async fn start(
         .await
         .unwrap()
         .id
+}
+
+/// Starts `n` instances of `key`, `at_once` at a time (a fault test starts thousands, without
+/// queueing them all in the engine at once); instance `i` gets `variables(i)`. Their ids, in
+/// that order.
+pub async fn start_many(
+    client: &EngineClient,
+    key: &str,
+    n: usize,
+    at_once: usize,
+    variables: impl Fn(usize) -> camunda_client::Variables,
+) -> Vec<String> {
+    let mut ids = vec![String::new(); n];
+    let mut starting = tokio::task::JoinSet::new();
+    for i in 0..n {
+        if starting.len() >= at_once {
+            let (at, id) = starting.join_next().await.unwrap().unwrap();
+            ids[at] = id;
+        }
+        let (client, key, variables) = (client.clone(), key.to_owned(), variables(i));
+        starting.spawn(async move { (i, start(&client, &key, variables).await) });
+    }
+    while let Some(started) = starting.join_next().await {
+        let (at, id) = started.unwrap();
+        ids[at] = id;
+    }
+    ids
 }
 
 /// Waits until history shows `instance` completed.

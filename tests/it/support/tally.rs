@@ -114,12 +114,14 @@ impl fmt::Display for Tally {
 }
 
 /// Runs a worker's log reports as thrown away: the engine no longer had the task or gave it to
-/// another worker when the result came, or the lock was lost while it ran.
+/// another worker when the result came, the result could not be written back before the lock
+/// ran out (the task runs again), or the lock was lost while it ran.
 pub fn reruns_in(log: &str) -> usize {
     log.lines()
         .filter(|line| {
             line.contains("the engine no longer has the task")
                 || line.contains("the engine refused the result")
+                || line.contains("could not write the result back")
                 || line.contains("the lock is gone")
         })
         .count()
