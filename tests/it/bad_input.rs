@@ -169,15 +169,7 @@ fn case(
 
 /// start → one external task on `topic` with `properties` → end.
 fn one_step(key: &str, topic: &str, properties: &[(&str, String)]) -> String {
-    let properties: String = properties
-        .iter()
-        .map(|(n, v)| {
-            format!(
-                "<camunda:property name=\"procos.{n}\" value=\"{}\"/>",
-                support::xml_escape(v)
-            )
-        })
-        .collect();
+    let properties = support::procos_properties(properties);
     support::bpmn(
         key,
         "",

@@ -39,16 +39,7 @@ fn http_model(key: &str, topic: &str, steps: &[Step], catch: Option<&str>, wait:
         ));
     };
     for step in steps {
-        let properties: String = step
-            .properties
-            .iter()
-            .map(|(n, v)| {
-                format!(
-                    "<camunda:property name=\"procos.{n}\" value=\"{}\"/>",
-                    support::xml_escape(v)
-                )
-            })
-            .collect();
+        let properties = support::procos_properties(step.properties);
         let inputs: String = step
             .inputs
             .iter()

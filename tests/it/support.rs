@@ -530,6 +530,20 @@ pub fn bpmn(key: &str, declarations: &str, elements: &str) -> String {
     )
 }
 
+/// `<camunda:property>` elements for a step's `procos.*` extension properties (names without
+/// the prefix), values escaped.
+pub fn procos_properties<V: AsRef<str>>(properties: &[(&str, V)]) -> String {
+    properties
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "<camunda:property name=\"procos.{name}\" value=\"{}\"/>",
+                xml_escape(value.as_ref())
+            )
+        })
+        .collect()
+}
+
 /// The ids of the activities `instance` passed, in the engine's history.
 pub async fn passed(client: &EngineClient, instance: &str) -> Vec<String> {
     client
