@@ -319,10 +319,13 @@ async fn a_worker_killed_while_it_writes_back_loses_no_task() {
 
 /// A Docker engine of the test's own: a second `dockerd` with its socket, data, state and pid
 /// file in a directory of its own, and no networking of its own (no bridge, no iptables rules,
-/// no proxy), so that restarting it touches nothing but this test. Stopped and its directory
-/// removed when dropped.
+/// no proxy), so that restarting it touches nothing but this test. It runs in a network
+/// namespace of its own too: a `dockerd` without a bridge deletes the default bridge
+/// interface (`docker0`) at start, and on the host that is the main engine's. Stopped, its
+/// namespace deleted and its directory removed when dropped.
 struct Dockerd {
     root: tempfile::TempDir,
+    netns: String,
     process: Option<std::process::Child>,
 }
 
@@ -332,8 +335,17 @@ impl Dockerd {
         let root = tempfile::tempdir().unwrap();
         // An empty configuration: the host's /etc/docker/daemon.json is the main engine's.
         std::fs::write(root.path().join("daemon.json"), "{}").unwrap();
+        let netns = format!("procos-dockerd-{}", std::process::id());
+        // What a killed earlier test binary with the same pid may have left.
+        let _ = Command::new("ip").args(["netns", "del", &netns]).status();
+        let added = Command::new("ip")
+            .args(["netns", "add", &netns])
+            .status()
+            .expect("`ip` runs (scripts/test.sh installs iproute2)");
+        assert!(added.success(), "ip netns add {netns} (needs root)");
         let mut dockerd = Self {
             root,
+            netns,
             process: None,
         };
         dockerd.run().await;
@@ -356,7 +368,11 @@ impl Dockerd {
             .append(true)
             .open(self.path("dockerd.log"))
             .unwrap();
-        let process = Command::new("dockerd")
+        // nsenter enters the network namespace alone; `ip netns exec` would also give dockerd a
+        // mount namespace with a fresh /sys, without the cgroup mounts it needs.
+        let process = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg("dockerd")
             .arg("--host")
             .arg(self.host())
             .arg("--config-file")
@@ -498,6 +514,9 @@ impl Drop for Dockerd {
         for point in inside {
             let _ = Command::new("umount").args(["-l", point]).status();
         }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
     }
 }
 
