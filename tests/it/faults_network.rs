@@ -9,11 +9,12 @@
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use camunda_client::{ExternalTaskLogQuery, HistoricProcessInstanceQuery};
-use nix::sys::signal::Signal;
+use camunda_client::ExternalTaskLogQuery;
 
-use crate::support::tally::Tally;
-use crate::support::{self, ProcosProcess, assert_eventually};
+use crate::support::tally::{
+    Tally, assert_alive_and_stop, wait_for_all_ended, wait_for_completions,
+};
+use crate::support::{self, ProcosProcess};
 
 const INSTANCES: usize = 2000;
 /// Completions before the cut: the run is well under way, most of it still ahead.
@@ -181,7 +182,7 @@ async fn a_worker_cut_off_for_30_s_loses_no_task_and_serves_again() {
 
     let inside_id = format!("{key}-inside");
     let outside_id = format!("{key}-outside");
-    let mut inside = ProcosProcess::spawn_wrapped(
+    let inside = ProcosProcess::spawn_wrapped(
         &namespace.exec(),
         &["worker"],
         &format!("http://{}:{port}/engine-rest", namespace.host_address),
@@ -207,18 +208,7 @@ async fn a_worker_cut_off_for_30_s_loses_no_task_and_serves_again() {
         success_log: Some(true),
         ..Default::default()
     };
-    assert_eventually(
-        "some hundreds of completions before the cut",
-        Duration::from_secs(90),
-        || async {
-            let done = client
-                .external_task_log_count(&completed_query)
-                .await
-                .ok()?;
-            (done >= CUT_AFTER).then_some(())
-        },
-    )
-    .await;
+    wait_for_completions(&client, &key, CUT_AFTER, Duration::from_secs(90)).await;
     let before_cut = client.external_task_log(&completed_query).await.unwrap();
     let by = |log: &[camunda_client::ExternalTaskLogEntry], id: &str| {
         log.iter()
@@ -248,23 +238,7 @@ async fn a_worker_cut_off_for_30_s_loses_no_task_and_serves_again() {
     let (instances, start_phase) = starting.await.unwrap();
     assert_eq!(instances.len(), INSTANCES);
 
-    let finished = HistoricProcessInstanceQuery {
-        process_definition_key: Some(key.clone()),
-        finished: true,
-        ..Default::default()
-    };
-    assert_eventually(
-        "every instance to end after the link is back",
-        Duration::from_secs(120),
-        || async {
-            let ended = client
-                .historic_process_instance_count(&finished)
-                .await
-                .ok()?;
-            (ended >= INSTANCES as u64).then_some(())
-        },
-    )
-    .await;
+    wait_for_all_ended(&client, &key, INSTANCES, Duration::from_secs(120)).await;
     let time_to_recover = restored.elapsed();
     // Anything still in flight (a result sent before the cut, delivered late) would show now.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -311,18 +285,11 @@ async fn a_worker_cut_off_for_30_s_loses_no_task_and_serves_again() {
     );
 
     assert!(
-        inside.child.try_wait().unwrap().is_none(),
-        "the worker inside the namespace is alive"
-    );
-    assert!(
         outside.child.try_wait().unwrap().is_none(),
         "the worker outside is alive"
     );
     for worker in [inside, outside] {
-        let id = worker.worker_id.clone();
-        worker.signal(Signal::SIGTERM);
-        let (status, _) = worker.wait(Duration::from_secs(30)).await;
-        assert!(status.success(), "{id}: exit status {status}");
+        assert_alive_and_stop(worker, Duration::from_secs(30)).await;
     }
     engine.stop(Duration::from_secs(20)).await;
     drop(namespace);

@@ -14,12 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use camunda_client::{EngineClient, ExternalTaskLogQuery, HistoricProcessInstanceQuery};
+use camunda_client::EngineClient;
 use camunda_client::{Variable, Variables};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use crate::support::tally::Tally;
+use crate::support::tally::{
+    Tally, assert_alive_and_stop, wait_for_all_ended, wait_for_completions,
+};
 use crate::support::{self, ProcosProcess, assert_eventually};
 
 /// A `procos worker` configuration: `[worker]` with `worker` (its long poll short, so that a
@@ -35,74 +37,6 @@ fn worker_config(
     format!(
         "[worker]\nlong_poll = \"2s\"\n{worker}\n\n[topics.\"{topic}\"]\nadapter = \"{adapter}\"\n{topic_extra}\nsettings = {{ {settings} }}\n"
     )
-}
-
-/// How many external tasks of `key` the engine's log shows completed.
-async fn completed_tasks(client: &EngineClient, key: &str) -> Option<u64> {
-    client
-        .external_task_log_count(&ExternalTaskLogQuery {
-            process_definition_key: Some(key.to_owned()),
-            success_log: Some(true),
-            ..Default::default()
-        })
-        .await
-        .ok()
-}
-
-/// Waits until `at_least` external tasks of `key` have completed; how many had.
-async fn wait_for_completions(
-    client: &EngineClient,
-    key: &str,
-    at_least: u64,
-    within: Duration,
-) -> u64 {
-    assert_eventually(
-        &format!("{at_least} completed tasks of {key}"),
-        within,
-        || async {
-            let completed = completed_tasks(client, key).await?;
-            (completed >= at_least).then_some(completed)
-        },
-    )
-    .await
-}
-
-/// Waits until history shows all `n` instances of `key` ended.
-async fn wait_for_all_ended(client: &EngineClient, key: &str, n: usize, within: Duration) {
-    assert_eventually(
-        &format!("all {n} instances of {key} to end"),
-        within,
-        || async {
-            let ended = client
-                .historic_process_instance_count(&HistoricProcessInstanceQuery {
-                    process_definition_key: Some(key.to_owned()),
-                    finished: true,
-                    ..Default::default()
-                })
-                .await
-                .ok()?;
-            (ended >= n as u64).then_some(())
-        },
-    )
-    .await;
-}
-
-/// Asserts that `worker` is still running (it was not the one killed), then stops it in order:
-/// it must drain and exit 0.
-async fn assert_alive_and_stop(mut worker: ProcosProcess) -> String {
-    assert!(
-        worker.child.try_wait().unwrap().is_none(),
-        "worker {} is still running after the fault",
-        worker.worker_id
-    );
-    worker.signal(Signal::SIGTERM);
-    let id = worker.worker_id.clone();
-    let (status, log) = worker.wait(Duration::from_secs(60)).await;
-    assert!(
-        status.success(),
-        "worker {id} exits 0 after SIGTERM: {status}"
-    );
-    log
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +101,7 @@ async fn the_engine_killed_mid_run_loses_no_task() {
     let recovered = back.elapsed();
     let mut logs = Vec::new();
     for worker in workers {
-        logs.push(assert_alive_and_stop(worker).await);
+        logs.push(assert_alive_and_stop(worker, Duration::from_secs(60)).await);
     }
     Tally::count(
         "the engine killed mid-run",
@@ -303,8 +237,8 @@ async fn a_worker_killed_while_it_writes_back_loses_no_task() {
         unanswered_per_kill.iter().sum::<usize>() > 0,
         "the kills landed while the engine took worker A's results: {unanswered_per_kill:?}"
     );
-    logs.push(assert_alive_and_stop(a).await);
-    logs.push(assert_alive_and_stop(b).await);
+    logs.push(assert_alive_and_stop(a, Duration::from_secs(60)).await);
+    logs.push(assert_alive_and_stop(b, Duration::from_secs(60)).await);
     Tally::count(
         "a worker killed while it writes back",
         &client,
@@ -593,7 +527,7 @@ async fn the_docker_engine_restarted_while_sandboxed_steps_run_loses_no_task() {
 
     wait_for_all_ended(&client, &key, INSTANCES, Duration::from_secs(240)).await;
     let recovered = back.elapsed();
-    let log = assert_alive_and_stop(worker).await;
+    let log = assert_alive_and_stop(worker, Duration::from_secs(60)).await;
     let mut wrong = BTreeMap::new();
     for instance in &instances {
         let variables = client.historic_variables(instance).await.unwrap();

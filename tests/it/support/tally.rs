@@ -1,4 +1,5 @@
-//! The figures of a fault test: how many instances ran, how many ended, and whether each
+//! What the fault tests share: waits for completions and ended instances, a worker's stop, and
+//! the figures of a fault test: how many instances ran, how many ended, and whether each
 //! external task completed exactly once, from the engine's external-task log and history; how
 //! many runs were thrown away (a lapsed lock: the result came back to a task another worker had
 //! by then), from the workers' logs. Printed, and checked by [`Tally::assert_nothing_lost`].
@@ -8,6 +9,9 @@ use std::fmt;
 use std::time::Duration;
 
 use camunda_client::{EngineClient, ExternalTaskLogQuery, HistoricProcessInstanceQuery};
+use nix::sys::signal::Signal;
+
+use super::{ProcosProcess, assert_eventually};
 
 /// What a fault run came to.
 #[derive(Debug, Default)]
@@ -125,4 +129,72 @@ pub fn reruns_in(log: &str) -> usize {
                 || line.contains("the lock is gone")
         })
         .count()
+}
+
+/// How many external tasks of `key` the engine's log shows completed.
+pub async fn completed_tasks(client: &EngineClient, key: &str) -> Option<u64> {
+    client
+        .external_task_log_count(&ExternalTaskLogQuery {
+            process_definition_key: Some(key.to_owned()),
+            success_log: Some(true),
+            ..Default::default()
+        })
+        .await
+        .ok()
+}
+
+/// Waits until `at_least` external tasks of `key` have completed; how many had.
+pub async fn wait_for_completions(
+    client: &EngineClient,
+    key: &str,
+    at_least: u64,
+    within: Duration,
+) -> u64 {
+    assert_eventually(
+        &format!("{at_least} completed tasks of {key}"),
+        within,
+        || async {
+            let completed = completed_tasks(client, key).await?;
+            (completed >= at_least).then_some(completed)
+        },
+    )
+    .await
+}
+
+/// Waits until history shows all `n` instances of `key` ended.
+pub async fn wait_for_all_ended(client: &EngineClient, key: &str, n: usize, within: Duration) {
+    assert_eventually(
+        &format!("all {n} instances of {key} to end"),
+        within,
+        || async {
+            let ended = client
+                .historic_process_instance_count(&HistoricProcessInstanceQuery {
+                    process_definition_key: Some(key.to_owned()),
+                    finished: true,
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+            (ended >= n as u64).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Asserts that `worker` is still running (it was not the one killed), then stops it in order:
+/// it must drain and exit 0 `within`. Its log.
+pub async fn assert_alive_and_stop(mut worker: ProcosProcess, within: Duration) -> String {
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "worker {} is still running after the fault",
+        worker.worker_id
+    );
+    worker.signal(Signal::SIGTERM);
+    let id = worker.worker_id.clone();
+    let (status, log) = worker.wait(within).await;
+    assert!(
+        status.success(),
+        "worker {id} exits 0 after SIGTERM: {status}"
+    );
+    log
 }
